@@ -1,0 +1,42 @@
+# tcptrace build. `make` builds bin/tcptrace from the committed BPF objects (no clang
+# needed); `make generate` rebuilds those objects and needs clang, llvm and libbpf-dev.
+
+GO ?= go
+BIN := bin/tcptrace
+
+.PHONY: all build generate vmlinux test check-generated lint clean deps
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/tcptrace
+
+# Debian packages that `make generate` and the tests need.
+deps:
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+		clang llvm libbpf-dev bpftool iproute2 clang-format
+
+generate:
+	cd tracer && $(GO) generate ./...
+
+# headers/vmlinux.h comes from the running kernel's BTF.
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > headers/vmlinux.h
+
+# Fails when the committed bpf2go output is not what the sources produce.
+check-generated: generate
+	git diff --exit-code -- tracer/
+
+lint:
+	test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
+	$(GO) vet ./...
+	clang-format --dry-run --Werror bpf/*.c bpf/*.h
+
+# BPF tests load the real programs: run as root. TCPTRACE_REQUIRE_BPF=1 turns their
+# skip (when not root) into a failure.
+test:
+	TCPTRACE_REQUIRE_BPF=1 $(GO) test -count=1 -timeout 10m ./...
+
+clean:
+	rm -rf bin

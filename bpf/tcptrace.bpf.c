@@ -1,0 +1,506 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * tcptrace kernel programs: every TCP state transition, with the process that
+ * owns the socket rather than whatever task happened to be running.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "tcptrace.h"
+
+#define AF_INET	      2
+#define AF_INET6      10
+#define S_IFMT	      00170000
+#define S_IFSOCK      0140000
+#define IPPROTO_MPTCP 262
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* Set by the loader: only sockets owned by pids in pid_filter are reported. */
+const volatile __u8 filter_pids = 0;
+
+/* Referenced so that bpf2go can generate the Go types. */
+const struct event *unused_event __attribute__((unused));
+const struct sock_record *unused_sock_record __attribute__((unused));
+const struct file_record *unused_file_record __attribute__((unused));
+const enum event_kind *unused_event_kind __attribute__((unused));
+const enum owner_source *unused_owner_source __attribute__((unused));
+const enum event_flag *unused_event_flag __attribute__((unused));
+const enum counter *unused_counter __attribute__((unused));
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 8 << 20);
+} events SEC(".maps");
+
+/* Socket cookie -> the process that owns the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, __u64);
+	__type(value, struct owner);
+} owners SEC(".maps");
+
+/* (netns, port) of a listening socket -> its owner, for children in its accept queue. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct listener_key);
+	__type(value, struct listen_owner);
+} listeners SEC(".maps");
+
+/* Thread id -> the socket and fd of its connect() or listen() in progress. */
+struct pending_sock {
+	__u64 sk;
+	__s32 fd;
+	__u16 protocol;
+	__u16 pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct pending_sock);
+} pending_socks SEC(".maps");
+
+/* Pids whose sockets are reported when filter_pids is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+/* Cookies of timewait sockets the tracer asks the timewait walk about. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, __u64);
+	__type(value, __u8);
+} tw_wanted SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, COUNTER_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} counters SEC(".maps");
+
+static __always_inline void count(__u32 idx)
+{
+	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
+	if (v)
+		(*v)++;
+}
+
+static __always_inline bool pid_wanted(__u32 pid)
+{
+	return !filter_pids || bpf_map_lookup_elem(&pid_filter, &pid);
+}
+
+static __always_inline void fill_current(struct owner *o)
+{
+	o->pid = bpf_get_current_pid_tgid() >> 32;
+	bpf_get_current_comm(o->comm, sizeof(o->comm));
+}
+
+static __always_inline __u64 sock_inode(const struct sock *sk)
+{
+	struct socket *sock = BPF_CORE_READ(sk, sk_socket);
+	if (!sock)
+		return 0;
+	struct socket_alloc *sa = container_of(sock, struct socket_alloc, socket);
+	return BPF_CORE_READ(sa, vfs_inode.i_ino);
+}
+
+static __always_inline void fill_addrs(const struct sock_common *skc, __u16 family, __u8 *saddr,
+				       __u8 *daddr)
+{
+	if (family == AF_INET) {
+		BPF_CORE_READ_INTO((__u32 *)saddr, skc, skc_rcv_saddr);
+		BPF_CORE_READ_INTO((__u32 *)daddr, skc, skc_daddr);
+	} else {
+		BPF_CORE_READ_INTO((struct in6_addr *)saddr, skc, skc_v6_rcv_saddr);
+		BPF_CORE_READ_INTO((struct in6_addr *)daddr, skc, skc_v6_daddr);
+	}
+}
+
+/* Fills the fields every record about a socket carries. */
+static __always_inline void fill_sock(struct event *e, const struct sock *sk)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->pad = 0;
+	e->pid = id >> 32;
+	e->tid = (__u32)id;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
+	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->inode = sock_inode(sk);
+	/* skc_num is already 0 at the CLOSE transition; inet_sport is not. */
+	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	fill_addrs(&sk->__sk_common, e->family, e->saddr, e->daddr);
+}
+
+static __always_inline bool is_inet_tcp(const struct sock *sk)
+{
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP &&
+	       (family == AF_INET || family == AF_INET6);
+}
+
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	if (!is_inet_tcp(sk))
+		return 0;
+
+	__u64 cookie = bpf_get_socket_cookie((void *)sk);
+	struct owner owner = {.fd = -1};
+	struct owner *known = bpf_map_lookup_elem(&owners, &cookie);
+
+	if (known) {
+		owner = *known;
+	} else if (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) {
+		/* connect() and listen() run in the owner's context. */
+		__u32 tid = (__u32)bpf_get_current_pid_tgid();
+		struct pending_sock *p = bpf_map_lookup_elem(&pending_socks, &tid);
+
+		fill_current(&owner);
+		owner.source = newstate == TCP_SYN_SENT ? OWNER_CONNECT : OWNER_LISTEN;
+		/* An MPTCP listener listens through a TCP subflow socket of its own. */
+		if (p && (p->sk == (__u64)sk || p->protocol == IPPROTO_MPTCP)) {
+			owner.fd = p->fd;
+			bpf_map_delete_elem(&pending_socks, &tid);
+		}
+		if (bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
+			count(COUNTER_OWNER_MAP_FULL);
+	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
+		/* A child of a listener: owned by the listener's process until accepted. */
+		struct listener_key key = {
+			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		};
+		struct listen_owner *l = bpf_map_lookup_elem(&listeners, &key);
+
+		if (l) {
+			owner = l->owner;
+			owner.fd = -1;
+			owner.flags = 0;
+			owner.source = OWNER_LISTENER;
+			if (bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
+				count(COUNTER_OWNER_MAP_FULL);
+		}
+	}
+
+	if (newstate == TCP_LISTEN) {
+		struct listener_key key = {
+			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+		};
+		struct listen_owner l = {.cookie = cookie, .owner = owner};
+		bpf_map_update_elem(&listeners, &key, &l, BPF_ANY);
+	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
+		struct listener_key key = {
+			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)),
+		};
+		struct listen_owner *l = bpf_map_lookup_elem(&listeners, &key);
+		if (l && l->cookie == cookie)
+			bpf_map_delete_elem(&listeners, &key);
+	}
+	/* After CLOSE the socket is gone or starts over with a new connect(). */
+	if (newstate == TCP_CLOSE)
+		bpf_map_delete_elem(&owners, &cookie);
+
+	if (!owner.source && filter_pids)
+		return 0;
+	if (owner.source && !pid_wanted(owner.pid))
+		return 0;
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_RINGBUF_DROPS);
+		return 0;
+	}
+	fill_sock(e, sk);
+	e->kind = EVENT_STATE;
+	e->cookie = cookie;
+	e->fd = -1;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->owner = owner;
+	e->sk_err = BPF_CORE_READ(sk, sk_err);
+
+	__u8 flags = owner.flags;
+	if (e->sk_err)
+		flags |= FLAG_SOCK_ERR;
+	if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
+		flags |= FLAG_ORPHAN;
+	e->flags = flags;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* Follows current->files to the TCP socket behind fd, or returns NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return NULL;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	*protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (*protocol != IPPROTO_TCP && *protocol != IPPROTO_MPTCP)
+		return NULL;
+	return sk;
+}
+
+/* Remembers the socket of a connect() or listen(), for the transition it causes. */
+static __always_inline int remember_pending(int fd)
+{
+	struct pending_sock p = {.fd = fd};
+	struct sock *sk = tcp_sock_of_fd(fd, &p.protocol);
+
+	if (!sk)
+		return 0;
+	p.sk = (__u64)sk;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&pending_socks, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_enter_connect")
+int handle_connect(struct trace_event_raw_sys_enter *ctx)
+{
+	return remember_pending((int)ctx->args[0]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_listen")
+int handle_listen(struct trace_event_raw_sys_enter *ctx)
+{
+	return remember_pending((int)ctx->args[0]);
+}
+
+/*
+ * Reports an fd event (accept or close) about a TCP socket, with the owner
+ * known so far; the caller updates the owner.
+ */
+static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd,
+					      struct owner **known)
+{
+	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+
+	/* A socket that never left CLOSE (an unconnected probe) has no cookie yet. */
+	if (!cookie && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
+		return NULL;
+	*known = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
+	if (!pid_wanted(pid) && !(*known && pid_wanted((*known)->pid)))
+		return NULL;
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_RINGBUF_DROPS);
+		return NULL;
+	}
+	fill_sock(e, sk);
+	e->kind = kind;
+	e->cookie = cookie;
+	e->fd = fd;
+	e->oldstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->newstate = e->oldstate;
+	e->sk_err = 0;
+	e->flags = 0;
+	if (*known) {
+		e->owner = **known;
+	} else {
+		struct owner none = {.fd = -1};
+		e->owner = none;
+	}
+	return e;
+}
+
+static __always_inline int handle_accept_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	int fd = (int)ctx->ret;
+	__u16 protocol;
+	struct owner *known;
+
+	if (fd < 0)
+		return 0;
+	struct sock *sk = tcp_sock_of_fd(fd, &protocol);
+	if (!sk || protocol != IPPROTO_TCP)
+		return 0;
+	struct event *e = fd_event(sk, EVENT_ACCEPT, fd, &known);
+	if (!e)
+		return 0;
+	fill_current(&e->owner);
+	e->owner.fd = fd;
+	e->owner.source = OWNER_ACCEPT;
+	e->owner.flags = 0;
+	/* Map helpers may not take two pointers into the same ring-buffer record. */
+	__u64 cookie = e->cookie;
+	struct owner owner = e->owner;
+	if (cookie && bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
+		count(COUNTER_OWNER_MAP_FULL);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int handle_accept4(struct trace_event_raw_sys_exit *ctx)
+{
+	return handle_accept_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int handle_accept(struct trace_event_raw_sys_exit *ctx)
+{
+	return handle_accept_exit(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_enter_close")
+int handle_close(struct trace_event_raw_sys_enter *ctx)
+{
+	int fd = (int)ctx->args[0];
+	__u16 protocol;
+	struct owner *known;
+
+	struct sock *sk = tcp_sock_of_fd(fd, &protocol);
+	if (!sk || protocol != IPPROTO_TCP)
+		return 0;
+	struct event *e = fd_event(sk, EVENT_CLOSE_FD, fd, &known);
+	if (!e)
+		return 0;
+	if (known && known->pid == e->pid && known->fd == fd) {
+		known->flags |= FLAG_OWNER_CLOSED;
+		e->owner.flags |= FLAG_OWNER_CLOSED;
+	}
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+static __always_inline void fill_record(struct sock_record *r, struct sock_common *skc)
+{
+	r->cookie = bpf_get_socket_cookie(skc);
+	r->family = skc->skc_family;
+	r->state = skc->skc_state;
+	r->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	r->sport = skc->skc_num;
+	r->dport = bpf_ntohs(skc->skc_dport);
+	r->jiffies = bpf_jiffies64();
+	fill_addrs(skc, r->family, r->saddr, r->daddr);
+}
+
+static __always_inline bool fill_timewait(struct sock_record *r, struct sock_common *skc)
+{
+	struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
+
+	if (!tw)
+		return false;
+	r->tw_substate = tw->tw_sk.tw_substate;
+	r->tw_expires = tw->tw_sk.tw_timer.expires;
+	return true;
+}
+
+/* Lists every TCP socket of the tracer's network namespace. */
+SEC("iter/tcp")
+int dump_tcp(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct sock_record r = {};
+
+	if (!skc || (skc->skc_family != AF_INET && skc->skc_family != AF_INET6))
+		return 0;
+	if (skc->skc_state == TCP_NEW_SYN_RECV)
+		return 0; /* a request, not yet a socket */
+	fill_record(&r, skc);
+	r.uid = ctx->uid;
+	if (r.state == TCP_TIME_WAIT) {
+		if (!fill_timewait(&r, skc))
+			return 0;
+	} else {
+		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
+		if (!tp)
+			return 0;
+		r.inode = sock_inode(&tp->inet_conn.icsk_inet.sk);
+	}
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
+/* Lists only the timewait sockets named in tw_wanted. */
+SEC("iter/tcp")
+int dump_timewait(struct bpf_iter__tcp *ctx)
+{
+	struct sock_common *skc = ctx->sk_common;
+	struct sock_record r = {};
+
+	if (!skc || skc->skc_state != TCP_TIME_WAIT)
+		return 0;
+	__u64 cookie = skc->skc_cookie.counter;
+	if (!cookie || !bpf_map_lookup_elem(&tw_wanted, &cookie))
+		return 0;
+	fill_record(&r, skc);
+	if (!fill_timewait(&r, skc))
+		return 0;
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}
+
+/* Lists every fd that refers to a TCP or MPTCP socket, with its process. */
+SEC("iter/task_file")
+int dump_files(struct bpf_iter__task_file *ctx)
+{
+	struct task_struct *task = ctx->task;
+	struct file *file = ctx->file;
+	struct file_record r = {};
+
+	if (!task || !file)
+		return 0;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return 0;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return 0;
+	r.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	r.protocol = BPF_CORE_READ(sk, sk_protocol);
+	if ((r.family != AF_INET && r.family != AF_INET6) ||
+	    (r.protocol != IPPROTO_TCP && r.protocol != IPPROTO_MPTCP))
+		return 0;
+	r.inode = BPF_CORE_READ(file, f_inode, i_ino);
+	r.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	r.pid = task->tgid;
+	r.fd = ctx->fd;
+	r.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	r.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
+	r.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	BPF_CORE_READ_STR_INTO(&r.comm, task, group_leader, comm);
+	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+	return 0;
+}

@@ -1,0 +1,118 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* The wire contract between the kernel programs and the Go tracer. */
+#ifndef TCPTRACE_H
+#define TCPTRACE_H
+
+#define TASK_COMM_LEN 16
+
+/* What a ring-buffer record reports. */
+enum event_kind {
+	/* inet_sock_set_state fired for a TCP socket. */
+	EVENT_STATE = 1,
+	/* accept()/accept4() returned an fd for a TCP socket. */
+	EVENT_ACCEPT = 2,
+	/* close() was called on an fd that refers to a TCP socket. */
+	EVENT_CLOSE_FD = 3,
+};
+
+/* How the owner of a socket was learned. */
+enum owner_source {
+	OWNER_UNKNOWN = 0,
+	OWNER_CONNECT = 1,  /* the task that ran connect() (CLOSE -> SYN_SENT) */
+	OWNER_ACCEPT = 2,   /* the task that accept()ed it */
+	OWNER_LISTEN = 3,   /* the task that ran listen() (CLOSE -> LISTEN) */
+	OWNER_LISTENER = 4, /* still in a listener's accept queue: the listener's owner */
+	OWNER_SEED = 5,	    /* found in the fd tables when tracing started */
+};
+
+/* Bits of event.flags, read from the socket at the transition. */
+enum event_flag {
+	FLAG_SOCK_ERR = 1 << 0,	    /* sk_err set: reset or timeout */
+	FLAG_ORPHAN = 1 << 1,	    /* no file refers to the socket any more */
+	FLAG_OWNER_CLOSED = 1 << 2, /* the owner closed the fd it was known by */
+};
+
+/* Indexes of the per-CPU counters map. */
+enum counter {
+	COUNTER_RINGBUF_DROPS = 0,  /* bpf_ringbuf_reserve failed: event lost */
+	COUNTER_OWNER_MAP_FULL = 1, /* an owner could not be stored */
+	COUNTER_MAX = 2,
+};
+
+struct owner {
+	__u32 pid;
+	__s32 fd;    /* -1 while unknown */
+	__u8 source; /* enum owner_source */
+	__u8 flags;  /* FLAG_OWNER_CLOSED */
+	__u16 pad;
+	char comm[TASK_COMM_LEN];
+};
+
+struct event {
+	__u64 ts_ns; /* CLOCK_BOOTTIME */
+	__u64 cookie;
+	__u64 inode;
+	__u32 netns;
+	__u32 pid; /* the task running when the program fired */
+	__u32 tid;
+	__s32 sk_err;
+	__s32 fd; /* the fd of an accept or close, else -1 */
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u8 kind; /* enum event_kind */
+	__u8 oldstate;
+	__u8 newstate;
+	__u8 flags; /* enum event_flag */
+	__u16 pad;
+	__u8 saddr[16];
+	__u8 daddr[16];
+	char comm[TASK_COMM_LEN];
+	struct owner owner;
+};
+
+/* A socket found by the iter/tcp programs. */
+struct sock_record {
+	__u64 cookie;
+	__u64 inode;
+	__u64 tw_expires; /* jiffies when the timewait timer fires */
+	__u64 jiffies;	  /* jiffies at the time of the walk */
+	__u32 netns;
+	__u32 uid;
+	__u16 family;
+	__u16 sport;
+	__u16 dport;
+	__u8 state;
+	__u8 tw_substate;
+	__u8 saddr[16];
+	__u8 daddr[16];
+};
+
+/* A socket fd found by the iter/task_file program. */
+struct file_record {
+	__u64 inode;
+	__u64 cookie;
+	__u32 pid;
+	__s32 fd;
+	__u32 netns;
+	__u16 family;
+	__u16 protocol;
+	__u16 sport;
+	__u8 state;
+	__u8 pad;
+	char comm[TASK_COMM_LEN];
+};
+
+/* Key of the listeners map: where children of a listener are born. */
+struct listener_key {
+	__u32 netns;
+	__u16 port;
+	__u16 pad;
+};
+
+struct listen_owner {
+	__u64 cookie;
+	struct owner owner;
+};
+
+#endif /* TCPTRACE_H */

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/spf13/pflag"
+
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+// filterFlags are the flags every mode uses to select connections.
+type filterFlags struct {
+	pids   []int
+	comm   string
+	port   string
+	lport  string
+	rport  string
+	addr   string
+	ipv4   bool
+	ipv6   bool
+	states []string
+}
+
+func (f *filterFlags) register(fs *pflag.FlagSet) {
+	fs.IntSliceVarP(&f.pids, "pid", "p", nil, "only sockets owned by this process (repeatable; filtered in the kernel)")
+	fs.StringVar(&f.comm, "comm", "", "only sockets whose owner has this command name")
+	fs.StringVar(&f.port, "port", "", "only connections with this local or remote port")
+	fs.StringVar(&f.lport, "lport", "", "only connections with this local port")
+	fs.StringVar(&f.rport, "rport", "", "only connections with this remote port")
+	fs.StringVar(&f.addr, "addr", "", "only connections with this local or remote address or prefix")
+	fs.BoolVarP(&f.ipv4, "ipv4", "4", false, "only IPv4")
+	fs.BoolVarP(&f.ipv6, "ipv6", "6", false, "only IPv6")
+	fs.StringSliceVar(&f.states, "state", nil, "only transitions from or to this state (repeatable, e.g. CLOSE_WAIT)")
+}
+
+// filter checks the flags and builds the filter; every error is a usage error.
+func (f *filterFlags) filter() (tracer.Filter, error) {
+	var out tracer.Filter
+	for _, pid := range f.pids {
+		if pid <= 0 {
+			return out, usagef("invalid pid %d: want a positive process id", pid)
+		}
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+			return out, usagef("no process with pid %d", pid)
+		}
+		out.PIDs = append(out.PIDs, uint32(pid))
+	}
+	if len(f.comm) > 15 {
+		return out, usagef("invalid --comm %q: the kernel keeps at most 15 characters of a command name", f.comm)
+	}
+	out.Comm = f.comm
+	for _, p := range []struct {
+		s   string
+		dst *uint16
+	}{{f.port, &out.Port}, {f.lport, &out.LPort}, {f.rport, &out.RPort}} {
+		if p.s == "" {
+			continue
+		}
+		v, err := tracer.ParsePort(p.s)
+		if err != nil {
+			return out, usageError{err}
+		}
+		*p.dst = v
+	}
+	if f.addr != "" {
+		a, err := tracer.ParseAddr(f.addr)
+		if err != nil {
+			return out, usageError{err}
+		}
+		out.Addr = a
+	}
+	switch {
+	case f.ipv4 && f.ipv6:
+		// both: no family filter
+	case f.ipv4:
+		out.Family = 4
+	case f.ipv6:
+		out.Family = 6
+	}
+	for _, s := range f.states {
+		st, err := tracer.ParseState(strings.TrimSpace(s))
+		if err != nil {
+			return out, usageError{err}
+		}
+		out.States = append(out.States, st)
+	}
+	return out, nil
+}
+
+// parseFlags parses args, turning flag errors into usage errors.
+func parseFlags(fs *pflag.FlagSet, args []string) error {
+	fs.SortFlags = false
+	if err := fs.Parse(args); err != nil {
+		if err == pflag.ErrHelp {
+			return err
+		}
+		return usageError{err}
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected argument %q (see --help)", fs.Arg(0))
+	}
+	return nil
+}

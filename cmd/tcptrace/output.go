@@ -1,0 +1,285 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/fatih/color"
+
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+func setColor(mode string) error {
+	switch mode {
+	case "auto":
+		// fatih/color already turns colors off for NO_COLOR and non-terminals.
+	case "always":
+		color.NoColor = false
+	case "never":
+		color.NoColor = true
+	default:
+		return usagef("invalid --color %q: want auto, always or never", mode)
+	}
+	return nil
+}
+
+var stateColors = map[tracer.State]*color.Color{
+	tracer.StateEstablished: color.New(color.FgGreen),
+	tracer.StateSynSent:     color.New(color.FgCyan),
+	tracer.StateSynRecv:     color.New(color.FgCyan),
+	tracer.StateListen:      color.New(color.FgBlue),
+	tracer.StateCloseWait:   color.New(color.FgRed, color.Bold),
+	tracer.StateFinWait1:    color.New(color.FgYellow),
+	tracer.StateFinWait2:    color.New(color.FgYellow),
+	tracer.StateClosing:     color.New(color.FgYellow),
+	tracer.StateLastAck:     color.New(color.FgYellow),
+	tracer.StateTimeWait:    color.New(color.FgMagenta),
+	tracer.StateClose:       color.New(color.Faint),
+}
+
+func paintState(s tracer.State) string {
+	if c, ok := stateColors[s]; ok && !color.NoColor {
+		return c.Sprint(s.String())
+	}
+	return s.String()
+}
+
+// printer writes events as aligned text or as JSON lines.
+type printer struct {
+	w    io.Writer
+	json bool
+	buf  []byte
+}
+
+func newPrinter(w io.Writer, json bool) *printer {
+	return &printer{w: w, json: json, buf: make([]byte, 0, 512)}
+}
+
+const headerFormat = "%-15s %7s %-15s %4s %-23s %-23s %s\n"
+
+func (p *printer) header() {
+	fmt.Fprintf(p.w, headerFormat, "TIME", "PID", "COMM", "FD", "LOCAL", "REMOTE", "TRANSITION")
+}
+
+func (p *printer) print(ev *tracer.Event) {
+	if p.json {
+		p.buf = appendJSON(p.buf[:0], ev)
+	} else {
+		p.buf = appendText(p.buf[:0], ev)
+	}
+	p.buf = append(p.buf, '\n')
+	p.w.Write(p.buf)
+}
+
+func formatAddr(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return "-"
+	}
+	return ap.String()
+}
+
+func pad(b []byte, s string, width int, left bool) []byte {
+	if !left {
+		for i := len(s); i < width; i++ {
+			b = append(b, ' ')
+		}
+	}
+	b = append(b, s...)
+	if left {
+		for i := len(s); i < width; i++ {
+			b = append(b, ' ')
+		}
+	}
+	return b
+}
+
+// formatDuration is short and human: 850us, 12ms, 1.2s, 3m05s, 2h01m.
+func formatDuration(d time.Duration) string {
+	switch {
+	case d < time.Millisecond:
+		return strconv.FormatInt(d.Microseconds(), 10) + "us"
+	case d < time.Second:
+		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+	case d < time.Minute:
+		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+}
+
+func appendText(b []byte, ev *tracer.Event) []byte {
+	b = ev.Time.AppendFormat(b, "15:04:05.000000")
+	b = append(b, ' ')
+	pid, comm, fd := "-", "?", "-"
+	if ev.Owner.Known() {
+		pid, comm = strconv.FormatUint(uint64(ev.Owner.PID), 10), ev.Owner.Comm
+		if ev.Owner.FD >= 0 {
+			fd = strconv.Itoa(int(ev.Owner.FD))
+		}
+	}
+	b = pad(b, pid, 7, false)
+	b = append(b, ' ')
+	b = pad(b, comm, 15, true)
+	b = append(b, ' ')
+	b = pad(b, fd, 4, false)
+	b = append(b, ' ')
+	b = pad(b, formatAddr(ev.Local), 23, true)
+	b = append(b, ' ')
+	b = pad(b, formatAddr(ev.Remote), 23, true)
+	b = append(b, ' ')
+	switch ev.Kind {
+	case tracer.KindAccept:
+		b = append(b, "accept() -> fd "...)
+		b = strconv.AppendInt(b, int64(ev.FD), 10)
+		b = append(b, " in "...)
+		b = append(b, paintState(ev.New)...)
+	case tracer.KindCloseFD:
+		b = append(b, "close(fd "...)
+		b = strconv.AppendInt(b, int64(ev.FD), 10)
+		b = append(b, ") by "...)
+		b = strconv.AppendUint(b, uint64(ev.Running.PID), 10)
+		b = append(b, " in "...)
+		b = append(b, paintState(ev.New)...)
+	case tracer.KindExisting:
+		b = append(b, "existing "...)
+		b = append(b, paintState(ev.New)...)
+	default:
+		b = append(b, paintState(ev.Old)...)
+		b = append(b, " -> "...)
+		b = append(b, paintState(ev.New)...)
+	}
+	if ev.InOld >= 0 && ev.Kind == tracer.KindTransition {
+		b = append(b, "  "...)
+		if ev.OldSince {
+			b = append(b, '>')
+		}
+		b = append(b, formatDuration(ev.InOld)...)
+	}
+	if ev.TimeWaitLeft > 0 {
+		b = append(b, "  (expires in "...)
+		b = append(b, formatDuration(ev.TimeWaitLeft)...)
+		b = append(b, ')')
+	}
+	if ev.Kind == tracer.KindTransition && ev.New == tracer.StateClose && ev.Flags&tracer.FlagError != 0 {
+		b = append(b, "  (error "...)
+		b = strconv.AppendInt(b, int64(ev.Errno), 10)
+		b = append(b, ')')
+	}
+	switch ev.Source {
+	case tracer.SourceRepair:
+		b = append(b, "  (repaired: events were missed)"...)
+	}
+	return b
+}
+
+func appendJSONString(b []byte, s string) []byte { return strconv.AppendQuote(b, s) }
+
+// appendJSON writes the stable JSON form of an event; README.md documents the fields.
+func appendJSON(b []byte, ev *tracer.Event) []byte {
+	b = append(b, `{"time":"`...)
+	b = ev.Time.UTC().AppendFormat(b, time.RFC3339Nano)
+	b = append(b, `","type":"`...)
+	b = append(b, ev.Kind.String()...)
+	b = append(b, `","conn":`...)
+	b = strconv.AppendUint(b, ev.Cookie, 10)
+	b = append(b, `,"inode":`...)
+	b = strconv.AppendUint(b, ev.Inode, 10)
+	b = append(b, `,"netns":`...)
+	b = strconv.AppendUint(b, uint64(ev.NetNS), 10)
+	b = append(b, `,"family":`...)
+	b = strconv.AppendInt(b, int64(ev.Family()), 10)
+	b = append(b, `,"local":"`...)
+	b = append(b, formatAddr(ev.Local)...)
+	b = append(b, `","remote":"`...)
+	b = append(b, formatAddr(ev.Remote)...)
+	b = append(b, `","old":"`...)
+	b = append(b, ev.Old.String()...)
+	b = append(b, `","new":"`...)
+	b = append(b, ev.New.String()...)
+	b = append(b, '"')
+	if ev.InOld >= 0 {
+		b = append(b, `,"in_old_ns":`...)
+		b = strconv.AppendInt(b, int64(ev.InOld), 10)
+		b = append(b, `,"in_old_at_least":`...)
+		b = strconv.AppendBool(b, ev.OldSince)
+	}
+	b = append(b, `,"owner":{"pid":`...)
+	b = strconv.AppendUint(b, uint64(ev.Owner.PID), 10)
+	b = append(b, `,"comm":`...)
+	b = appendJSONString(b, ev.Owner.Comm)
+	b = append(b, `,"fd":`...)
+	b = strconv.AppendInt(b, int64(ev.Owner.FD), 10)
+	b = append(b, `,"via":"`...)
+	b = append(b, ev.Owner.Via.String()...)
+	b = append(b, `","fd_closed":`...)
+	b = strconv.AppendBool(b, ev.Owner.Closed)
+	b = append(b, `},"running":{"pid":`...)
+	b = strconv.AppendUint(b, uint64(ev.Running.PID), 10)
+	b = append(b, `,"tid":`...)
+	b = strconv.AppendUint(b, uint64(ev.Running.TID), 10)
+	b = append(b, `,"comm":`...)
+	b = appendJSONString(b, ev.Running.Comm)
+	b = append(b, `},"fd":`...)
+	b = strconv.AppendInt(b, int64(ev.FD), 10)
+	b = append(b, `,"source":"`...)
+	b = append(b, ev.Source.String()...)
+	b = append(b, `","orphan":`...)
+	b = strconv.AppendBool(b, ev.Flags&tracer.FlagOrphan != 0)
+	b = append(b, `,"error":`...)
+	b = strconv.AppendInt(b, int64(ev.Errno), 10)
+	if ev.TimeWaitLeft > 0 {
+		b = append(b, `,"timewait_left_ns":`...)
+		b = strconv.AppendInt(b, int64(ev.TimeWaitLeft), 10)
+	}
+	return append(b, '}')
+}
+
+// summary counts what was shown, for the report at exit.
+type summary struct {
+	transitions map[[2]tracer.State]uint64
+	events      uint64
+}
+
+func newSummary() *summary { return &summary{transitions: make(map[[2]tracer.State]uint64)} }
+
+func (s *summary) add(ev *tracer.Event) {
+	s.events++
+	if ev.Kind == tracer.KindTransition {
+		s.transitions[[2]tracer.State{ev.Old, ev.New}]++
+	}
+}
+
+func (s *summary) print(w io.Writer, st tracer.Stats, elapsed time.Duration) {
+	type row struct {
+		from, to tracer.State
+		n        uint64
+	}
+	var rows []row
+	var total uint64
+	for k, n := range s.transitions {
+		rows = append(rows, row{k[0], k[1], n})
+		total += n
+	}
+	sort.Slice(rows, func(i, j int) bool {
+		if rows[i].n != rows[j].n {
+			return rows[i].n > rows[j].n
+		}
+		return rows[i].from < rows[j].from || (rows[i].from == rows[j].from && rows[i].to < rows[j].to)
+	})
+	fmt.Fprintf(w, "\n%d transitions shown in %s:\n", total, formatDuration(elapsed))
+	for _, r := range rows {
+		fmt.Fprintf(w, "  %8d  %s -> %s\n", r.n, r.from, r.to)
+	}
+	fmt.Fprintf(w, "lost: %d ring-buffer drops, %d state-program recursion misses, %d syscall-program recursion misses",
+		st.RingbufDrops, st.StateMisses, st.SyscallMisses)
+	if st.OwnerMapFull > 0 {
+		fmt.Fprintf(w, ", %d owners not stored (owner map full)", st.OwnerMapFull)
+	}
+	fmt.Fprintf(w, "; %d transitions repaired from the socket table\n", st.Repairs)
+}

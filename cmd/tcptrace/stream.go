@@ -1,0 +1,122 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/pflag"
+
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+const streamHelp = `tcptrace: every TCP state transition on this host, credited to the process
+that owns the socket (not the task that happened to be on the CPU).
+
+Usage:
+  sudo tcptrace [flags]
+
+Examples:
+  sudo tcptrace                         # every transition, live
+  sudo tcptrace --pid 4242              # only the sockets process 4242 owns
+  sudo tcptrace --state CLOSE_WAIT      # who gets stuck waiting to close
+  sudo tcptrace --port 5432 -4 --json   # one JSON object per line
+  sudo tcptrace --existing --duration 10s
+
+Each line: time, owner pid, owner command, owner fd, local and remote address,
+OLD -> NEW state and how long the connection spent in OLD ('>' marks a lower
+bound: the state began before tcptrace started). TIME_WAIT, which the kernel's
+tracepoint never reports, is read from the kernel's timewait sockets.
+At exit tcptrace prints transitions by state and every lost or missed event.
+
+Flags:
+`
+
+type streamFlags struct {
+	filterFlags
+	json     bool
+	existing bool
+	duration time.Duration
+	color    string
+	debug    bool
+}
+
+func (f *streamFlags) register(fs *pflag.FlagSet) {
+	f.filterFlags.register(fs)
+	fs.BoolVar(&f.json, "json", false, "print one JSON object per line")
+	fs.BoolVar(&f.existing, "existing", false, "first list the connections that exist when tracing starts")
+	fs.DurationVarP(&f.duration, "duration", "d", 0, "stop after this long (e.g. 30s); default: until Ctrl-C")
+	fs.StringVar(&f.color, "color", "auto", "color the states: auto, always or never (NO_COLOR is respected)")
+	fs.BoolVar(&f.debug, "debug", false, "print the verifier's log if a program fails to load")
+}
+
+func newFlagSet(name, help string) *pflag.FlagSet {
+	fs := pflag.NewFlagSet(name, pflag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		fmt.Fprint(os.Stdout, help)
+		fs.SetOutput(os.Stdout)
+		fs.PrintDefaults()
+		fs.SetOutput(io.Discard)
+	}
+	return fs
+}
+
+func runStream(args []string) error {
+	var f streamFlags
+	fs := newFlagSet("tcptrace", streamHelp)
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	filter, err := f.filter()
+	if err != nil {
+		return err
+	}
+	if f.duration < 0 {
+		return usagef("invalid --duration %v: want a positive duration", f.duration)
+	}
+	if err := setColor(f.color); err != nil {
+		return err
+	}
+
+	tr, err := tracer.Open(tracer.Config{PIDs: filter.PIDs, Debug: f.debug})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if f.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.duration)
+		defer cancel()
+	}
+
+	out := bufio.NewWriterSize(os.Stdout, 64<<10)
+	p := newPrinter(out, f.json)
+	summary := newSummary()
+	started := time.Now()
+	if !f.json {
+		p.header()
+	}
+	err = tr.Run(ctx, func(ev *tracer.Event) {
+		if ev.Kind == tracer.KindExisting && !f.existing {
+			return
+		}
+		if !filter.Match(ev) {
+			return
+		}
+		summary.add(ev)
+		p.print(ev)
+	}, func() { out.Flush() })
+	out.Flush()
+	summary.print(os.Stderr, tr.Stats(), time.Since(started))
+	return err
+}

@@ -1,0 +1,121 @@
+// Command testpeer is the other process in tcptrace's tests: a TCP server or
+// client driven line by line over stdin, reporting what it did on stdout.
+//
+//	testpeer server ADDR   prints "listening ADDR", then "accepted FD LOCAL REMOTE"
+//	                       and "eof FD" as peers connect and close
+//	testpeer client ADDR   prints "connected FD LOCAL REMOTE"
+//
+// Commands on stdin: "close" closes every connection, "exit" exits.
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+)
+
+func main() {
+	if len(os.Args) != 3 {
+		fmt.Fprintln(os.Stderr, "usage: testpeer server|client ADDR")
+		os.Exit(2)
+	}
+	p := &peer{}
+	var err error
+	switch os.Args[1] {
+	case "server":
+		err = p.serve(os.Args[2])
+	case "client":
+		err = p.dial(os.Args[2])
+	default:
+		err = fmt.Errorf("unknown mode %q", os.Args[1])
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "testpeer:", err)
+		os.Exit(1)
+	}
+	p.commands()
+}
+
+type peer struct {
+	mu    sync.Mutex
+	conns []net.Conn
+	out   sync.Mutex
+}
+
+func (p *peer) say(format string, args ...any) {
+	p.out.Lock()
+	defer p.out.Unlock()
+	fmt.Printf(format+"\n", args...)
+}
+
+func fdOf(c net.Conn) int {
+	raw, err := c.(syscall.Conn).SyscallConn()
+	if err != nil {
+		return -1
+	}
+	fd := -1
+	_ = raw.Control(func(f uintptr) { fd = int(f) })
+	return fd
+}
+
+func (p *peer) add(c net.Conn) int {
+	p.mu.Lock()
+	p.conns = append(p.conns, c)
+	p.mu.Unlock()
+	return fdOf(c)
+}
+
+func (p *peer) serve(addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	p.say("listening %s", ln.Addr())
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			fd := p.add(c)
+			p.say("accepted %d %s %s", fd, c.LocalAddr(), c.RemoteAddr())
+			go func() {
+				_, _ = io.Copy(io.Discard, c)
+				p.say("eof %d", fd)
+			}()
+		}
+	}()
+	return nil
+}
+
+func (p *peer) dial(addr string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	fd := p.add(c)
+	p.say("connected %d %s %s", fd, c.LocalAddr(), c.RemoteAddr())
+	return nil
+}
+
+func (p *peer) commands() {
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		switch sc.Text() {
+		case "close":
+			p.mu.Lock()
+			for _, c := range p.conns {
+				c.Close()
+			}
+			p.conns = nil
+			p.mu.Unlock()
+			p.say("closed")
+		case "exit":
+			return
+		}
+	}
+}

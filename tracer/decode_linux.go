@@ -1,0 +1,99 @@
+//go:build linux
+
+package tracer
+
+import (
+	"bytes"
+	"net/netip"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const afInet = 2
+
+// clock turns the kernel's CLOCK_BOOTTIME stamps into wall-clock time.
+type clock struct{ offset int64 }
+
+func newClock() clock {
+	var ts unix.Timespec
+	wall := time.Now().UnixNano()
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return clock{offset: wall - ts.Nano()}
+}
+
+func (c clock) wall(bootNs uint64) time.Time { return time.Unix(0, int64(bootNs)+c.offset) }
+
+// commCache interns process names so that steady-state decoding allocates nothing.
+type commCache map[[16]int8]string
+
+const commCacheMax = 4096
+
+func (c commCache) name(raw [16]int8) string {
+	if s, ok := c[raw]; ok {
+		return s
+	}
+	if len(c) >= commCacheMax {
+		clear(c)
+	}
+	b := unsafe.Slice((*byte)(unsafe.Pointer(&raw[0])), len(raw))
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		b = b[:i]
+	}
+	s := string(b)
+	c[raw] = s
+	return s
+}
+
+func addrPort(family uint16, raw *[16]uint8, port uint16) netip.AddrPort {
+	if family == afInet {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte(raw[:4])), port)
+	}
+	return netip.AddrPortFrom(netip.AddrFrom16(*raw), port)
+}
+
+var kindOf = [...]Kind{
+	tcptraceEventKindEVENT_STATE:    KindTransition,
+	tcptraceEventKindEVENT_ACCEPT:   KindAccept,
+	tcptraceEventKindEVENT_CLOSE_FD: KindCloseFD,
+}
+
+// decode fills ev from one ring-buffer record; it reports false for a record
+// it does not understand.
+func (t *Tracer) decode(raw []byte, ev *Event) bool {
+	if len(raw) < int(unsafe.Sizeof(tcptraceEvent{})) {
+		return false
+	}
+	r := (*tcptraceEvent)(unsafe.Pointer(&raw[0]))
+	if int(r.Kind) >= len(kindOf) || kindOf[r.Kind] == 0 {
+		return false
+	}
+	*ev = Event{
+		Kind:    kindOf[r.Kind],
+		Time:    t.clock.wall(r.TsNs),
+		Cookie:  r.Cookie,
+		Inode:   r.Inode,
+		NetNS:   r.Netns,
+		Local:   addrPort(r.Family, &r.Saddr, r.Sport),
+		Remote:  addrPort(r.Family, &r.Daddr, r.Dport),
+		Old:     State(r.Oldstate),
+		New:     State(r.Newstate),
+		Running: Task{PID: r.Pid, TID: r.Tid, Comm: t.comms.name(r.Comm)},
+		Source:  SourceKernel,
+		Flags:   r.Flags,
+		Errno:   r.SkErr,
+		FD:      r.Fd,
+		Owner:   Owner{FD: -1},
+	}
+	if r.Owner.Source != 0 {
+		ev.Owner = Owner{
+			PID:    r.Owner.Pid,
+			Comm:   t.comms.name(r.Owner.Comm),
+			FD:     r.Owner.Fd,
+			Via:    OwnerSource(r.Owner.Source),
+			Closed: r.Flags&uint8(tcptraceEventFlagFLAG_OWNER_CLOSED) != 0,
+		}
+	}
+	return true
+}

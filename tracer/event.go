@@ -1,0 +1,210 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"time"
+)
+
+// State is a TCP state with the kernel's numbering (include/net/tcp_states.h).
+type State uint8
+
+// TCP states. TimeWait is never reported by the kernel's tracepoint; tcptrace
+// learns it from the timewait sockets themselves.
+const (
+	StateUnknown     State = 0
+	StateEstablished State = 1
+	StateSynSent     State = 2
+	StateSynRecv     State = 3
+	StateFinWait1    State = 4
+	StateFinWait2    State = 5
+	StateTimeWait    State = 6
+	StateClose       State = 7
+	StateCloseWait   State = 8
+	StateLastAck     State = 9
+	StateListen      State = 10
+	StateClosing     State = 11
+	StateNewSynRecv  State = 12
+)
+
+var stateNames = [...]string{
+	StateUnknown:     "UNKNOWN",
+	StateEstablished: "ESTABLISHED",
+	StateSynSent:     "SYN_SENT",
+	StateSynRecv:     "SYN_RECV",
+	StateFinWait1:    "FIN_WAIT1",
+	StateFinWait2:    "FIN_WAIT2",
+	StateTimeWait:    "TIME_WAIT",
+	StateClose:       "CLOSE",
+	StateCloseWait:   "CLOSE_WAIT",
+	StateLastAck:     "LAST_ACK",
+	StateListen:      "LISTEN",
+	StateClosing:     "CLOSING",
+	StateNewSynRecv:  "NEW_SYN_RECV",
+}
+
+func (s State) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("STATE_%d", s)
+}
+
+// MarshalText makes states appear by name in JSON.
+func (s State) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText accepts the names String gives.
+func (s *State) UnmarshalText(b []byte) error {
+	v, err := ParseState(string(b))
+	*s = v
+	return err
+}
+
+// ParseState accepts a state name in any case, with '-' or '_' (ss writes CLOSE-WAIT).
+func ParseState(name string) (State, error) {
+	n := strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+	for i, s := range stateNames {
+		if s == n && State(i) != StateUnknown {
+			return State(i), nil
+		}
+	}
+	return StateUnknown, fmt.Errorf("unknown TCP state %q (want one of %s)", name, strings.Join(stateNames[1:StateNewSynRecv], ", "))
+}
+
+// Kind says what an Event reports.
+type Kind uint8
+
+const (
+	// KindTransition is a change of TCP state.
+	KindTransition Kind = iota + 1
+	// KindAccept is accept() returning an fd for the connection.
+	KindAccept
+	// KindCloseFD is close() called on an fd of the connection.
+	KindCloseFD
+	// KindExisting is a connection that existed when tracing started.
+	KindExisting
+)
+
+var kindNames = [...]string{KindTransition: "transition", KindAccept: "accept", KindCloseFD: "close", KindExisting: "existing"}
+
+func (k Kind) String() string {
+	if int(k) < len(kindNames) && kindNames[k] != "" {
+		return kindNames[k]
+	}
+	return fmt.Sprintf("kind_%d", k)
+}
+
+// MarshalText makes kinds appear by name in JSON.
+func (k Kind) MarshalText() ([]byte, error) { return []byte(k.String()), nil }
+
+// Source says how tcptrace saw a transition.
+type Source uint8
+
+const (
+	// SourceKernel: the inet_sock_set_state tracepoint reported it.
+	SourceKernel Source = iota
+	// SourceTimeWait: a walk of the kernel's timewait sockets showed it.
+	SourceTimeWait
+	// SourceRepair: events were missed, and a walk of the socket table showed
+	// the state had changed.
+	SourceRepair
+	// SourceSeed: the socket table when tracing started.
+	SourceSeed
+)
+
+var sourceNames = [...]string{SourceKernel: "kernel", SourceTimeWait: "timewait", SourceRepair: "repair", SourceSeed: "seed"}
+
+func (s Source) String() string {
+	if int(s) < len(sourceNames) {
+		return sourceNames[s]
+	}
+	return fmt.Sprintf("source_%d", s)
+}
+
+// MarshalText makes sources appear by name in JSON.
+func (s Source) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// OwnerSource says how the owner of a socket was learned.
+type OwnerSource uint8
+
+const (
+	OwnerUnknown  OwnerSource = 0
+	OwnerConnect  OwnerSource = 1 // ran connect()
+	OwnerAccept   OwnerSource = 2 // accept()ed it
+	OwnerListen   OwnerSource = 3 // ran listen()
+	OwnerListener OwnerSource = 4 // in the accept queue of this process's listener
+	OwnerSeed     OwnerSource = 5 // held it in its fd table when tracing started
+)
+
+var ownerSourceNames = [...]string{"unknown", "connect", "accept", "listen", "listener", "seed"}
+
+func (o OwnerSource) String() string {
+	if int(o) < len(ownerSourceNames) {
+		return ownerSourceNames[o]
+	}
+	return fmt.Sprintf("owner_source_%d", o)
+}
+
+// MarshalText makes owner sources appear by name in JSON.
+func (o OwnerSource) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
+
+// Task is a thread that was running.
+type Task struct {
+	PID  uint32 `json:"pid"`
+	TID  uint32 `json:"tid"`
+	Comm string `json:"comm"`
+}
+
+// Owner is the process that holds the socket: not necessarily the task that
+// was running when the kernel changed its state.
+type Owner struct {
+	PID    uint32      `json:"pid"`
+	Comm   string      `json:"comm"`
+	FD     int32       `json:"fd"` // -1 while not known (not yet accepted)
+	Via    OwnerSource `json:"via"`
+	Closed bool        `json:"fd_closed,omitempty"` // the owner closed that fd
+}
+
+// Known reports whether tcptrace knows who owns the socket.
+func (o Owner) Known() bool { return o.Via != OwnerUnknown }
+
+// Event flags, read from the socket when the transition happened.
+const (
+	FlagError  uint8 = 1 << 0 // the socket had an error (reset, timeout)
+	FlagOrphan uint8 = 1 << 1 // no file referred to the socket any more
+)
+
+// Event is one thing tcptrace saw happen to a TCP connection.
+type Event struct {
+	Kind   Kind      `json:"type"`
+	Time   time.Time `json:"time"`
+	Cookie uint64    `json:"conn"` // the kernel's socket cookie: unique per socket while the host runs
+	Inode  uint64    `json:"inode,omitempty"`
+	NetNS  uint32    `json:"netns"`
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+	Old    State `json:"old"`
+	New    State `json:"new"`
+	// InOld is how long the connection was in Old; with OldSince true it is
+	// a lower bound (the state began before tracing did).
+	InOld    time.Duration `json:"-"`
+	OldSince bool          `json:"-"`
+	Running  Task          `json:"running"` // the task that was on the CPU
+	// FD is the fd accept() returned or close() closed, else -1.
+	FD     int32
+	Owner  Owner  `json:"owner"`
+	Source Source `json:"source"`
+	Flags  uint8  `json:"-"`
+	Errno  int32  `json:"-"`
+	// TimeWaitLeft is the time left on a timewait socket's timer when it was seen.
+	TimeWaitLeft time.Duration `json:"-"`
+}
+
+// Family is 4 or 6.
+func (e *Event) Family() int {
+	if e.Local.Addr().Is4() {
+		return 4
+	}
+	return 6
+}

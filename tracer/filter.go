@@ -1,0 +1,73 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// Filter selects events; a zero Filter selects every event.
+type Filter struct {
+	PIDs   []uint32
+	Comm   string
+	Port   uint16 // local or remote
+	LPort  uint16
+	RPort  uint16
+	Addr   netip.Prefix // local or remote address
+	Family int          // 4, 6, or 0 for both
+	States []State      // the old or the new state is one of these
+}
+
+// ParsePort accepts a TCP port number, 1 to 65535.
+func ParsePort(s string) (uint16, error) {
+	var p int
+	if _, err := fmt.Sscan(s, &p); err != nil || p < 1 || p > 65535 || fmt.Sprint(p) != strings.TrimSpace(s) {
+		return 0, fmt.Errorf("invalid port %q: want a number from 1 to 65535", s)
+	}
+	return uint16(p), nil
+}
+
+// ParseAddr accepts an IP address or a CIDR prefix.
+func ParseAddr(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("invalid address %q: want an IP address or a prefix like 10.0.0.0/8", s)
+		}
+		return p.Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("invalid address %q: want an IP address or a prefix like 10.0.0.0/8", s)
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// Match reports whether the filter selects ev.
+func (f *Filter) Match(ev *Event) bool {
+	if len(f.PIDs) > 0 && !slices.Contains(f.PIDs, ev.Owner.PID) {
+		return false
+	}
+	if f.Comm != "" && ev.Owner.Comm != f.Comm {
+		return false
+	}
+	lport, rport := ev.Local.Port(), ev.Remote.Port()
+	if f.Port != 0 && lport != f.Port && rport != f.Port {
+		return false
+	}
+	if (f.LPort != 0 && lport != f.LPort) || (f.RPort != 0 && rport != f.RPort) {
+		return false
+	}
+	if f.Addr.IsValid() && !f.Addr.Contains(ev.Local.Addr().Unmap()) && !f.Addr.Contains(ev.Remote.Addr().Unmap()) {
+		return false
+	}
+	if f.Family != 0 && ev.Family() != f.Family {
+		return false
+	}
+	if len(f.States) > 0 && !slices.Contains(f.States, ev.Old) && !slices.Contains(f.States, ev.New) {
+		return false
+	}
+	return true
+}

@@ -1,0 +1,230 @@
+//go:build linux
+
+package tracer
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"time"
+	"unsafe"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+)
+
+// iterators walk the kernel's socket table and fd tables.
+type iterators struct {
+	tcp, timewait, files *link.Iter
+	nsPerJiffy           int64
+}
+
+func openIterators(objs *tcptraceObjects) (iterators, error) {
+	var it iterators
+	var err error
+	for _, x := range []struct {
+		dst  **link.Iter
+		prog *ebpf.Program
+		name string
+	}{
+		{&it.tcp, objs.DumpTcp, "iter/tcp"},
+		{&it.timewait, objs.DumpTimewait, "iter/tcp"},
+		{&it.files, objs.DumpFiles, "iter/task_file"},
+	} {
+		if *x.dst, err = link.AttachIter(link.IterOptions{Program: x.prog}); err != nil {
+			it.close()
+			return iterators{}, fmt.Errorf("attach %s iterator: %w", x.name, err)
+		}
+	}
+	it.nsPerJiffy = int64(time.Second) / kernelHZ()
+	return it, nil
+}
+
+func (it *iterators) close() error {
+	var errs []error
+	for _, l := range []*link.Iter{it.tcp, it.timewait, it.files} {
+		if l != nil {
+			errs = append(errs, l.Close())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// readRecords runs an iterator and calls fn with each fixed-size record it writes.
+func readRecords[T any](it *link.Iter, fn func(*T)) error {
+	rc, err := it.Open()
+	if err != nil {
+		return fmt.Errorf("run iterator: %w", err)
+	}
+	defer rc.Close()
+	var rec T
+	buf := unsafe.Slice((*byte)(unsafe.Pointer(&rec)), unsafe.Sizeof(rec))
+	for {
+		if _, err := io.ReadFull(rc, buf); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return fmt.Errorf("read iterator: %w", err)
+		}
+		fn(&rec)
+	}
+}
+
+func (it *iterators) expiry(r *tcptraceSockRecord, at time.Time) time.Time {
+	left := int64(r.TwExpires - r.Jiffies)
+	return at.Add(time.Duration(left * it.nsPerJiffy))
+}
+
+func (it *iterators) snapshotOf(r *tcptraceSockRecord, at time.Time) SocketSnapshot {
+	s := SocketSnapshot{
+		Cookie: r.Cookie,
+		Inode:  r.Inode,
+		NetNS:  r.Netns,
+		Local:  addrPort(r.Family, &r.Saddr, r.Sport),
+		Remote: addrPort(r.Family, &r.Daddr, r.Dport),
+		State:  State(r.State),
+	}
+	if s.State == StateTimeWait {
+		s.State = State(r.TwSubstate)
+		s.TimeWaitExpiry = it.expiry(r, at)
+	}
+	return s
+}
+
+// snapshot lists every TCP socket of this network namespace with the
+// processes that hold it.
+func (t *Tracer) snapshot() ([]SocketSnapshot, error) {
+	t.stats.Snapshots++
+	holders := make(map[uint64][]Owner)
+	var listeners []tcptraceFileRecord
+	err := readRecords(t.iters.files, func(r *tcptraceFileRecord) {
+		if r.State == uint8(StateListen) {
+			listeners = append(listeners, *r)
+		}
+		holders[r.Inode] = append(holders[r.Inode], Owner{
+			PID: r.Pid, Comm: t.comms.name(r.Comm), FD: r.Fd, Via: OwnerSeed,
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	at := time.Now()
+	var table []SocketSnapshot
+	err = readRecords(t.iters.tcp, func(r *tcptraceSockRecord) {
+		s := t.iters.snapshotOf(r, at)
+		if s.Inode != 0 {
+			s.Holders = holders[s.Inode]
+			slices.SortFunc(s.Holders, func(a, b Owner) int {
+				if a.PID != b.PID {
+					return int(a.PID) - int(b.PID)
+				}
+				return int(a.FD - b.FD)
+			})
+		}
+		table = append(table, s)
+	})
+	if err != nil {
+		return nil, err
+	}
+	t.teachOwners(table, listeners)
+	return table, nil
+}
+
+// teachOwners stores in the kernel the owners it does not know yet, so that
+// softirq transitions of existing sockets are credited to them.
+func (t *Tracer) teachOwners(table []SocketSnapshot, listeners []tcptraceFileRecord) {
+	for i := range table {
+		s := &table[i]
+		if len(s.Holders) == 0 {
+			continue
+		}
+		h := s.Holders[0]
+		o := tcptraceOwner{Pid: h.PID, Fd: h.FD, Source: uint8(OwnerSeed)}
+		copy(unsafe.Slice((*byte)(unsafe.Pointer(&o.Comm[0])), len(o.Comm)-1), h.Comm)
+		if err := t.objs.Owners.Update(s.Cookie, &o, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
+			t.stats.OwnerMapFull++
+		}
+	}
+	for _, l := range listeners {
+		key := tcptraceListenerKey{Netns: l.Netns, Port: l.Sport}
+		val := tcptraceListenOwner{Cookie: l.Cookie, Owner: tcptraceOwner{Pid: l.Pid, Fd: l.Fd, Source: uint8(OwnerSeed), Comm: l.Comm}}
+		_ = t.objs.Listeners.Update(&key, &val, ebpf.UpdateNoExist)
+	}
+}
+
+// seed emits every connection that exists as tracing starts.
+func (t *Tracer) seed(emit func(*Event)) error {
+	table, err := t.snapshot()
+	if err != nil {
+		return err
+	}
+	for i := range table {
+		s := &table[i]
+		ev := Event{
+			Kind: KindExisting, Time: t.timeline.started, Cookie: s.Cookie, Inode: s.Inode,
+			NetNS: s.NetNS, Local: s.Local, Remote: s.Remote, New: s.State, Source: SourceSeed,
+			Owner: Owner{FD: -1}, FD: -1,
+		}
+		if len(s.Holders) > 0 {
+			ev.Owner = s.Holders[0]
+		}
+		if !t.wantsOwner(s.Holders) {
+			continue
+		}
+		if !s.TimeWaitExpiry.IsZero() {
+			ev.TimeWaitLeft = s.TimeWaitExpiry.Sub(t.timeline.started)
+		}
+		t.timeline.Apply(&ev, emit)
+	}
+	return nil
+}
+
+// wantsOwner applies the pid filter to sockets found in the socket table.
+func (t *Tracer) wantsOwner(holders []Owner) bool {
+	if len(t.cfg.PIDs) == 0 {
+		return true
+	}
+	for _, h := range holders {
+		if slices.Contains(t.cfg.PIDs, h.PID) {
+			return true
+		}
+	}
+	return false
+}
+
+// walkTimeWait asks the kernel about the connections that may have entered
+// TIME_WAIT and those whose timewait timer is due.
+func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
+	t.wanted = t.wanted[:0]
+	t.timeline.TimeWaitChecks(now, func(cookie uint64) { t.wanted = append(t.wanted, cookie) })
+	if len(t.wanted) == 0 {
+		return nil
+	}
+	t.stats.TimeWaitWalks++
+	one := make([]uint8, len(t.wanted))
+	for i := range one {
+		one[i] = 1
+	}
+	if _, err := t.objs.TwWanted.BatchUpdate(t.wanted, one, nil); err != nil {
+		return fmt.Errorf("ask for timewait sockets: %w", err)
+	}
+	found := make(map[uint64]SocketSnapshot, len(t.wanted))
+	at := time.Now()
+	err := readRecords(t.iters.timewait, func(r *tcptraceSockRecord) {
+		found[r.Cookie] = t.iters.snapshotOf(r, at)
+	})
+	if _, derr := t.objs.TwWanted.BatchDelete(t.wanted, nil); derr != nil && err == nil {
+		err = fmt.Errorf("clear timewait requests: %w", derr)
+	}
+	if err != nil {
+		return err
+	}
+	for _, cookie := range t.wanted {
+		s, seen := found[cookie]
+		t.timeline.ApplyTimeWait(TimeWaitSighting{
+			Cookie: cookie, At: at, Seen: seen, Substate: s.State, Expiry: s.TimeWaitExpiry,
+		}, emit)
+	}
+	return nil
+}

@@ -1,0 +1,342 @@
+package tracer
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// TimeWaitLen is how long Linux keeps a connection in TIME_WAIT
+// (TCP_TIMEWAIT_LEN in include/net/tcp.h); no sysctl changes it.
+const TimeWaitLen = 60 * time.Second
+
+// Conn is what the timeline knows of one connection.
+type Conn struct {
+	Cookie uint64
+	Inode  uint64
+	NetNS  uint32
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+	State  State
+	// Since is when the connection entered State; SinceExact is false when it
+	// entered it before tracing started (Since is then the start of tracing).
+	Since      time.Time
+	SinceExact bool
+	Owner      Owner
+	// TimeWaitExpiry is when the timer of its timewait socket fires, while it has one.
+	TimeWaitExpiry time.Time
+	// timeWaitCheck is when a timewait walk should next look for it.
+	timeWaitCheck time.Time
+	// held is a CLOSE transition shown only once a timewait walk tells whether
+	// the connection went into TIME_WAIT instead.
+	held       *Event
+	lastUpdate time.Time
+}
+
+// TimeWaitSighting is what a walk of the kernel's timewait sockets found for
+// one connection it was asked about.
+type TimeWaitSighting struct {
+	Cookie   uint64
+	At       time.Time // when the walk ran
+	Seen     bool
+	Substate State     // TIME_WAIT, or FIN_WAIT2 for an orphan waiting for the peer's FIN
+	Expiry   time.Time // when its timer fires
+}
+
+// SocketSnapshot is one socket of the kernel's socket table.
+type SocketSnapshot struct {
+	Cookie uint64
+	Inode  uint64
+	NetNS  uint32
+	Local  netip.AddrPort
+	Remote netip.AddrPort
+	State  State // for a timewait socket, its substate
+	// TimeWaitExpiry is set for timewait sockets.
+	TimeWaitExpiry time.Time
+	Holders        []Owner
+}
+
+// Timeline rebuilds every connection's history from events. It does no I/O:
+// the live tracer and recorded traces feed it the same way.
+type Timeline struct {
+	conns   map[uint64]*Conn
+	started time.Time
+}
+
+// NewTimeline starts a timeline at the time tracing started.
+func NewTimeline(started time.Time) *Timeline {
+	return &Timeline{conns: make(map[uint64]*Conn), started: started}
+}
+
+// Conn returns the connection with this cookie, or nil.
+func (t *Timeline) Conn(cookie uint64) *Conn { return t.conns[cookie] }
+
+// Len is the number of connections tracked.
+func (t *Timeline) Len() int { return len(t.conns) }
+
+// Each calls fn for every tracked connection.
+func (t *Timeline) Each(fn func(*Conn)) {
+	for _, c := range t.conns {
+		fn(c)
+	}
+}
+
+func (t *Timeline) conn(ev *Event) *Conn {
+	c := t.conns[ev.Cookie]
+	if c == nil {
+		c = &Conn{Cookie: ev.Cookie, State: StateUnknown}
+		t.conns[ev.Cookie] = c
+	}
+	if ev.Inode != 0 {
+		c.Inode = ev.Inode
+	}
+	if ev.Local.IsValid() && ev.Local.Port() != 0 {
+		c.Local = ev.Local
+	}
+	if ev.Remote.IsValid() && ev.Remote.Port() != 0 {
+		c.Remote = ev.Remote
+	}
+	c.NetNS = ev.NetNS
+	return c
+}
+
+// fillFromConn completes an event with what the timeline knows.
+func (c *Conn) fill(ev *Event) {
+	if ev.Inode == 0 {
+		ev.Inode = c.Inode
+	}
+	if !ev.Owner.Known() {
+		ev.Owner = c.Owner
+	}
+	if !ev.Local.IsValid() || ev.Local.Port() == 0 {
+		ev.Local = c.Local
+	}
+	if !ev.Remote.IsValid() || ev.Remote.Port() == 0 {
+		ev.Remote = c.Remote
+	}
+}
+
+func (c *Conn) enter(s State, at time.Time, exact bool) {
+	c.State = s
+	c.Since = at
+	c.SinceExact = exact
+	c.lastUpdate = at
+}
+
+// timeInOld sets how long the connection had been in its state.
+func (c *Conn) timeInOld(ev *Event) {
+	switch {
+	case c.State == StateUnknown || c.State != ev.Old:
+		ev.InOld = -1
+	default:
+		ev.InOld = ev.Time.Sub(c.Since)
+		ev.OldSince = !c.SinceExact
+	}
+}
+
+// mayEnterTimeWait reports whether a CLOSE transition may really be the
+// handover to a timewait socket, which the tracepoint reports as CLOSE.
+func mayEnterTimeWait(ev *Event) bool {
+	return ev.New == StateClose && ev.Flags&FlagError == 0 &&
+		(ev.Old == StateFinWait2 || ev.Old == StateClosing)
+}
+
+// Apply takes one event in time order and calls emit for what it shows.
+func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
+	switch ev.Kind {
+	case KindTransition:
+		t.transition(ev, emit)
+	case KindAccept, KindCloseFD:
+		c := t.conns[ev.Cookie]
+		if c == nil {
+			ev.InOld = -1
+			emit(ev)
+			return
+		}
+		if ev.Kind == KindAccept {
+			c.Owner = ev.Owner
+		} else if c.Owner.PID == ev.Running.PID && c.Owner.FD == ev.FD {
+			c.Owner.Closed = true
+		}
+		c.fill(ev)
+		ev.Old, ev.New = c.State, c.State
+		c.timeInOld(ev)
+		emit(ev)
+	case KindExisting:
+		if t.conns[ev.Cookie] != nil {
+			return // already seen since tracing started: that is fresher
+		}
+		c := t.conn(ev)
+		c.Owner = ev.Owner
+		ev.Old = ev.New
+		c.enter(ev.New, t.started, false)
+		if ev.TimeWaitLeft > 0 {
+			c.setTimeWait(TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time, Seen: true, Substate: ev.New, Expiry: ev.Time.Add(ev.TimeWaitLeft)})
+		}
+		ev.InOld = -1
+		emit(ev)
+	}
+}
+
+func (t *Timeline) transition(ev *Event, emit func(*Event)) {
+	c := t.conn(ev)
+	if h := c.held; h != nil {
+		// The socket moved on (a new connect()): the held CLOSE was a real one.
+		c.held = nil
+		c.enter(StateClose, h.Time, true)
+		emit(h)
+	}
+	if ev.Owner.Known() {
+		closed := c.Owner.Closed && c.Owner.PID == ev.Owner.PID && c.Owner.FD == ev.Owner.FD
+		c.Owner = ev.Owner
+		c.Owner.Closed = c.Owner.Closed || closed
+	}
+	c.fill(ev)
+	c.timeInOld(ev)
+	if mayEnterTimeWait(ev) {
+		held := *ev
+		c.held = &held
+		c.lastUpdate = ev.Time
+		return
+	}
+	c.enter(ev.New, ev.Time, true)
+	emit(ev)
+	if ev.New == StateClose {
+		delete(t.conns, ev.Cookie)
+	}
+}
+
+// TimeWaitChecks lists the connections a timewait walk at now should look for:
+// those whose CLOSE may have been a move into TIME_WAIT, those whose timewait
+// timer is due, and orphans waiting in FIN_WAIT2 for the peer's FIN.
+func (t *Timeline) TimeWaitChecks(now time.Time, fn func(cookie uint64)) {
+	for cookie, c := range t.conns {
+		if c.held != nil || (!c.timeWaitCheck.IsZero() && !now.Before(c.timeWaitCheck)) {
+			fn(cookie)
+		}
+	}
+}
+
+// ApplyTimeWait takes what a timewait walk found and calls emit for what it shows.
+func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
+	c := t.conns[s.Cookie]
+	if c == nil {
+		return
+	}
+	if h := c.held; h != nil {
+		c.held = nil
+		if !s.Seen {
+			// No timewait socket: the connection really closed.
+			c.enter(StateClose, h.Time, true)
+			emit(h)
+			delete(t.conns, s.Cookie)
+			return
+		}
+		c.setTimeWait(s)
+		if s.Substate != StateTimeWait {
+			// An orphan handed to a timewait socket still waits in FIN_WAIT2.
+			c.lastUpdate = h.Time
+			return
+		}
+		h.New = StateTimeWait
+		h.Source = SourceTimeWait
+		h.TimeWaitLeft = s.Expiry.Sub(h.Time)
+		c.enter(StateTimeWait, h.Time, true)
+		emit(h)
+		return
+	}
+	if c.TimeWaitExpiry.IsZero() {
+		return
+	}
+	ev := Event{Kind: KindTransition, Cookie: c.Cookie, NetNS: c.NetNS, Old: c.State, Source: SourceTimeWait}
+	c.fill(&ev)
+	switch {
+	case !s.Seen:
+		ev.New = StateClose
+		ev.Time = s.At
+		c.timeInOld(&ev)
+		emit(&ev)
+		delete(t.conns, s.Cookie)
+	case s.Substate == StateTimeWait && c.State != StateTimeWait:
+		// The peer's FIN reached an orphan: its timer restarted at TIME_WAIT's length.
+		ev.New = StateTimeWait
+		ev.Time = s.Expiry.Add(-TimeWaitLen)
+		ev.TimeWaitLeft = s.Expiry.Sub(s.At)
+		c.timeInOld(&ev)
+		c.enter(StateTimeWait, ev.Time, true)
+		c.setTimeWait(s)
+		emit(&ev)
+	default:
+		c.setTimeWait(s)
+	}
+}
+
+// Timewait sockets are looked for again this often while their timer is
+// overdue (it fires a little late) or while an orphan waits in FIN_WAIT2:
+// the peer's FIN moves it to TIME_WAIT without any tracepoint firing.
+const (
+	timeWaitOverdueRecheck = 250 * time.Millisecond
+	orphanRecheck          = time.Second
+)
+
+func (c *Conn) setTimeWait(s TimeWaitSighting) {
+	c.TimeWaitExpiry = s.Expiry
+	c.timeWaitCheck = s.Expiry
+	if s.Substate == StateFinWait2 {
+		c.timeWaitCheck = s.At.Add(orphanRecheck)
+	}
+	if !s.At.Before(s.Expiry) {
+		c.timeWaitCheck = s.At.Add(timeWaitOverdueRecheck)
+	}
+	if c.timeWaitCheck.After(s.Expiry) && s.At.Before(s.Expiry) {
+		c.timeWaitCheck = s.Expiry
+	}
+}
+
+// FlushHeld shows every CLOSE still waiting for a timewait walk as it was reported.
+func (t *Timeline) FlushHeld(emit func(*Event)) {
+	for cookie, c := range t.conns {
+		if h := c.held; h != nil {
+			c.held = nil
+			emit(h)
+			delete(t.conns, cookie)
+		}
+	}
+}
+
+// Reconcile compares the timeline with the kernel's socket table, taken after
+// events were missed, and emits a repair for every connection left wrong.
+// Only connections that did not change since takenAt are judged.
+func (t *Timeline) Reconcile(table []SocketSnapshot, takenAt time.Time, emit func(*Event)) {
+	inTable := make(map[uint64]*SocketSnapshot, len(table))
+	for i := range table {
+		inTable[table[i].Cookie] = &table[i]
+	}
+	for _, cookie := range slices.Sorted(maps.Keys(t.conns)) {
+		c := t.conns[cookie]
+		if c.held != nil || !c.lastUpdate.Before(takenAt) {
+			continue
+		}
+		s := inTable[cookie]
+		want := StateClose
+		if s != nil {
+			want = s.State
+		}
+		if want == c.State || (s != nil && !s.TimeWaitExpiry.IsZero() && !c.TimeWaitExpiry.IsZero()) {
+			continue
+		}
+		ev := Event{Kind: KindTransition, Time: takenAt, Cookie: cookie, NetNS: c.NetNS, Old: c.State, New: want, Source: SourceRepair}
+		c.fill(&ev)
+		c.timeInOld(&ev)
+		emit(&ev)
+		if want == StateClose {
+			delete(t.conns, cookie)
+			continue
+		}
+		c.enter(want, takenAt, false)
+		if !s.TimeWaitExpiry.IsZero() {
+			c.setTimeWait(TimeWaitSighting{Cookie: cookie, At: takenAt, Seen: true, Substate: s.State, Expiry: s.TimeWaitExpiry})
+		}
+	}
+}

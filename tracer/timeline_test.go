@@ -1,0 +1,187 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
+type script struct {
+	tl  *Timeline
+	out []string
+}
+
+func newScript() *script { return &script{tl: NewTimeline(t0)} }
+
+func (s *script) emit(ev *Event) {
+	line := fmt.Sprintf("%d %s %s->%s owner=%d/%d", ev.Cookie, ev.Kind, ev.Old, ev.New, ev.Owner.PID, ev.Owner.FD)
+	if ev.InOld >= 0 && ev.Kind == KindTransition {
+		line += " in=" + ev.InOld.String()
+		if ev.OldSince {
+			line += "+"
+		}
+	}
+	if ev.Source != SourceKernel {
+		line += " src=" + ev.Source.String()
+	}
+	if ev.TimeWaitLeft > 0 {
+		line += " left=" + ev.TimeWaitLeft.String()
+	}
+	s.out = append(s.out, line)
+}
+
+func (s *script) tr(cookie uint64, at time.Duration, old, new State, owner Owner) {
+	s.tl.Apply(&Event{Kind: KindTransition, Cookie: cookie, Time: t0.Add(at), Old: old, New: new, Owner: owner, FD: -1}, s.emit)
+}
+
+func (s *script) tw(cookie uint64, at time.Duration, seen bool, sub State, expiry time.Duration) {
+	s.tl.ApplyTimeWait(TimeWaitSighting{Cookie: cookie, At: t0.Add(at), Seen: seen, Substate: sub, Expiry: t0.Add(expiry)}, s.emit)
+}
+
+func (s *script) checks(at time.Duration) []uint64 {
+	var out []uint64
+	s.tl.TimeWaitChecks(t0.Add(at), func(c uint64) { out = append(out, c) })
+	return out
+}
+
+func (s *script) want(t *testing.T, lines ...string) {
+	t.Helper()
+	if got, want := strings.Join(s.out, "\n"), strings.Join(lines, "\n"); got != want {
+		t.Errorf("emitted:\n%s\nwant:\n%s", got, want)
+	}
+	s.out = nil
+}
+
+var (
+	client = Owner{PID: 10, FD: 3, Via: OwnerConnect}
+	server = Owner{PID: 20, FD: -1, Via: OwnerListener}
+)
+
+func TestTimelineTimeWait(t *testing.T) {
+	s := newScript()
+	s.tr(1, 0, StateClose, StateSynSent, client)
+	s.tr(1, time.Millisecond, StateSynSent, StateEstablished, Owner{})
+	s.tr(1, time.Second, StateEstablished, StateFinWait1, Owner{})
+	s.tr(1, 2*time.Second, StateFinWait1, StateFinWait2, Owner{})
+	s.want(t,
+		"1 transition CLOSE->SYN_SENT owner=10/3",
+		"1 transition SYN_SENT->ESTABLISHED owner=10/3 in=1ms",
+		"1 transition ESTABLISHED->FIN_WAIT1 owner=10/3 in=999ms",
+		"1 transition FIN_WAIT1->FIN_WAIT2 owner=10/3 in=1s")
+
+	// The CLOSE that is really the handover to a timewait socket is held...
+	s.tr(1, 3*time.Second, StateFinWait2, StateClose, Owner{})
+	s.want(t)
+	if got := s.checks(3 * time.Second); len(got) != 1 || got[0] != 1 {
+		t.Fatalf("checks = %v, want [1]", got)
+	}
+	// ...and shown as TIME_WAIT once a walk finds the timewait socket.
+	s.tw(1, 3100*time.Millisecond, true, StateTimeWait, 63*time.Second)
+	s.want(t, "1 transition FIN_WAIT2->TIME_WAIT owner=10/3 in=1s src=timewait left=1m0s")
+	if got := s.checks(62 * time.Second); len(got) != 0 {
+		t.Errorf("checked before the timer is due: %v", got)
+	}
+	// Still there just after the nominal expiry: the timer fires a little late.
+	s.tw(1, 63*time.Second, true, StateTimeWait, 63*time.Second)
+	s.want(t)
+	if got := s.checks(63*time.Second + timeWaitOverdueRecheck); len(got) != 1 {
+		t.Errorf("an overdue timewait socket is not checked again: %v", got)
+	}
+	s.tw(1, 63500*time.Millisecond, false, 0, 0)
+	s.want(t, "1 transition TIME_WAIT->CLOSE owner=10/3 in=1m0.5s src=timewait")
+	if s.tl.Len() != 0 {
+		t.Errorf("%d connections left after the end of TIME_WAIT", s.tl.Len())
+	}
+}
+
+func TestTimelineRealCloseIsReleased(t *testing.T) {
+	s := newScript()
+	s.tr(2, 0, StateFinWait2, StateClose, client)
+	s.tw(2, 100*time.Millisecond, false, 0, 0)
+	s.want(t, "2 transition FIN_WAIT2->CLOSE owner=10/3")
+	if s.tl.Len() != 0 {
+		t.Error("closed connection still tracked")
+	}
+	// A reset FIN_WAIT2 is not a TIME_WAIT candidate.
+	s.tl.Apply(&Event{Kind: KindTransition, Cookie: 3, Time: t0, Old: StateFinWait2, New: StateClose, Flags: FlagError, Errno: 104}, s.emit)
+	s.want(t, "3 transition FIN_WAIT2->CLOSE owner=0/0")
+}
+
+func TestTimelineOrphanFinWait2(t *testing.T) {
+	s := newScript()
+	s.tr(4, 0, StateFinWait1, StateFinWait2, client)
+	s.tr(4, time.Millisecond, StateFinWait2, StateClose, Owner{})
+	// An orphan handed to a timewait socket stays in FIN_WAIT2: nothing to show.
+	s.tw(4, 50*time.Millisecond, true, StateFinWait2, 60*time.Second)
+	s.want(t, "4 transition FIN_WAIT1->FIN_WAIT2 owner=10/3")
+	if c := s.tl.Conn(4); c == nil || c.State != StateFinWait2 {
+		t.Fatalf("orphan state = %+v, want FIN_WAIT2", c)
+	}
+	if got := s.checks(500 * time.Millisecond); len(got) != 0 {
+		t.Errorf("orphan checked again too soon: %v", got)
+	}
+	if got := s.checks(1100 * time.Millisecond); len(got) != 1 {
+		t.Fatalf("orphan not checked again after a second: %v", got)
+	}
+	// The peer's FIN restarted the timer at TIME_WAIT's length: that dates the entry.
+	s.tw(4, 5*time.Second, true, StateTimeWait, 64*time.Second)
+	s.want(t, "4 transition FIN_WAIT2->TIME_WAIT owner=10/3 in=4s src=timewait left=59s")
+}
+
+func TestTimelineAcceptAfterCloseWait(t *testing.T) {
+	s := newScript()
+	s.tr(5, 0, StateListen, StateSynRecv, server)
+	s.tr(5, time.Millisecond, StateSynRecv, StateEstablished, Owner{})
+	s.tr(5, 2*time.Millisecond, StateEstablished, StateCloseWait, Owner{})
+	// accept() names the fd after the fact; later transitions carry it.
+	s.tl.Apply(&Event{Kind: KindAccept, Cookie: 5, Time: t0.Add(time.Second), Owner: Owner{PID: 20, FD: 7, Via: OwnerAccept}, FD: 7}, s.emit)
+	s.tl.Apply(&Event{Kind: KindCloseFD, Cookie: 5, Time: t0.Add(2 * time.Second), Running: Task{PID: 20}, FD: 7, Owner: Owner{FD: -1}}, s.emit)
+	s.tr(5, 2*time.Second, StateCloseWait, StateLastAck, Owner{})
+	s.want(t,
+		"5 transition LISTEN->SYN_RECV owner=20/-1",
+		"5 transition SYN_RECV->ESTABLISHED owner=20/-1 in=1ms",
+		"5 transition ESTABLISHED->CLOSE_WAIT owner=20/-1 in=1ms",
+		"5 accept CLOSE_WAIT->CLOSE_WAIT owner=20/7",
+		"5 close CLOSE_WAIT->CLOSE_WAIT owner=20/7",
+		"5 transition CLOSE_WAIT->LAST_ACK owner=20/7 in=1.998s")
+	if c := s.tl.Conn(5); !c.Owner.Closed {
+		t.Error("the owner's close() of its fd was not recorded")
+	}
+}
+
+func TestTimelineExisting(t *testing.T) {
+	s := newScript()
+	holder := Owner{PID: 30, FD: 4, Via: OwnerSeed}
+	s.tl.Apply(&Event{Kind: KindExisting, Cookie: 6, Time: t0, New: StateEstablished, Owner: holder, Source: SourceSeed}, s.emit)
+	s.tr(6, 5*time.Second, StateEstablished, StateCloseWait, Owner{})
+	// Seeding does not overwrite what was seen since tracing started.
+	s.tl.Apply(&Event{Kind: KindExisting, Cookie: 6, Time: t0, New: StateEstablished, Owner: holder, Source: SourceSeed}, s.emit)
+	s.want(t,
+		"6 existing ESTABLISHED->ESTABLISHED owner=30/4 src=seed",
+		"6 transition ESTABLISHED->CLOSE_WAIT owner=30/4 in=5s+")
+}
+
+func TestTimelineReconcile(t *testing.T) {
+	s := newScript()
+	s.tr(7, 0, StateClose, StateSynSent, client)
+	s.tr(7, time.Millisecond, StateSynSent, StateEstablished, Owner{})
+	s.tr(8, 0, StateClose, StateSynSent, client)
+	s.tr(8, time.Millisecond, StateSynSent, StateEstablished, Owner{})
+	s.tr(9, 0, StateClose, StateSynSent, client)
+	s.tr(9, 10*time.Second, StateSynSent, StateEstablished, Owner{})
+	s.out = nil
+	local := netip.MustParseAddrPort("127.0.0.1:5000")
+	table := []SocketSnapshot{
+		{Cookie: 7, State: StateCloseWait, Local: local}, // a missed ESTABLISHED -> CLOSE_WAIT
+		{Cookie: 9, State: StateFinWait1},                // changed after the walk began: not judged
+	}
+	// Cookie 8 is gone from the table: its close was missed.
+	s.tl.Reconcile(table, t0.Add(5*time.Second), s.emit)
+	s.want(t,
+		"7 transition ESTABLISHED->CLOSE_WAIT owner=10/3 in=4.999s src=repair",
+		"8 transition ESTABLISHED->CLOSE owner=10/3 in=4.999s src=repair")
+}

@@ -1,0 +1,229 @@
+//go:build linux
+
+package tracer
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+// view is what the tracer's events say of one connection end right now.
+type view struct {
+	cookie uint64
+	state  State
+	owner  Owner
+	inode  uint64
+}
+
+func (r *recorder) view(local, remote netip.AddrPort) view {
+	var v view
+	for _, ev := range r.snapshot() {
+		if ev.Local != local || ev.Remote != remote {
+			continue
+		}
+		v.cookie = ev.Cookie
+		v.state = ev.New
+		if ev.Owner.Known() {
+			v.owner = ev.Owner
+		}
+		if ev.Inode != 0 {
+			v.inode = ev.Inode
+		}
+	}
+	return v
+}
+
+// agreeWithSS checks the tracer's view of an end against ss: state, owner pid and fd, inode.
+func agreeWithSS(t *testing.T, r *recorder, c conn, wantState State) {
+	t.Helper()
+	v := r.view(c.local, c.remote)
+	s, ok := ssFind(t, c.local, c.remote)
+	if !ok {
+		t.Fatalf("ss does not list %s -> %s", c.local, c.remote)
+	}
+	if got := strings.ReplaceAll(s.state, "-", "_"); got != wantState.String() && !(wantState == StateEstablished && got == "ESTAB") {
+		t.Errorf("%s: ss says %s, want %s", c.local, s.state, wantState)
+	}
+	if v.state != wantState {
+		t.Errorf("%s: tracer says %s, ss says %s", c.local, v.state, s.state)
+	}
+	if int(v.owner.PID) != s.pid || v.owner.FD != s.fd || s.pid != c.pid || s.fd != c.fd {
+		t.Errorf("%s: tracer owner pid %d fd %d, ss pid %d fd %d, process says pid %d fd %d",
+			c.local, v.owner.PID, v.owner.FD, s.pid, s.fd, c.pid, c.fd)
+	}
+	if v.inode == 0 || v.inode != s.inode {
+		t.Errorf("%s: tracer inode %d, ss inode %d", c.local, v.inode, s.inode)
+	}
+}
+
+func ownedBy(ev Event, c conn) bool { return int(ev.Owner.PID) == c.pid && ev.Owner.FD == c.fd }
+
+// TestBPFLifecycle follows one connection between two processes from connect
+// to the end of TIME_WAIT, on both ends, and checks each step against ss.
+func TestBPFLifecycle(t *testing.T) {
+	for _, tc := range []struct{ name, addr string }{{"IPv4", "127.0.0.1:0"}, {"IPv6", "[::1]:0"}} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			r := startTracer(t, Config{})
+			server := startPeer(t, "server", tc.addr)
+			client := startPeer(t, "client", server.listenAddr())
+			cli := client.conn("connected")
+			srv := server.conn("accepted")
+
+			// The client's connect() runs in the client; the server's child is
+			// born in the server's listener and accepted by the server.
+			ev := r.waitFor("client CLOSE->SYN_SENT", 5*time.Second, func(ev *Event) bool {
+				return ev.Kind == KindTransition && ev.New == StateSynSent && ev.Remote == cli.remote && int(ev.Owner.PID) == cli.pid
+			})
+			if ev.Owner.FD != cli.fd || ev.Owner.Via != OwnerConnect {
+				t.Errorf("SYN_SENT owner = %+v, want fd %d via connect", ev.Owner, cli.fd)
+			}
+			r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.local, cli.remote, KindTransition, StateSynSent, StateEstablished))
+			ev = r.waitFor("server LISTEN->SYN_RECV", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateListen, StateSynRecv))
+			if int(ev.Owner.PID) != srv.pid || ev.Owner.Via != OwnerListener {
+				t.Errorf("LISTEN->SYN_RECV owner = %+v, want the server %d via its listener", ev.Owner, srv.pid)
+			}
+			r.waitFor("server SYN_RECV->ESTABLISHED", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateSynRecv, StateEstablished))
+			ev = r.waitFor("server accept", 5*time.Second, on(srv.local, srv.remote, KindAccept, 0, 0))
+			if !ownedBy(ev, srv) || ev.FD != srv.fd {
+				t.Errorf("accept = owner %+v fd %d, want pid %d fd %d", ev.Owner, ev.FD, srv.pid, srv.fd)
+			}
+			agreeWithSS(t, r, cli, StateEstablished)
+			agreeWithSS(t, r, srv, StateEstablished)
+
+			// The client closes first: the server's CLOSE_WAIT runs in softirq
+			// or in the client, but belongs to the server.
+			client.send("close")
+			ev = r.waitFor("client ESTABLISHED->FIN_WAIT1", 5*time.Second, on(cli.local, cli.remote, KindTransition, StateEstablished, StateFinWait1))
+			if !ownedBy(ev, cli) {
+				t.Errorf("FIN_WAIT1 owner = %+v, want client pid %d fd %d", ev.Owner, cli.pid, cli.fd)
+			}
+			ev = r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateEstablished, StateCloseWait))
+			if !ownedBy(ev, srv) {
+				t.Errorf("CLOSE_WAIT owner = %+v (running %+v), want server pid %d fd %d", ev.Owner, ev.Running, srv.pid, srv.fd)
+			}
+			if ev.InOld <= 0 || ev.OldSince {
+				t.Errorf("CLOSE_WAIT: time in ESTABLISHED = %v (lower bound %v), want exact and positive", ev.InOld, ev.OldSince)
+			}
+			r.waitFor("client FIN_WAIT1->FIN_WAIT2", 5*time.Second, on(cli.local, cli.remote, KindTransition, StateFinWait1, StateFinWait2))
+			server.expect("eof")
+			agreeWithSS(t, r, srv, StateCloseWait)
+
+			// The server closes: it goes through LAST_ACK, the client into TIME_WAIT.
+			server.send("close")
+			ev = r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateCloseWait, StateLastAck))
+			if int(ev.Owner.PID) != srv.pid {
+				t.Errorf("LAST_ACK owner = %+v, want server %d", ev.Owner, srv.pid)
+			}
+			r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateLastAck, StateClose))
+			tw := r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.local, cli.remote, KindTransition, StateFinWait2, StateTimeWait))
+			if int(tw.Owner.PID) != cli.pid {
+				t.Errorf("TIME_WAIT owner = %+v, want client %d", tw.Owner, cli.pid)
+			}
+			if tw.TimeWaitLeft < 58*time.Second || tw.TimeWaitLeft > 61*time.Second {
+				t.Errorf("TIME_WAIT expires in %v, want about %v", tw.TimeWaitLeft, TimeWaitLen)
+			}
+			if s, ok := ssFind(t, cli.local, cli.remote); !ok || s.state != "TIME-WAIT" {
+				t.Errorf("ss shows the client end as %+v (found %v), want TIME-WAIT", s, ok)
+			}
+			for _, ev := range r.snapshot() {
+				if ev.Local == srv.local && ev.Remote == srv.remote && ev.New == StateTimeWait {
+					t.Errorf("the server end, which closed last, entered TIME_WAIT: %+v", ev)
+				}
+			}
+
+			// TIME_WAIT ends when the kernel's timer fires, 60 s after it began.
+			end := r.waitFor("client TIME_WAIT->CLOSE", 75*time.Second, on(cli.local, cli.remote, KindTransition, StateTimeWait, StateClose))
+			if end.InOld < TimeWaitLen || end.InOld > TimeWaitLen+5*time.Second || end.Source != SourceTimeWait {
+				t.Errorf("TIME_WAIT lasted %v (source %s), want a little over %v", end.InOld, end.Source, TimeWaitLen)
+			}
+			if _, ok := ssFind(t, cli.local, cli.remote); ok {
+				t.Errorf("ss still lists the client end after the tracer saw TIME_WAIT end")
+			}
+		})
+	}
+}
+
+// TestBPFPidFilter checks that --pid shows every transition of that process's
+// sockets and nothing of anyone else's.
+func TestBPFPidFilter(t *testing.T) {
+	requireBPF(t)
+	server := startPeer(t, "server", "127.0.0.1:0")
+	addr := server.listenAddr()
+	other := startPeer(t, "server", "127.0.0.1:0")
+	r := startTracer(t, Config{PIDs: []uint32{uint32(server.PID)}})
+
+	client := startPeer(t, "client", addr)
+	cli := client.conn("connected")
+	srv := server.conn("accepted")
+	otherClient := startPeer(t, "client", other.listenAddr())
+	otherClient.expect("connected")
+	other.expect("accepted")
+	client.send("close")
+	otherClient.send("close")
+	server.expect("eof")
+	other.expect("eof")
+	server.send("close")
+	other.send("close")
+	r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateLastAck, StateClose))
+	time.Sleep(300 * time.Millisecond) // let stray events of others arrive, if any leaked through
+
+	var got []string
+	for _, ev := range r.snapshot() {
+		if int(ev.Owner.PID) != server.PID {
+			t.Errorf("event of another process: %s %s->%s %s->%s owner %+v", ev.Kind, ev.Local, ev.Remote, ev.Old, ev.New, ev.Owner)
+			continue
+		}
+		if ev.Local == srv.local && ev.Remote == srv.remote {
+			got = append(got, ev.Kind.String()+" "+ev.Old.String()+"->"+ev.New.String())
+		}
+	}
+	want := []string{
+		"transition LISTEN->SYN_RECV",
+		"transition SYN_RECV->ESTABLISHED",
+		"accept ESTABLISHED->ESTABLISHED",
+		"transition ESTABLISHED->CLOSE_WAIT",
+		"close CLOSE_WAIT->CLOSE_WAIT",
+		"transition CLOSE_WAIT->LAST_ACK",
+		"transition LAST_ACK->CLOSE",
+	}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		// The FIN may arrive before accept() returns: then CLOSE_WAIT precedes accept.
+		alt := []string{want[0], want[1], want[3], "accept CLOSE_WAIT->CLOSE_WAIT", want[4], want[5], want[6]}
+		if strings.Join(got, "\n") != strings.Join(alt, "\n") {
+			t.Errorf("server end events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+		}
+	}
+	_ = cli
+}
+
+// TestBPFExistingConnection checks that a connection opened before tracing
+// started is seeded with its owners, and its later transitions credited to them.
+func TestBPFExistingConnection(t *testing.T) {
+	requireBPF(t)
+	server := startPeer(t, "server", "127.0.0.1:0")
+	client := startPeer(t, "client", server.listenAddr())
+	cli := client.conn("connected")
+	srv := server.conn("accepted")
+
+	r := startTracer(t, Config{})
+	for _, c := range []conn{cli, srv} {
+		ev := r.waitFor("existing "+c.local.String(), 5*time.Second, on(c.local, c.remote, KindExisting, 0, 0))
+		if ev.New != StateEstablished || !ownedBy(ev, c) || ev.Owner.Via != OwnerSeed {
+			t.Errorf("existing %s: state %s owner %+v, want ESTABLISHED owned by pid %d fd %d", c.local, ev.New, ev.Owner, c.pid, c.fd)
+		}
+		agreeWithSS(t, r, c, StateEstablished)
+	}
+	client.send("close")
+	ev := r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateEstablished, StateCloseWait))
+	if !ownedBy(ev, srv) {
+		t.Errorf("CLOSE_WAIT of an existing connection: owner %+v, want pid %d fd %d", ev.Owner, srv.pid, srv.fd)
+	}
+	if !ev.OldSince {
+		t.Errorf("time in ESTABLISHED should be a lower bound for a connection older than the tracer")
+	}
+	server.expect("eof")
+	agreeWithSS(t, r, srv, StateCloseWait)
+}

@@ -1,0 +1,299 @@
+//go:build linux
+
+package tracer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// Config chooses what the tracer reports.
+type Config struct {
+	// PIDs, when not empty, limits the kernel to the sockets these processes own.
+	PIDs []uint32
+	// Debug puts the verifier's whole log into a load error.
+	Debug bool
+}
+
+// Stats counts what the tracer read, and every event it lost or missed.
+type Stats struct {
+	Events uint64 // ring-buffer records read
+	// RingbufDrops are events lost because the ring buffer was full.
+	RingbufDrops uint64
+	// RecursionMisses are program runs the kernel skipped because another BPF
+	// program was running on the same CPU; for the state program each is a
+	// lost transition.
+	StateMisses   uint64
+	SyscallMisses uint64
+	// OwnerMapFull counts sockets whose owner could not be stored in the kernel.
+	OwnerMapFull uint64
+	// Repairs are transitions shown from the socket table after events were missed.
+	Repairs uint64
+	// TimeWaitWalks and Snapshots count walks of the kernel's socket table.
+	TimeWaitWalks uint64
+	Snapshots     uint64
+}
+
+// Missed is the number of events the kernel lost or skipped.
+func (s Stats) Missed() uint64 { return s.RingbufDrops + s.StateMisses + s.SyscallMisses }
+
+// Tracer streams TCP state transitions from the kernel.
+type Tracer struct {
+	cfg      Config
+	objs     tcptraceObjects
+	links    []link.Link
+	rd       *ringbuf.Reader
+	iters    iterators
+	clock    clock
+	timeline *Timeline
+	stats    Stats
+	comms    commCache
+	closed   bool
+	// missedRepaired is the Missed() count the last repair accounted for.
+	missedRepaired uint64
+	wanted         []uint64
+}
+
+// Open checks the host, loads the kernel programs and attaches them.
+// Nothing is reported until Run.
+func Open(cfg Config) (*Tracer, error) {
+	if err := CheckHost(); err != nil {
+		return nil, err
+	}
+	spec, err := loadTcptrace()
+	if err != nil {
+		return nil, fmt.Errorf("read embedded BPF programs: %w", err)
+	}
+	if len(cfg.PIDs) > 0 {
+		if err := spec.Variables["filter_pids"].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set pid filter: %w", err)
+		}
+	}
+	t := &Tracer{cfg: cfg, comms: make(commCache)}
+	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		return nil, loadError(err, cfg.Debug)
+	}
+	for _, pid := range cfg.PIDs {
+		if err := t.objs.PidFilter.Put(pid, uint8(1)); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("add pid %d to the filter: %w", pid, err)
+		}
+	}
+	if err := t.attach(); err != nil {
+		t.Close()
+		return nil, err
+	}
+	if t.rd, err = ringbuf.NewReader(t.objs.Events); err != nil {
+		t.Close()
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	if t.iters, err = openIterators(&t.objs); err != nil {
+		t.Close()
+		return nil, err
+	}
+	t.clock = newClock()
+	t.timeline = NewTimeline(time.Now())
+	return t, nil
+}
+
+func (t *Tracer) attach() error {
+	l, err := link.AttachTracing(link.TracingOptions{Program: t.objs.HandleSetState, AttachType: ebpf.AttachTraceRawTp})
+	if err != nil {
+		return fmt.Errorf("attach tp_btf/inet_sock_set_state: %w", err)
+	}
+	t.links = append(t.links, l)
+	for name, prog := range map[string]*ebpf.Program{
+		"sys_enter_connect": t.objs.HandleConnect,
+		"sys_enter_listen":  t.objs.HandleListen,
+		"sys_exit_accept":   t.objs.HandleAccept,
+		"sys_exit_accept4":  t.objs.HandleAccept4,
+		"sys_enter_close":   t.objs.HandleClose,
+	} {
+		l, err := link.Tracepoint("syscalls", name, prog, nil)
+		if err != nil {
+			return fmt.Errorf("attach tracepoint syscalls/%s: %w", name, err)
+		}
+		t.links = append(t.links, l)
+	}
+	return nil
+}
+
+// Timeline is the tracer's view of every connection; use it only from the
+// goroutine that calls Run, or after Run returned.
+func (t *Tracer) Timeline() *Timeline { return t.timeline }
+
+// Stats returns the counts as of the last check (once a second while Run runs).
+func (t *Tracer) Stats() Stats { return t.stats }
+
+const (
+	tickEvery     = 100 * time.Millisecond
+	countersEvery = time.Second
+)
+
+// Run seeds the connections that exist, then calls emit for every event until
+// ctx is done. Events are emitted from the calling goroutine only; tick, if
+// not nil, is called from it too, about every 100 ms (to flush output, say).
+func (t *Tracer) Run(ctx context.Context, emit func(*Event), tick func()) error {
+	if err := t.seed(emit); err != nil {
+		return err
+	}
+	var (
+		rec          ringbuf.Record
+		ev           Event
+		nextTick     = time.Now().Add(tickEvery)
+		nextCounters = time.Now().Add(countersEvery)
+		n            uint
+	)
+	for ctx.Err() == nil {
+		t.rd.SetDeadline(nextTick)
+		err := t.rd.ReadInto(&rec)
+		if err == nil {
+			t.stats.Events++
+			if t.decode(rec.RawSample, &ev) {
+				t.timeline.Apply(&ev, emit)
+			}
+			if n++; n%64 != 0 {
+				continue
+			}
+		} else if !errors.Is(err, os.ErrDeadlineExceeded) {
+			if errors.Is(err, ringbuf.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		now := time.Now()
+		if now.Before(nextTick) {
+			continue
+		}
+		nextTick = now.Add(tickEvery)
+		if tick != nil {
+			tick()
+		}
+		if err := t.walkTimeWait(now, emit); err != nil {
+			return err
+		}
+		if now.After(nextCounters) {
+			nextCounters = now.Add(countersEvery)
+			if err := t.checkLoss(emit); err != nil {
+				return err
+			}
+		}
+	}
+	return t.finish(emit)
+}
+
+// finish reads what is left in the ring buffer and settles held transitions.
+func (t *Tracer) finish(emit func(*Event)) error {
+	if err := t.drain(emit); err != nil {
+		return err
+	}
+	if err := t.walkTimeWait(time.Now(), emit); err != nil {
+		return err
+	}
+	t.timeline.FlushHeld(emit)
+	return t.readCounters()
+}
+
+// drain applies every event already in the ring buffer.
+func (t *Tracer) drain(emit func(*Event)) error {
+	var rec ringbuf.Record
+	var ev Event
+	t.rd.SetDeadline(time.Now())
+	for {
+		err := t.rd.ReadInto(&rec)
+		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrClosed) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read ring buffer: %w", err)
+		}
+		t.stats.Events++
+		if t.decode(rec.RawSample, &ev) {
+			t.timeline.Apply(&ev, emit)
+		}
+	}
+}
+
+// checkLoss reads the loss counters and, when events were missed, repairs
+// the timeline from the kernel's socket table.
+func (t *Tracer) checkLoss(emit func(*Event)) error {
+	if err := t.readCounters(); err != nil {
+		return err
+	}
+	missed := t.stats.Missed()
+	if missed == t.missedRepaired {
+		return nil
+	}
+	t.missedRepaired = missed
+	takenAt := time.Now()
+	table, err := t.snapshot()
+	if err != nil {
+		return err
+	}
+	if err := t.drain(emit); err != nil {
+		return err
+	}
+	t.timeline.Reconcile(table, takenAt, func(ev *Event) {
+		t.stats.Repairs++
+		emit(ev)
+	})
+	return nil
+}
+
+func (t *Tracer) readCounters() error {
+	var perCPU []uint64
+	for idx, dst := range map[uint32]*uint64{
+		uint32(tcptraceCounterCOUNTER_RINGBUF_DROPS):  &t.stats.RingbufDrops,
+		uint32(tcptraceCounterCOUNTER_OWNER_MAP_FULL): &t.stats.OwnerMapFull,
+	} {
+		if err := t.objs.Counters.Lookup(idx, &perCPU); err != nil {
+			return fmt.Errorf("read counters: %w", err)
+		}
+		var sum uint64
+		for _, v := range perCPU {
+			sum += v
+		}
+		*dst = sum
+	}
+	st, err := t.objs.HandleSetState.Stats()
+	if err != nil {
+		return fmt.Errorf("read program stats: %w", err)
+	}
+	t.stats.StateMisses = st.RecursionMisses
+	var sys uint64
+	for _, p := range []*ebpf.Program{t.objs.HandleConnect, t.objs.HandleListen, t.objs.HandleAccept, t.objs.HandleAccept4, t.objs.HandleClose} {
+		st, err := p.Stats()
+		if err != nil {
+			return fmt.Errorf("read program stats: %w", err)
+		}
+		sys += st.RecursionMisses
+	}
+	t.stats.SyscallMisses = sys
+	return nil
+}
+
+// Close detaches every program and frees the kernel objects. It may be called
+// more than once.
+func (t *Tracer) Close() error {
+	if t.closed {
+		return nil
+	}
+	t.closed = true
+	var errs []error
+	if t.rd != nil {
+		errs = append(errs, t.rd.Close())
+	}
+	errs = append(errs, t.iters.close())
+	for _, l := range t.links {
+		errs = append(errs, l.Close())
+	}
+	errs = append(errs, t.objs.Close())
+	return errors.Join(errs...)
+}
