@@ -3,6 +3,7 @@
 package tracer
 
 import (
+	"github.com/tcptrace/tcptrace/internal/testenv"
 	"net/netip"
 	"strings"
 	"testing"
@@ -36,29 +37,29 @@ func (r *recorder) view(local, remote netip.AddrPort) view {
 }
 
 // agreeWithSS checks the tracer's view of an end against ss: state, owner pid and fd, inode.
-func agreeWithSS(t *testing.T, r *recorder, c conn, wantState State) {
+func agreeWithSS(t *testing.T, r *recorder, c testenv.Conn, wantState State) {
 	t.Helper()
-	v := r.view(c.local, c.remote)
-	s, ok := ssFind(t, c.local, c.remote)
+	v := r.view(c.Local, c.Remote)
+	s, ok := testenv.SSFind(t, c.Local, c.Remote)
 	if !ok {
-		t.Fatalf("ss does not list %s -> %s", c.local, c.remote)
+		t.Fatalf("ss does not list %s -> %s", c.Local, c.Remote)
 	}
-	if got := strings.ReplaceAll(s.state, "-", "_"); got != wantState.String() && !(wantState == StateEstablished && got == "ESTAB") {
-		t.Errorf("%s: ss says %s, want %s", c.local, s.state, wantState)
+	if got := strings.ReplaceAll(s.State, "-", "_"); got != wantState.String() && !(wantState == StateEstablished && got == "ESTAB") {
+		t.Errorf("%s: ss says %s, want %s", c.Local, s.State, wantState)
 	}
 	if v.state != wantState {
-		t.Errorf("%s: tracer says %s, ss says %s", c.local, v.state, s.state)
+		t.Errorf("%s: tracer says %s, ss says %s", c.Local, v.state, s.State)
 	}
-	if int(v.owner.PID) != s.pid || v.owner.FD != s.fd || s.pid != c.pid || s.fd != c.fd {
+	if int(v.owner.PID) != s.PID || v.owner.FD != s.FD || s.PID != c.PID || s.FD != c.FD {
 		t.Errorf("%s: tracer owner pid %d fd %d, ss pid %d fd %d, process says pid %d fd %d",
-			c.local, v.owner.PID, v.owner.FD, s.pid, s.fd, c.pid, c.fd)
+			c.Local, v.owner.PID, v.owner.FD, s.PID, s.FD, c.PID, c.FD)
 	}
-	if v.inode == 0 || v.inode != s.inode {
-		t.Errorf("%s: tracer inode %d, ss inode %d", c.local, v.inode, s.inode)
+	if v.inode == 0 || v.inode != s.Inode {
+		t.Errorf("%s: tracer inode %d, ss inode %d", c.Local, v.inode, s.Inode)
 	}
 }
 
-func ownedBy(ev Event, c conn) bool { return int(ev.Owner.PID) == c.pid && ev.Owner.FD == c.fd }
+func ownedBy(ev Event, c testenv.Conn) bool { return int(ev.Owner.PID) == c.PID && ev.Owner.FD == c.FD }
 
 // TestBPFLifecycle follows one connection between two processes from connect
 // to the end of TIME_WAIT, on both ends, and checks each step against ss.
@@ -67,79 +68,79 @@ func TestBPFLifecycle(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := startTracer(t, Config{})
-			server := startPeer(t, "server", tc.addr)
-			client := startPeer(t, "client", server.listenAddr())
-			cli := client.conn("connected")
-			srv := server.conn("accepted")
+			server := testenv.StartPeer(t, "server", tc.addr)
+			client := testenv.StartPeer(t, "client", server.ListenAddr())
+			cli := client.Conn("connected")
+			srv := server.Conn("accepted")
 
 			// The client's connect() runs in the client; the server's child is
 			// born in the server's listener and accepted by the server.
 			ev := r.waitFor("client CLOSE->SYN_SENT", 5*time.Second, func(ev *Event) bool {
-				return ev.Kind == KindTransition && ev.New == StateSynSent && ev.Remote == cli.remote && int(ev.Owner.PID) == cli.pid
+				return ev.Kind == KindTransition && ev.New == StateSynSent && ev.Remote == cli.Remote && int(ev.Owner.PID) == cli.PID
 			})
-			if ev.Owner.FD != cli.fd || ev.Owner.Via != OwnerConnect {
-				t.Errorf("SYN_SENT owner = %+v, want fd %d via connect", ev.Owner, cli.fd)
+			if ev.Owner.FD != cli.FD || ev.Owner.Via != OwnerConnect {
+				t.Errorf("SYN_SENT owner = %+v, want fd %d via connect", ev.Owner, cli.FD)
 			}
-			r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.local, cli.remote, KindTransition, StateSynSent, StateEstablished))
-			ev = r.waitFor("server LISTEN->SYN_RECV", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateListen, StateSynRecv))
-			if int(ev.Owner.PID) != srv.pid || ev.Owner.Via != OwnerListener {
-				t.Errorf("LISTEN->SYN_RECV owner = %+v, want the server %d via its listener", ev.Owner, srv.pid)
+			r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateSynSent, StateEstablished))
+			ev = r.waitFor("server LISTEN->SYN_RECV", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateListen, StateSynRecv))
+			if int(ev.Owner.PID) != srv.PID || ev.Owner.Via != OwnerListener {
+				t.Errorf("LISTEN->SYN_RECV owner = %+v, want the server %d via its listener", ev.Owner, srv.PID)
 			}
-			r.waitFor("server SYN_RECV->ESTABLISHED", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateSynRecv, StateEstablished))
-			ev = r.waitFor("server accept", 5*time.Second, on(srv.local, srv.remote, KindAccept, 0, 0))
-			if !ownedBy(ev, srv) || ev.FD != srv.fd {
-				t.Errorf("accept = owner %+v fd %d, want pid %d fd %d", ev.Owner, ev.FD, srv.pid, srv.fd)
+			r.waitFor("server SYN_RECV->ESTABLISHED", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateSynRecv, StateEstablished))
+			ev = r.waitFor("server accept", 5*time.Second, on(srv.Local, srv.Remote, KindAccept, 0, 0))
+			if !ownedBy(ev, srv) || ev.FD != srv.FD {
+				t.Errorf("accept = owner %+v fd %d, want pid %d fd %d", ev.Owner, ev.FD, srv.PID, srv.FD)
 			}
 			agreeWithSS(t, r, cli, StateEstablished)
 			agreeWithSS(t, r, srv, StateEstablished)
 
 			// The client closes first: the server's CLOSE_WAIT runs in softirq
 			// or in the client, but belongs to the server.
-			client.send("close")
-			ev = r.waitFor("client ESTABLISHED->FIN_WAIT1", 5*time.Second, on(cli.local, cli.remote, KindTransition, StateEstablished, StateFinWait1))
+			client.Send("close")
+			ev = r.waitFor("client ESTABLISHED->FIN_WAIT1", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateEstablished, StateFinWait1))
 			if !ownedBy(ev, cli) {
-				t.Errorf("FIN_WAIT1 owner = %+v, want client pid %d fd %d", ev.Owner, cli.pid, cli.fd)
+				t.Errorf("FIN_WAIT1 owner = %+v, want client pid %d fd %d", ev.Owner, cli.PID, cli.FD)
 			}
-			ev = r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateEstablished, StateCloseWait))
+			ev = r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateEstablished, StateCloseWait))
 			if !ownedBy(ev, srv) {
-				t.Errorf("CLOSE_WAIT owner = %+v (running %+v), want server pid %d fd %d", ev.Owner, ev.Running, srv.pid, srv.fd)
+				t.Errorf("CLOSE_WAIT owner = %+v (running %+v), want server pid %d fd %d", ev.Owner, ev.Running, srv.PID, srv.FD)
 			}
 			if ev.InOld <= 0 || ev.OldSince {
 				t.Errorf("CLOSE_WAIT: time in ESTABLISHED = %v (lower bound %v), want exact and positive", ev.InOld, ev.OldSince)
 			}
-			r.waitFor("client FIN_WAIT1->FIN_WAIT2", 5*time.Second, on(cli.local, cli.remote, KindTransition, StateFinWait1, StateFinWait2))
-			server.expect("eof")
+			r.waitFor("client FIN_WAIT1->FIN_WAIT2", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateFinWait1, StateFinWait2))
+			server.Expect("eof")
 			agreeWithSS(t, r, srv, StateCloseWait)
 
 			// The server closes: it goes through LAST_ACK, the client into TIME_WAIT.
-			server.send("close")
-			ev = r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateCloseWait, StateLastAck))
-			if int(ev.Owner.PID) != srv.pid {
-				t.Errorf("LAST_ACK owner = %+v, want server %d", ev.Owner, srv.pid)
+			server.Send("close")
+			ev = r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateCloseWait, StateLastAck))
+			if int(ev.Owner.PID) != srv.PID {
+				t.Errorf("LAST_ACK owner = %+v, want server %d", ev.Owner, srv.PID)
 			}
-			r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateLastAck, StateClose))
-			tw := r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.local, cli.remote, KindTransition, StateFinWait2, StateTimeWait))
-			if int(tw.Owner.PID) != cli.pid {
-				t.Errorf("TIME_WAIT owner = %+v, want client %d", tw.Owner, cli.pid)
+			r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateLastAck, StateClose))
+			tw := r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateFinWait2, StateTimeWait))
+			if int(tw.Owner.PID) != cli.PID {
+				t.Errorf("TIME_WAIT owner = %+v, want client %d", tw.Owner, cli.PID)
 			}
 			if tw.TimeWaitLeft < 58*time.Second || tw.TimeWaitLeft > 61*time.Second {
 				t.Errorf("TIME_WAIT expires in %v, want about %v", tw.TimeWaitLeft, TimeWaitLen)
 			}
-			if s, ok := ssFind(t, cli.local, cli.remote); !ok || s.state != "TIME-WAIT" {
+			if s, ok := testenv.SSFind(t, cli.Local, cli.Remote); !ok || s.State != "TIME-WAIT" {
 				t.Errorf("ss shows the client end as %+v (found %v), want TIME-WAIT", s, ok)
 			}
 			for _, ev := range r.snapshot() {
-				if ev.Local == srv.local && ev.Remote == srv.remote && ev.New == StateTimeWait {
+				if ev.Local == srv.Local && ev.Remote == srv.Remote && ev.New == StateTimeWait {
 					t.Errorf("the server end, which closed last, entered TIME_WAIT: %+v", ev)
 				}
 			}
 
 			// TIME_WAIT ends when the kernel's timer fires, 60 s after it began.
-			end := r.waitFor("client TIME_WAIT->CLOSE", 75*time.Second, on(cli.local, cli.remote, KindTransition, StateTimeWait, StateClose))
+			end := r.waitFor("client TIME_WAIT->CLOSE", 75*time.Second, on(cli.Local, cli.Remote, KindTransition, StateTimeWait, StateClose))
 			if end.InOld < TimeWaitLen || end.InOld > TimeWaitLen+5*time.Second || end.Source != SourceTimeWait {
 				t.Errorf("TIME_WAIT lasted %v (source %s), want a little over %v", end.InOld, end.Source, TimeWaitLen)
 			}
-			if _, ok := ssFind(t, cli.local, cli.remote); ok {
+			if _, ok := testenv.SSFind(t, cli.Local, cli.Remote); ok {
 				t.Errorf("ss still lists the client end after the tracer saw TIME_WAIT end")
 			}
 		})
@@ -149,25 +150,25 @@ func TestBPFLifecycle(t *testing.T) {
 // TestBPFPidFilter checks that --pid shows every transition of that process's
 // sockets and nothing of anyone else's.
 func TestBPFPidFilter(t *testing.T) {
-	requireBPF(t)
-	server := startPeer(t, "server", "127.0.0.1:0")
-	addr := server.listenAddr()
-	other := startPeer(t, "server", "127.0.0.1:0")
+	testenv.RequireBPF(t)
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	addr := server.ListenAddr()
+	other := testenv.StartPeer(t, "server", "127.0.0.1:0")
 	r := startTracer(t, Config{PIDs: []uint32{uint32(server.PID)}})
 
-	client := startPeer(t, "client", addr)
-	cli := client.conn("connected")
-	srv := server.conn("accepted")
-	otherClient := startPeer(t, "client", other.listenAddr())
-	otherClient.expect("connected")
-	other.expect("accepted")
-	client.send("close")
-	otherClient.send("close")
-	server.expect("eof")
-	other.expect("eof")
-	server.send("close")
-	other.send("close")
-	r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateLastAck, StateClose))
+	client := testenv.StartPeer(t, "client", addr)
+	cli := client.Conn("connected")
+	srv := server.Conn("accepted")
+	otherClient := testenv.StartPeer(t, "client", other.ListenAddr())
+	otherClient.Expect("connected")
+	other.Expect("accepted")
+	client.Send("close")
+	otherClient.Send("close")
+	server.Expect("eof")
+	other.Expect("eof")
+	server.Send("close")
+	other.Send("close")
+	r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateLastAck, StateClose))
 	time.Sleep(300 * time.Millisecond) // let stray events of others arrive, if any leaked through
 
 	var got []string
@@ -176,7 +177,7 @@ func TestBPFPidFilter(t *testing.T) {
 			t.Errorf("event of another process: %s %s->%s %s->%s owner %+v", ev.Kind, ev.Local, ev.Remote, ev.Old, ev.New, ev.Owner)
 			continue
 		}
-		if ev.Local == srv.local && ev.Remote == srv.remote {
+		if ev.Local == srv.Local && ev.Remote == srv.Remote {
 			got = append(got, ev.Kind.String()+" "+ev.Old.String()+"->"+ev.New.String())
 		}
 	}
@@ -202,28 +203,28 @@ func TestBPFPidFilter(t *testing.T) {
 // TestBPFExistingConnection checks that a connection opened before tracing
 // started is seeded with its owners, and its later transitions credited to them.
 func TestBPFExistingConnection(t *testing.T) {
-	requireBPF(t)
-	server := startPeer(t, "server", "127.0.0.1:0")
-	client := startPeer(t, "client", server.listenAddr())
-	cli := client.conn("connected")
-	srv := server.conn("accepted")
+	testenv.RequireBPF(t)
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	client := testenv.StartPeer(t, "client", server.ListenAddr())
+	cli := client.Conn("connected")
+	srv := server.Conn("accepted")
 
 	r := startTracer(t, Config{})
-	for _, c := range []conn{cli, srv} {
-		ev := r.waitFor("existing "+c.local.String(), 5*time.Second, on(c.local, c.remote, KindExisting, 0, 0))
+	for _, c := range []testenv.Conn{cli, srv} {
+		ev := r.waitFor("existing "+c.Local.String(), 5*time.Second, on(c.Local, c.Remote, KindExisting, 0, 0))
 		if ev.New != StateEstablished || !ownedBy(ev, c) || ev.Owner.Via != OwnerSeed {
-			t.Errorf("existing %s: state %s owner %+v, want ESTABLISHED owned by pid %d fd %d", c.local, ev.New, ev.Owner, c.pid, c.fd)
+			t.Errorf("existing %s: state %s owner %+v, want ESTABLISHED owned by pid %d fd %d", c.Local, ev.New, ev.Owner, c.PID, c.FD)
 		}
 		agreeWithSS(t, r, c, StateEstablished)
 	}
-	client.send("close")
-	ev := r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.local, srv.remote, KindTransition, StateEstablished, StateCloseWait))
+	client.Send("close")
+	ev := r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateEstablished, StateCloseWait))
 	if !ownedBy(ev, srv) {
-		t.Errorf("CLOSE_WAIT of an existing connection: owner %+v, want pid %d fd %d", ev.Owner, srv.pid, srv.fd)
+		t.Errorf("CLOSE_WAIT of an existing connection: owner %+v, want pid %d fd %d", ev.Owner, srv.PID, srv.FD)
 	}
 	if !ev.OldSince {
 		t.Errorf("time in ESTABLISHED should be a lower bound for a connection older than the tracer")
 	}
-	server.expect("eof")
+	server.Expect("eof")
 	agreeWithSS(t, r, srv, StateCloseWait)
 }

@@ -1,0 +1,211 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+var tcptraceBinary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "tcptrace-cmd-test")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	os.Chmod(dir, 0o755) // the not-root test runs the binary as nobody
+	for pkg, dst := range map[string]*string{"cmd/tcptrace": &tcptraceBinary, "internal/testpeer": &testenv.PeerBinary} {
+		if *dst, err = testenv.Build(dir, pkg); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func runTcptrace(t *testing.T, attr *syscall.SysProcAttr, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	cmd := exec.Command(tcptraceBinary, args...)
+	cmd.SysProcAttr = attr
+	var o, e bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// TestBadInput: every bad value is one line on stderr and exit status 2, before
+// anything is loaded (so it needs no root).
+func TestBadInput(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--port", "70000"}, "invalid port"},
+		{[]string{"--lport", "http"}, "invalid port"},
+		{[]string{"--pid", "999999999"}, "no process with pid 999999999"},
+		{[]string{"--pid", "abc"}, "invalid argument"},
+		{[]string{"--state", "FOO"}, "unknown TCP state"},
+		{[]string{"--addr", "300.1.1.1"}, "invalid address"},
+		{[]string{"--duration", "soon"}, "invalid argument"},
+		{[]string{"--color", "pink"}, "invalid --color"},
+		{[]string{"--nope"}, "unknown flag"},
+		{[]string{"extra"}, "unexpected argument"},
+	} {
+		_, stderr, code := runTcptrace(t, nil, tc.args...)
+		if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "tcptrace: ") || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2 and one line with %q", tc.args, code, stderr, tc.want)
+		}
+	}
+}
+
+func TestHelp(t *testing.T) {
+	stdout, _, code := runTcptrace(t, nil, "--help")
+	if code != 0 || !strings.Contains(stdout, "Examples:") || !strings.Contains(stdout, "--pid") {
+		t.Errorf("--help: exit %d, output:\n%s", code, stdout)
+	}
+}
+
+// TestNotRoot: without privileges, one line says what is needed.
+func TestNotRoot(t *testing.T) {
+	var attr *syscall.SysProcAttr
+	if os.Geteuid() == 0 {
+		attr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	_, stderr, code := runTcptrace(t, attr, "--duration", "1s")
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "needs root, or the CAP_BPF and CAP_PERFMON capabilities") {
+		t.Errorf("exit %d, stderr %q", code, stderr)
+	}
+}
+
+func TestJSONLine(t *testing.T) {
+	ev := tracer.Event{
+		Kind: tracer.KindTransition, Time: time.Date(2026, 11, 21, 12, 0, 0, 5, time.UTC), Cookie: 77, Inode: 1234, NetNS: 4026531840,
+		Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("[::1]:9"),
+		Old: tracer.StateEstablished, New: tracer.StateCloseWait, InOld: 1500 * time.Millisecond,
+		Running: tracer.Task{PID: 5, TID: 6, Comm: `cli"ent`}, Owner: tracer.Owner{PID: 42, Comm: "server", FD: 7, Via: tracer.OwnerAccept},
+		FD: -1, Flags: tracer.FlagOrphan,
+	}
+	got := string(appendJSON(nil, &ev))
+	want := `{"time":"2026-11-21T12:00:00.000000005Z","type":"transition","conn":77,"inode":1234,"netns":4026531840,"family":4,` +
+		`"local":"127.0.0.1:8080","remote":"[::1]:9","old":"ESTABLISHED","new":"CLOSE_WAIT","in_old_ns":1500000000,"in_old_at_least":false,` +
+		`"owner":{"pid":42,"comm":"server","fd":7,"via":"accept","fd_closed":false},"running":{"pid":5,"tid":6,"comm":"cli\"ent"},` +
+		`"fd":-1,"source":"kernel","orphan":true,"error":0}`
+	if got != want {
+		t.Errorf("JSON:\n%s\nwant:\n%s", got, want)
+	}
+	if !json.Valid([]byte(got)) {
+		t.Error("not valid JSON")
+	}
+}
+
+func TestTextLine(t *testing.T) {
+	ev := tracer.Event{
+		Kind: tracer.KindTransition, Time: time.Date(2026, 11, 21, 12, 0, 0, 0, time.Local),
+		Local: netip.MustParseAddrPort("127.0.0.1:40000"), Remote: netip.MustParseAddrPort("127.0.0.1:80"),
+		Old: tracer.StateFinWait2, New: tracer.StateTimeWait, InOld: 2 * time.Second, TimeWaitLeft: 60 * time.Second,
+		Owner: tracer.Owner{PID: 42, Comm: "curl", FD: 3, Via: tracer.OwnerConnect}, Source: tracer.SourceTimeWait,
+	}
+	setColor("never")
+	got := string(appendText(nil, &ev))
+	want := "12:00:00.000000      42 curl               3 127.0.0.1:40000         127.0.0.1:80            FIN_WAIT2 -> TIME_WAIT  2.0s  (expires in 1m00s)"
+	if got != want {
+		t.Errorf("text:\n%q\nwant:\n%q", got, want)
+	}
+}
+
+// TestBPFCommand runs the real command against a real server and client:
+// the JSON stream names the server as owner of its CLOSE_WAIT, and SIGINT
+// ends it with the summary.
+func TestBPFCommand(t *testing.T) {
+	testenv.RequireBPF(t)
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	addr := netip.MustParseAddrPort(server.ListenAddr())
+
+	cmd := exec.Command(tcptraceBinary, "--json", "--existing", "--port", fmt.Sprint(addr.Port()))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan map[string]any, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				t.Errorf("not JSON: %q", sc.Text())
+				continue
+			}
+			lines <- m
+		}
+		close(lines)
+	}()
+	next := func(match func(map[string]any) bool) map[string]any {
+		t.Helper()
+		timeout := time.After(10 * time.Second)
+		for {
+			select {
+			case m, ok := <-lines:
+				if !ok {
+					t.Fatalf("tcptrace exited; stderr: %s", stderr.String())
+				}
+				if match(m) {
+					return m
+				}
+			case <-timeout:
+				t.Fatalf("no matching line in 10s; stderr: %s", stderr.String())
+			}
+		}
+	}
+	// The listener, existing before tcptrace started, tells that tracing has begun.
+	listener := next(func(m map[string]any) bool { return m["type"] == "existing" && m["new"] == "LISTEN" })
+	if owner := listener["owner"].(map[string]any); owner["pid"] != float64(server.PID) {
+		t.Errorf("listener owner %v, want pid %d", owner, server.PID)
+	}
+
+	client := testenv.StartPeer(t, "client", addr.String())
+	client.Expect("connected")
+	srv := server.Conn("accepted")
+	client.Send("close")
+	cw := next(func(m map[string]any) bool { return m["new"] == "CLOSE_WAIT" && m["type"] == "transition" })
+	owner := cw["owner"].(map[string]any)
+	if owner["pid"] != float64(srv.PID) || owner["fd"] != float64(srv.FD) || cw["local"] != srv.Local.String() {
+		t.Errorf("CLOSE_WAIT line %v, want owner pid %d fd %d at %s", cw, srv.PID, srv.FD, srv.Local)
+	}
+
+	cmd.Process.Signal(os.Interrupt)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("after SIGINT: %v; stderr: %s", err, stderr.String())
+	}
+	for _, want := range []string{"ESTABLISHED -> CLOSE_WAIT", "ring-buffer drops", "recursion misses"} {
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("summary lacks %q:\n%s", want, stderr.String())
+		}
+	}
+}

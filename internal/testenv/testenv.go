@@ -1,0 +1,184 @@
+// Package testenv runs the other processes tcptrace's tests need: testpeer
+// servers and clients, and ss to compare with.
+package testenv
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Build compiles the package at path (relative to the repository root) into
+// dir and returns the binary's path.
+func Build(dir, pkg string) (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	out := filepath.Join(dir, filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, "./"+pkg)
+	cmd.Dir = root
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("build %s: %w", pkg, err)
+	}
+	return out, nil
+}
+
+// PeerBinary is the testpeer binary; a TestMain sets it with Build.
+var PeerBinary string
+
+// RequireBPF skips a test that needs root, unless CI demands that it run.
+func RequireBPF(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("TCPTRACE_REQUIRE_BPF") == "1" {
+		t.Fatal("BPF tests must run as root here (TCPTRACE_REQUIRE_BPF=1)")
+	}
+	t.Skip("needs root to load BPF programs")
+}
+
+type Peer struct {
+	t     *testing.T
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	lines chan string
+	PID   int
+	addr  string
+}
+
+// ListenAddr is the address a server peer listens on.
+func (p *Peer) ListenAddr() string {
+	p.t.Helper()
+	if p.addr == "" {
+		p.addr = p.Expect("listening")[0]
+	}
+	return p.addr
+}
+
+func StartPeer(t *testing.T, mode, addr string) *Peer {
+	t.Helper()
+	cmd := exec.Command(PeerBinary, mode, addr)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &Peer{t: t, cmd: cmd, stdin: stdin, lines: make(chan string, 100), PID: cmd.Process.Pid}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			p.lines <- sc.Text()
+		}
+		close(p.lines)
+	}()
+	t.Cleanup(func() {
+		stdin.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	return p
+}
+
+// Expect waits for the next line starting with word and returns its fields.
+func (p *Peer) Expect(word string) []string {
+	p.t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case line, ok := <-p.lines:
+			if !ok {
+				p.t.Fatalf("testpeer %d exited while waiting for %q", p.PID, word)
+			}
+			if f := strings.Fields(line); len(f) > 0 && f[0] == word {
+				return f[1:]
+			}
+		case <-timeout:
+			p.t.Fatalf("testpeer %d: no %q line in 10s", p.PID, word)
+		}
+	}
+}
+
+func (p *Peer) Send(cmd string) {
+	p.t.Helper()
+	if _, err := fmt.Fprintln(p.stdin, cmd); err != nil {
+		p.t.Fatal(err)
+	}
+}
+
+// Conn is one end of a connection as a testpeer reported it.
+type Conn struct {
+	PID           int
+	FD            int32
+	Local, Remote netip.AddrPort
+}
+
+func (p *Peer) Conn(word string) Conn {
+	f := p.Expect(word)
+	fd, _ := strconv.Atoi(f[0])
+	return Conn{PID: p.PID, FD: int32(fd), Local: netip.MustParseAddrPort(f[1]), Remote: netip.MustParseAddrPort(f[2])}
+}
+
+// SSSocket is one line of `ss -tanpe`.
+type SSSocket struct {
+	State         string
+	Local, Remote string
+	PID           int
+	FD            int32
+	Inode         uint64
+}
+
+var (
+	ssUsers = regexp.MustCompile(`pid=(\d+),fd=(\d+)`)
+	ssInode = regexp.MustCompile(`ino:(\d+)`)
+)
+
+// SSFind runs `ss -tanpe` and returns the socket with these addresses.
+func SSFind(t *testing.T, local, remote netip.AddrPort) (SSSocket, bool) {
+	t.Helper()
+	out, err := exec.Command("ss", "-tanpeH").Output()
+	if err != nil {
+		t.Fatalf("ss: %v", err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || f[3] != ssAddr(local) || f[4] != ssAddr(remote) {
+			continue
+		}
+		s := SSSocket{State: f[0], Local: f[3], Remote: f[4], FD: -1}
+		if m := ssUsers.FindStringSubmatch(line); m != nil {
+			s.PID, _ = strconv.Atoi(m[1])
+			fd, _ := strconv.Atoi(m[2])
+			s.FD = int32(fd)
+		}
+		if m := ssInode.FindStringSubmatch(line); m != nil {
+			s.Inode, _ = strconv.ParseUint(m[1], 10, 64)
+		}
+		return s, true
+	}
+	return SSSocket{}, false
+}
+
+func ssAddr(ap netip.AddrPort) string {
+	if ap.Addr().Is4() {
+		return ap.String()
+	}
+	return "[" + ap.Addr().String() + "]:" + strconv.Itoa(int(ap.Port()))
+}
