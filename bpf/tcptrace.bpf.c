@@ -93,6 +93,20 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
+/*
+ * The reader polls every 100 ms anyway: waking it for each event would cost a
+ * context switch per event under load, so wake it only when data piles up.
+ */
+#define WAKEUP_BYTES (256 << 10)
+
+static __always_inline void submit(struct event *e)
+{
+	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES
+			      ? BPF_RB_FORCE_WAKEUP
+			      : BPF_RB_NO_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
 static __always_inline void count(__u32 idx)
 {
 	__u64 *v = bpf_map_lookup_elem(&counters, &idx);
@@ -247,7 +261,7 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
 		flags |= FLAG_ORPHAN;
 	e->flags = flags;
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -367,7 +381,7 @@ static __always_inline int handle_accept_exit(struct trace_event_raw_sys_exit *c
 	struct owner owner = e->owner;
 	if (cookie && bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
 		count(COUNTER_OWNER_MAP_FULL);
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 
@@ -400,7 +414,7 @@ int handle_close(struct trace_event_raw_sys_enter *ctx)
 		known->flags |= FLAG_OWNER_CLOSED;
 		e->owner.flags |= FLAG_OWNER_CLOSED;
 	}
-	bpf_ringbuf_submit(e, 0);
+	submit(e);
 	return 0;
 }
 

@@ -1,0 +1,109 @@
+// Command churn is a loopback connection-churn load: it starts an echo server
+// as a child process, opens -n short connections from -workers goroutines
+// (each sends one byte, reads it back, and closes first), and prints the rate.
+// It stops after -n connections or -timeout, whichever comes first.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+func main() {
+	serve := flag.String("serve", "", "run as the echo server on this address (internal)")
+	n := flag.Int("n", 20000, "connections to open")
+	workers := flag.Int("workers", 4, "parallel dialers")
+	timeout := flag.Duration("timeout", 60*time.Second, "stop after this long")
+	flag.Parse()
+	if *serve != "" {
+		runServer(*serve)
+		return
+	}
+	if err := run(*n, *workers, *timeout); err != nil {
+		fmt.Fprintln(os.Stderr, "churn:", err)
+		os.Exit(1)
+	}
+}
+
+func runServer(addr string) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "churn server:", err)
+		os.Exit(1)
+	}
+	fmt.Println(ln.Addr())
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			_, _ = io.Copy(c, c)
+		}()
+	}
+}
+
+func run(n, workers int, timeout time.Duration) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	srv := exec.Command(self, "-serve", "127.0.0.1:0")
+	out, err := srv.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := srv.Start(); err != nil {
+		return err
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	buf := make([]byte, 64)
+	m, err := out.Read(buf)
+	if err != nil {
+		return fmt.Errorf("server address: %w", err)
+	}
+	addr := strings.TrimSpace(string(buf[:m]))
+
+	var done, failed atomic.Int64
+	deadline := time.Now().Add(timeout)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			one := []byte{1}
+			for done.Load()+failed.Load() < int64(n) && time.Now().Before(deadline) {
+				c, err := net.Dial("tcp", addr)
+				if err != nil {
+					failed.Add(1)
+					continue
+				}
+				if _, err := c.Write(one); err != nil {
+					failed.Add(1)
+				} else if _, err := io.ReadFull(c, one); err != nil {
+					failed.Add(1)
+				} else {
+					done.Add(1)
+				}
+				c.Close()
+			}
+		}()
+	}
+	wg.Wait()
+	elapsed := time.Since(start)
+	fmt.Printf("connections %d failed %d seconds %.3f rate %.0f/s\n", done.Load(), failed.Load(), elapsed.Seconds(), float64(done.Load())/elapsed.Seconds())
+	return nil
+}
