@@ -193,6 +193,9 @@ func (t *Tracer) wantsOwner(holders []Owner) bool {
 	return false
 }
 
+// walkCostFactor spaces timewait walks so that walking takes at most 1/20 of a CPU.
+const walkCostFactor = 20
+
 // walkTimeWait asks the kernel about the connections that may have entered
 // TIME_WAIT and those whose timewait timer is due.
 func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
@@ -211,6 +214,7 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 	}
 	found := make(map[uint64]SocketSnapshot, len(t.wanted))
 	at := time.Now()
+	defer func() { t.nextWalk = time.Now().Add(max(tickEvery, walkCostFactor*time.Since(at))) }()
 	err := readRecords(t.iters.timewait, func(r *tcptraceSockRecord) {
 		found[r.Cookie] = t.iters.snapshotOf(r, at)
 	})

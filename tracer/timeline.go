@@ -62,6 +62,10 @@ type SocketSnapshot struct {
 type Timeline struct {
 	conns   map[uint64]*Conn
 	started time.Time
+	// held counts held CLOSE transitions; nextCheck is the earliest timewait
+	// check due, so that TimeWaitChecks need not look at every connection.
+	held      int
+	nextCheck time.Time
 }
 
 // NewTimeline starts a timeline at the time tracing started.
@@ -172,7 +176,7 @@ func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
 		ev.Old = ev.New
 		c.enter(ev.New, t.started, false)
 		if ev.TimeWaitLeft > 0 {
-			c.setTimeWait(TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time, Seen: true, Substate: ev.New, Expiry: ev.Time.Add(ev.TimeWaitLeft)})
+			t.setTimeWait(c, TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time, Seen: true, Substate: ev.New, Expiry: ev.Time.Add(ev.TimeWaitLeft)})
 		}
 		ev.InOld = -1
 		emit(ev)
@@ -184,6 +188,7 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	if h := c.held; h != nil {
 		// The socket moved on (a new connect()): the held CLOSE was a real one.
 		c.held = nil
+		t.held--
 		c.enter(StateClose, h.Time, true)
 		emit(h)
 	}
@@ -197,6 +202,7 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	if mayEnterTimeWait(ev) {
 		held := *ev
 		c.held = &held
+		t.held++
 		c.lastUpdate = ev.Time
 		return
 	}
@@ -211,10 +217,23 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 // those whose CLOSE may have been a move into TIME_WAIT, those whose timewait
 // timer is due, and orphans waiting in FIN_WAIT2 for the peer's FIN.
 func (t *Timeline) TimeWaitChecks(now time.Time, fn func(cookie uint64)) {
+	if t.held == 0 && (t.nextCheck.IsZero() || now.Before(t.nextCheck)) {
+		return
+	}
+	t.nextCheck = time.Time{}
 	for cookie, c := range t.conns {
-		if c.held != nil || (!c.timeWaitCheck.IsZero() && !now.Before(c.timeWaitCheck)) {
+		switch {
+		case c.held != nil || (!c.timeWaitCheck.IsZero() && !now.Before(c.timeWaitCheck)):
 			fn(cookie)
+		case !c.timeWaitCheck.IsZero():
+			t.noteCheck(c.timeWaitCheck)
 		}
+	}
+}
+
+func (t *Timeline) noteCheck(at time.Time) {
+	if t.nextCheck.IsZero() || at.Before(t.nextCheck) {
+		t.nextCheck = at
 	}
 }
 
@@ -226,6 +245,7 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 	}
 	if h := c.held; h != nil {
 		c.held = nil
+		t.held--
 		if !s.Seen {
 			// No timewait socket: the connection really closed.
 			c.enter(StateClose, h.Time, true)
@@ -233,7 +253,7 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 			delete(t.conns, s.Cookie)
 			return
 		}
-		c.setTimeWait(s)
+		t.setTimeWait(c, s)
 		if s.Substate != StateTimeWait {
 			// An orphan handed to a timewait socket still waits in FIN_WAIT2.
 			c.lastUpdate = h.Time
@@ -265,10 +285,10 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 		ev.TimeWaitLeft = s.Expiry.Sub(s.At)
 		c.timeInOld(&ev)
 		c.enter(StateTimeWait, ev.Time, true)
-		c.setTimeWait(s)
+		t.setTimeWait(c, s)
 		emit(&ev)
 	default:
-		c.setTimeWait(s)
+		t.setTimeWait(c, s)
 	}
 }
 
@@ -280,7 +300,7 @@ const (
 	orphanRecheck          = time.Second
 )
 
-func (c *Conn) setTimeWait(s TimeWaitSighting) {
+func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 	c.TimeWaitExpiry = s.Expiry
 	c.timeWaitCheck = s.Expiry
 	if s.Substate == StateFinWait2 {
@@ -292,6 +312,7 @@ func (c *Conn) setTimeWait(s TimeWaitSighting) {
 	if c.timeWaitCheck.After(s.Expiry) && s.At.Before(s.Expiry) {
 		c.timeWaitCheck = s.Expiry
 	}
+	t.noteCheck(c.timeWaitCheck)
 }
 
 // FlushHeld shows every CLOSE still waiting for a timewait walk as it was reported.
@@ -299,6 +320,7 @@ func (t *Timeline) FlushHeld(emit func(*Event)) {
 	for cookie, c := range t.conns {
 		if h := c.held; h != nil {
 			c.held = nil
+			t.held--
 			emit(h)
 			delete(t.conns, cookie)
 		}
@@ -336,7 +358,7 @@ func (t *Timeline) Reconcile(table []SocketSnapshot, takenAt time.Time, emit fun
 		}
 		c.enter(want, takenAt, false)
 		if !s.TimeWaitExpiry.IsZero() {
-			c.setTimeWait(TimeWaitSighting{Cookie: cookie, At: takenAt, Seen: true, Substate: s.State, Expiry: s.TimeWaitExpiry})
+			t.setTimeWait(c, TimeWaitSighting{Cookie: cookie, At: takenAt, Seen: true, Substate: s.State, Expiry: s.TimeWaitExpiry})
 		}
 	}
 }

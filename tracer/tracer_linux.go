@@ -59,6 +59,9 @@ type Tracer struct {
 	// missedRepaired is the Missed() count the last repair accounted for.
 	missedRepaired uint64
 	wanted         []uint64
+	// nextWalk keeps timewait walks, whose cost grows with the socket table,
+	// to a small share of a CPU.
+	nextWalk time.Time
 }
 
 // Open checks the host, loads the kernel programs and attaches them.
@@ -176,8 +179,10 @@ func (t *Tracer) Run(ctx context.Context, emit func(*Event), tick func()) error 
 		if tick != nil {
 			tick()
 		}
-		if err := t.walkTimeWait(now, emit); err != nil {
-			return err
+		if !now.Before(t.nextWalk) {
+			if err := t.walkTimeWait(now, emit); err != nil {
+				return err
+			}
 		}
 		if now.After(nextCounters) {
 			nextCounters = now.Add(countersEvery)
