@@ -22,6 +22,12 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the loader: only sockets owned by pids in pid_filter are reported. */
 const volatile __u8 filter_pids = 0;
 
+/*
+ * Set by the loader when only the classic tracepoint can be attached: it may
+ * not ask for socket cookies, so sockets are keyed by their address instead.
+ */
+const volatile __u8 key_by_address = 0;
+
 /* Referenced so that bpf2go can generate the Go types. */
 const struct event *unused_event __attribute__((unused));
 const struct sock_record *unused_sock_record __attribute__((unused));
@@ -165,6 +171,14 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 	fill_addrs(&sk->__sk_common, e->family, e->saddr, e->daddr);
 }
 
+/* The key of a socket whose cookie, if any, was already assigned. */
+static __always_inline __u64 sock_key(const void *sk)
+{
+	if (key_by_address)
+		return (__u64)sk;
+	return BPF_CORE_READ((struct sock_common *)sk, skc_cookie.counter);
+}
+
 static __always_inline bool is_inet_tcp(const struct sock *sk)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -172,13 +186,10 @@ static __always_inline bool is_inet_tcp(const struct sock *sk)
 	       (family == AF_INET || family == AF_INET6);
 }
 
-SEC("tp_btf/inet_sock_set_state")
-int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate)
+/* Reports a TCP transition and keeps the owner maps up to date. */
+static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int oldstate,
+					int newstate)
 {
-	if (!is_inet_tcp(sk))
-		return 0;
-
-	__u64 cookie = bpf_get_socket_cookie((void *)sk);
 	struct owner owner = {.fd = -1};
 	struct owner *known = bpf_map_lookup_elem(&owners, &cookie);
 
@@ -265,6 +276,25 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 	return 0;
 }
 
+SEC("tp_btf/inet_sock_set_state")
+int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate)
+{
+	if (!is_inet_tcp(sk))
+		return 0;
+	return on_set_state(sk, bpf_get_socket_cookie((void *)sk), oldstate, newstate);
+}
+
+/* The fallback where BTF-typed tracepoints cannot be attached. */
+SEC("tracepoint/sock/inet_sock_set_state")
+int handle_set_state_classic(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	const struct sock *sk = ctx->skaddr;
+
+	if (ctx->protocol != IPPROTO_TCP || (ctx->family != AF_INET && ctx->family != AF_INET6))
+		return 0;
+	return on_set_state(sk, sock_key(sk), ctx->oldstate, ctx->newstate);
+}
+
 /* Follows current->files to the TCP socket behind fd, or returns NULL. */
 static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
 {
@@ -326,13 +356,14 @@ int handle_listen(struct trace_event_raw_sys_enter *ctx)
 static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd,
 					      struct owner **known)
 {
-	__u64 cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	__u64 cookie = sock_key(sk);
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 
-	/* A socket that never left CLOSE (an unconnected probe) has no cookie yet. */
-	if (!cookie && BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
-		return NULL;
 	*known = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
+	/* Skip sockets that never left CLOSE (unconnected probes): no cookie, no owner. */
+	if ((!cookie || (key_by_address && !*known)) &&
+	    BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
+		return NULL;
 	if (!pid_wanted(pid) && !(*known && pid_wanted((*known)->pid)))
 		return NULL;
 
@@ -420,7 +451,7 @@ int handle_close(struct trace_event_raw_sys_enter *ctx)
 
 static __always_inline void fill_record(struct sock_record *r, struct sock_common *skc)
 {
-	r->cookie = bpf_get_socket_cookie(skc);
+	r->cookie = key_by_address ? (__u64)skc : bpf_get_socket_cookie(skc);
 	r->family = skc->skc_family;
 	r->state = skc->skc_state;
 	r->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
@@ -476,7 +507,7 @@ int dump_timewait(struct bpf_iter__tcp *ctx)
 
 	if (!skc || skc->skc_state != TCP_TIME_WAIT)
 		return 0;
-	__u64 cookie = skc->skc_cookie.counter;
+	__u64 cookie = sock_key(skc);
 	if (!cookie || !bpf_map_lookup_elem(&tw_wanted, &cookie))
 		return 0;
 	fill_record(&r, skc);
@@ -508,7 +539,7 @@ int dump_files(struct bpf_iter__task_file *ctx)
 	    (r.protocol != IPPROTO_TCP && r.protocol != IPPROTO_MPTCP))
 		return 0;
 	r.inode = BPF_CORE_READ(file, f_inode, i_ino);
-	r.cookie = BPF_CORE_READ(sk, __sk_common.skc_cookie.counter);
+	r.cookie = sock_key(sk);
 	r.pid = task->tgid;
 	r.fd = ctx->fd;
 	r.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);

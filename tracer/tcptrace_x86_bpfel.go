@@ -142,30 +142,32 @@ type tcptraceSockRecord struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	tcptraceMapCounters          = "counters"
-	tcptraceMapEvents            = "events"
-	tcptraceMapListeners         = "listeners"
-	tcptraceMapOwners            = "owners"
-	tcptraceMapPendingSocks      = "pending_socks"
-	tcptraceMapPidFilter         = "pid_filter"
-	tcptraceMapTwWanted          = "tw_wanted"
-	tcptraceProgDumpFiles        = "dump_files"
-	tcptraceProgDumpTcp          = "dump_tcp"
-	tcptraceProgDumpTimewait     = "dump_timewait"
-	tcptraceProgHandleAccept     = "handle_accept"
-	tcptraceProgHandleAccept4    = "handle_accept4"
-	tcptraceProgHandleClose      = "handle_close"
-	tcptraceProgHandleConnect    = "handle_connect"
-	tcptraceProgHandleListen     = "handle_listen"
-	tcptraceProgHandleSetState   = "handle_set_state"
-	tcptraceVarFilterPids        = "filter_pids"
-	tcptraceVarUnusedCounter     = "unused_counter"
-	tcptraceVarUnusedEvent       = "unused_event"
-	tcptraceVarUnusedEventFlag   = "unused_event_flag"
-	tcptraceVarUnusedEventKind   = "unused_event_kind"
-	tcptraceVarUnusedFileRecord  = "unused_file_record"
-	tcptraceVarUnusedOwnerSource = "unused_owner_source"
-	tcptraceVarUnusedSockRecord  = "unused_sock_record"
+	tcptraceMapCounters               = "counters"
+	tcptraceMapEvents                 = "events"
+	tcptraceMapListeners              = "listeners"
+	tcptraceMapOwners                 = "owners"
+	tcptraceMapPendingSocks           = "pending_socks"
+	tcptraceMapPidFilter              = "pid_filter"
+	tcptraceMapTwWanted               = "tw_wanted"
+	tcptraceProgDumpFiles             = "dump_files"
+	tcptraceProgDumpTcp               = "dump_tcp"
+	tcptraceProgDumpTimewait          = "dump_timewait"
+	tcptraceProgHandleAccept          = "handle_accept"
+	tcptraceProgHandleAccept4         = "handle_accept4"
+	tcptraceProgHandleClose           = "handle_close"
+	tcptraceProgHandleConnect         = "handle_connect"
+	tcptraceProgHandleListen          = "handle_listen"
+	tcptraceProgHandleSetState        = "handle_set_state"
+	tcptraceProgHandleSetStateClassic = "handle_set_state_classic"
+	tcptraceVarFilterPids             = "filter_pids"
+	tcptraceVarKeyByAddress           = "key_by_address"
+	tcptraceVarUnusedCounter          = "unused_counter"
+	tcptraceVarUnusedEvent            = "unused_event"
+	tcptraceVarUnusedEventFlag        = "unused_event_flag"
+	tcptraceVarUnusedEventKind        = "unused_event_kind"
+	tcptraceVarUnusedFileRecord       = "unused_file_record"
+	tcptraceVarUnusedOwnerSource      = "unused_owner_source"
+	tcptraceVarUnusedSockRecord       = "unused_sock_record"
 )
 
 // loadTcptrace returns the embedded CollectionSpec for tcptrace.
@@ -210,15 +212,16 @@ type tcptraceSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceProgramSpecs struct {
-	DumpFiles      *ebpf.ProgramSpec `ebpf:"dump_files"`
-	DumpTcp        *ebpf.ProgramSpec `ebpf:"dump_tcp"`
-	DumpTimewait   *ebpf.ProgramSpec `ebpf:"dump_timewait"`
-	HandleAccept   *ebpf.ProgramSpec `ebpf:"handle_accept"`
-	HandleAccept4  *ebpf.ProgramSpec `ebpf:"handle_accept4"`
-	HandleClose    *ebpf.ProgramSpec `ebpf:"handle_close"`
-	HandleConnect  *ebpf.ProgramSpec `ebpf:"handle_connect"`
-	HandleListen   *ebpf.ProgramSpec `ebpf:"handle_listen"`
-	HandleSetState *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	DumpFiles             *ebpf.ProgramSpec `ebpf:"dump_files"`
+	DumpTcp               *ebpf.ProgramSpec `ebpf:"dump_tcp"`
+	DumpTimewait          *ebpf.ProgramSpec `ebpf:"dump_timewait"`
+	HandleAccept          *ebpf.ProgramSpec `ebpf:"handle_accept"`
+	HandleAccept4         *ebpf.ProgramSpec `ebpf:"handle_accept4"`
+	HandleClose           *ebpf.ProgramSpec `ebpf:"handle_close"`
+	HandleConnect         *ebpf.ProgramSpec `ebpf:"handle_connect"`
+	HandleListen          *ebpf.ProgramSpec `ebpf:"handle_listen"`
+	HandleSetState        *ebpf.ProgramSpec `ebpf:"handle_set_state"`
+	HandleSetStateClassic *ebpf.ProgramSpec `ebpf:"handle_set_state_classic"`
 }
 
 // tcptraceMapSpecs contains maps before they are loaded into the kernel.
@@ -239,6 +242,7 @@ type tcptraceMapSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceVariableSpecs struct {
 	FilterPids        *ebpf.VariableSpec `ebpf:"filter_pids"`
+	KeyByAddress      *ebpf.VariableSpec `ebpf:"key_by_address"`
 	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag   *ebpf.VariableSpec `ebpf:"unused_event_flag"`
@@ -294,6 +298,7 @@ func (m *tcptraceMaps) Close() error {
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceVariables struct {
 	FilterPids        *ebpf.Variable `ebpf:"filter_pids"`
+	KeyByAddress      *ebpf.Variable `ebpf:"key_by_address"`
 	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag   *ebpf.Variable `ebpf:"unused_event_flag"`
@@ -307,15 +312,16 @@ type tcptraceVariables struct {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptracePrograms struct {
-	DumpFiles      *ebpf.Program `ebpf:"dump_files"`
-	DumpTcp        *ebpf.Program `ebpf:"dump_tcp"`
-	DumpTimewait   *ebpf.Program `ebpf:"dump_timewait"`
-	HandleAccept   *ebpf.Program `ebpf:"handle_accept"`
-	HandleAccept4  *ebpf.Program `ebpf:"handle_accept4"`
-	HandleClose    *ebpf.Program `ebpf:"handle_close"`
-	HandleConnect  *ebpf.Program `ebpf:"handle_connect"`
-	HandleListen   *ebpf.Program `ebpf:"handle_listen"`
-	HandleSetState *ebpf.Program `ebpf:"handle_set_state"`
+	DumpFiles             *ebpf.Program `ebpf:"dump_files"`
+	DumpTcp               *ebpf.Program `ebpf:"dump_tcp"`
+	DumpTimewait          *ebpf.Program `ebpf:"dump_timewait"`
+	HandleAccept          *ebpf.Program `ebpf:"handle_accept"`
+	HandleAccept4         *ebpf.Program `ebpf:"handle_accept4"`
+	HandleClose           *ebpf.Program `ebpf:"handle_close"`
+	HandleConnect         *ebpf.Program `ebpf:"handle_connect"`
+	HandleListen          *ebpf.Program `ebpf:"handle_listen"`
+	HandleSetState        *ebpf.Program `ebpf:"handle_set_state"`
+	HandleSetStateClassic *ebpf.Program `ebpf:"handle_set_state_classic"`
 }
 
 func (p *tcptracePrograms) Close() error {
@@ -329,6 +335,7 @@ func (p *tcptracePrograms) Close() error {
 		p.HandleConnect,
 		p.HandleListen,
 		p.HandleSetState,
+		p.HandleSetStateClassic,
 	)
 }
 

@@ -228,3 +228,35 @@ func TestBPFExistingConnection(t *testing.T) {
 	server.Expect("eof")
 	agreeWithSS(t, r, srv, StateCloseWait)
 }
+
+// TestBPFClassicFallback runs the fallback used where tp_btf cannot be
+// attached: owners are still right, TIME_WAIT is not followed.
+func TestBPFClassicFallback(t *testing.T) {
+	r := startTracer(t, Config{ClassicTracepoint: true})
+	if !r.tr.Classic() {
+		t.Fatal("tracer did not use the classic tracepoint")
+	}
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	client := testenv.StartPeer(t, "client", server.ListenAddr())
+	cli := client.Conn("connected")
+	srv := server.Conn("accepted")
+	r.waitFor("server accept", 5*time.Second, on(srv.Local, srv.Remote, KindAccept, 0, 0))
+	r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateSynSent, StateEstablished))
+	agreeWithSS(t, r, cli, StateEstablished)
+	agreeWithSS(t, r, srv, StateEstablished)
+
+	client.Send("close")
+	ev := r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateEstablished, StateCloseWait))
+	if !ownedBy(ev, srv) {
+		t.Errorf("CLOSE_WAIT owner = %+v, want server pid %d fd %d", ev.Owner, srv.PID, srv.FD)
+	}
+	server.Expect("eof")
+	agreeWithSS(t, r, srv, StateCloseWait)
+	server.Send("close")
+	r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateLastAck, StateClose))
+	// Without cookies the timewait socket cannot be matched: the CLOSE shows as reported.
+	ev = r.waitFor("client FIN_WAIT2->CLOSE", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateFinWait2, StateClose))
+	if int(ev.Owner.PID) != cli.PID {
+		t.Errorf("client close owner = %+v, want pid %d", ev.Owner, cli.PID)
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -20,6 +21,9 @@ type Config struct {
 	PIDs []uint32
 	// Debug puts the verifier's whole log into a load error.
 	Debug bool
+	// ClassicTracepoint uses the classic sock/inet_sock_set_state tracepoint,
+	// as tcptrace does by itself where tp_btf cannot be attached.
+	ClassicTracepoint bool
 }
 
 // Stats counts what the tracer read, and every event it lost or missed.
@@ -56,6 +60,7 @@ type Tracer struct {
 	stats    Stats
 	comms    commCache
 	closed   bool
+	classic  bool
 	// missedRepaired is the Missed() count the last repair accounted for.
 	missedRepaired uint64
 	wanted         []uint64
@@ -70,6 +75,16 @@ func Open(cfg Config) (*Tracer, error) {
 	if err := CheckHost(); err != nil {
 		return nil, err
 	}
+	t, err := open(cfg, cfg.ClassicTracepoint)
+	if err != nil && !cfg.ClassicTracepoint && errors.Is(err, errNoBTFTracepoint) {
+		t, err = open(cfg, true)
+	}
+	return t, err
+}
+
+var errNoBTFTracepoint = errors.New("BTF-typed tracepoint unavailable")
+
+func open(cfg Config, classic bool) (*Tracer, error) {
 	spec, err := loadTcptrace()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded BPF programs: %w", err)
@@ -79,8 +94,20 @@ func Open(cfg Config) (*Tracer, error) {
 			return nil, fmt.Errorf("set pid filter: %w", err)
 		}
 	}
-	t := &Tracer{cfg: cfg, comms: make(commCache)}
+	if classic {
+		if err := spec.Variables["key_by_address"].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set classic mode: %w", err)
+		}
+		// The tp_btf program may not even load here: put the classic one in its place.
+		spec.Programs["handle_set_state"] = spec.Programs["handle_set_state_classic"].Copy()
+	}
+	t := &Tracer{cfg: cfg, comms: make(commCache), classic: classic}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		// A kernel without BTF-typed tracepoints rejects the tp_btf program itself.
+		var ve *ebpf.VerifierError
+		if !classic && !errors.As(err, &ve) && strings.Contains(err.Error(), "program handle_set_state:") {
+			return nil, fmt.Errorf("%w: %v", errNoBTFTracepoint, err)
+		}
 		return nil, loadError(err, cfg.Debug)
 	}
 	for _, pid := range cfg.PIDs {
@@ -107,9 +134,15 @@ func Open(cfg Config) (*Tracer, error) {
 }
 
 func (t *Tracer) attach() error {
-	l, err := link.AttachTracing(link.TracingOptions{Program: t.objs.HandleSetState, AttachType: ebpf.AttachTraceRawTp})
+	var l link.Link
+	var err error
+	if t.classic {
+		l, err = link.Tracepoint("sock", "inet_sock_set_state", t.objs.HandleSetState, nil)
+	} else if l, err = link.AttachTracing(link.TracingOptions{Program: t.objs.HandleSetState, AttachType: ebpf.AttachTraceRawTp}); err != nil {
+		return fmt.Errorf("%w: attach tp_btf/inet_sock_set_state: %v", errNoBTFTracepoint, err)
+	}
 	if err != nil {
-		return fmt.Errorf("attach tp_btf/inet_sock_set_state: %w", err)
+		return fmt.Errorf("attach tracepoint sock/inet_sock_set_state: %w", err)
 	}
 	t.links = append(t.links, l)
 	for name, prog := range map[string]*ebpf.Program{
@@ -127,6 +160,10 @@ func (t *Tracer) attach() error {
 	}
 	return nil
 }
+
+// Classic reports whether the tracer fell back to the classic tracepoint,
+// where sockets are keyed by address and TIME_WAIT cannot be followed.
+func (t *Tracer) Classic() bool { return t.classic }
 
 // Timeline is the tracer's view of every connection; use it only from the
 // goroutine that calls Run, or after Run returned.

@@ -90,6 +90,9 @@ func runStream(args []string) error {
 		return err
 	}
 	defer tr.Close()
+	if tr.Classic() {
+		fmt.Fprintln(os.Stderr, "tcptrace: BTF-typed tracepoints are unavailable; using the classic tracepoint, which cannot follow connections into TIME_WAIT")
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
