@@ -168,8 +168,13 @@ func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
 		c.timeInOld(ev)
 		emit(ev)
 	case KindExisting:
-		if t.conns[ev.Cookie] != nil {
-			return // already seen since tracing started: that is fresher
+		if c := t.conns[ev.Cookie]; c != nil {
+			// Seen since tracing started: that state is fresher, but the
+			// owner may be known only from the fd tables.
+			if !c.Owner.Known() {
+				c.Owner = ev.Owner
+			}
+			return
 		}
 		c := t.conn(ev)
 		c.Owner = ev.Owner

@@ -3,9 +3,11 @@
 package tracer
 
 import (
+	"context"
 	"github.com/tcptrace/tcptrace/internal/testenv"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -259,4 +261,62 @@ func TestBPFClassicFallback(t *testing.T) {
 	if int(ev.Owner.PID) != cli.PID {
 		t.Errorf("client close owner = %+v, want pid %d", ev.Owner, cli.PID)
 	}
+}
+
+// TestBPFLossIsCountedAndRepaired overflows a tiny ring buffer before the
+// tracer reads it: the drops are counted, and the connection the tracer lost
+// track of is repaired from the socket table.
+func TestBPFLossIsCountedAndRepaired(t *testing.T) {
+	testenv.RequireBPF(t)
+	tr, err := Open(Config{RingBufferBytes: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tr.Close()
+	// Nobody reads the ring yet: a few connections overflow 4 KiB.
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	var last testenv.Conn
+	for i := 0; i < 8; i++ {
+		client := testenv.StartPeer(t, "client", server.ListenAddr())
+		client.Expect("connected")
+		last = server.Conn("accepted")
+		client.Send("close")
+		server.Expect("eof")
+	}
+
+	var mu sync.Mutex
+	var repaired []Event
+	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
+	defer cancel()
+	err = tr.Run(ctx, func(ev *Event) {
+		if ev.Source == SourceRepair {
+			mu.Lock()
+			repaired = append(repaired, *ev)
+			mu.Unlock()
+		}
+	}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := tr.Stats()
+	if st.RingbufDrops == 0 || st.Repairs == 0 || st.Snapshots < 2 {
+		t.Fatalf("stats %+v: want drops counted and repairs made", st)
+	}
+	if c := tr.Timeline().Conn(connCookie(tr.Timeline(), last)); c == nil || c.State != StateCloseWait || int(c.Owner.PID) != last.PID {
+		t.Errorf("after repair the last server end is %+v, want CLOSE_WAIT owned by %d", c, last.PID)
+	}
+	if len(repaired) == 0 {
+		t.Error("no repair event was emitted")
+	}
+}
+
+// connCookie finds the cookie of a connection end in the timeline.
+func connCookie(tl *Timeline, c testenv.Conn) uint64 {
+	var cookie uint64
+	tl.Each(func(x *Conn) {
+		if x.Local == c.Local && x.Remote == c.Remote {
+			cookie = x.Cookie
+		}
+	})
+	return cookie
 }

@@ -24,6 +24,9 @@ type Config struct {
 	// ClassicTracepoint uses the classic sock/inet_sock_set_state tracepoint,
 	// as tcptrace does by itself where tp_btf cannot be attached.
 	ClassicTracepoint bool
+	// RingBufferBytes sizes the ring buffer (a power of two, at least a page);
+	// 0 means 8 MiB.
+	RingBufferBytes int
 }
 
 // Stats counts what the tracer read, and every event it lost or missed.
@@ -88,6 +91,9 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 	spec, err := loadTcptrace()
 	if err != nil {
 		return nil, fmt.Errorf("read embedded BPF programs: %w", err)
+	}
+	if cfg.RingBufferBytes > 0 {
+		spec.Maps["events"].MaxEntries = uint32(cfg.RingBufferBytes)
 	}
 	if len(cfg.PIDs) > 0 {
 		if err := spec.Variables["filter_pids"].Set(uint8(1)); err != nil {
@@ -181,6 +187,11 @@ const (
 // ctx is done. Events are emitted from the calling goroutine only; tick, if
 // not nil, is called from it too, about every 100 ms (to flush output, say).
 func (t *Tracer) Run(ctx context.Context, emit func(*Event), tick func()) error {
+	// Events queued since the programs were attached are older than the
+	// socket table the seed reads: apply them first.
+	if err := t.drain(emit); err != nil {
+		return err
+	}
 	if err := t.seed(emit); err != nil {
 		return err
 	}
