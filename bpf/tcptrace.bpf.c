@@ -66,6 +66,7 @@ struct pending_sock {
 	__s32 fd;
 	__u16 protocol;
 	__u16 pad;
+	struct origin origin;
 };
 
 struct {
@@ -74,6 +75,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct pending_sock);
 } pending_socks SEC(".maps");
+
+/* User stacks where sockets were created (accept, connect). */
+struct {
+	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
+	__uint(max_entries, 16384);
+	__uint(key_size, sizeof(__u32));
+	__uint(value_size, 127 * sizeof(__u64));
+} stacks SEC(".maps");
 
 /* Pids whose sockets are reported when filter_pids is set. */
 struct {
@@ -191,6 +200,7 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 					int newstate)
 {
 	struct owner owner = {.fd = -1};
+	struct origin origin = {.stack_id = -1};
 	struct owner *known = bpf_map_lookup_elem(&owners, &cookie);
 
 	if (known) {
@@ -205,6 +215,7 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 		/* An MPTCP listener listens through a TCP subflow socket of its own. */
 		if (p && (p->sk == (__u64)sk || p->protocol == IPPROTO_MPTCP)) {
 			owner.fd = p->fd;
+			origin = p->origin;
 			bpf_map_delete_elem(&pending_socks, &tid);
 		}
 		if (bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
@@ -264,6 +275,7 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->owner = owner;
+	e->origin = origin;
 	e->sk_err = BPF_CORE_READ(sk, sk_err);
 
 	__u8 flags = owner.flags;
@@ -324,14 +336,46 @@ static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
 }
 
 /* Remembers the socket of a connect() or listen(), for the transition it causes. */
-static __always_inline int remember_pending(int fd)
+/*
+ * Records the user stack of a syscall. A frame-pointer walk starts at the
+ * syscall instruction and skips the caller of a wrapper that keeps no frame
+ * (glibc's accept, say), so the first of the top stack words that returns
+ * just after a call instruction is kept as well.
+ */
+static __always_inline void capture_origin(void *ctx, struct origin *o)
 {
-	struct pending_sock p = {.fd = fd};
+	o->stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
+	o->pad = 0;
+	o->leaf = 0;
+
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	__u64 sp = BPF_CORE_READ(regs, sp);
+	for (int i = 0; i < 8; i++) {
+		__u64 ret;
+		__u8 op[6];
+
+		if (bpf_probe_read_user(&ret, sizeof(ret), (void *)(sp + i * 8)))
+			break;
+		if (ret < 6 || bpf_probe_read_user(op, sizeof(op), (void *)(ret - 6)))
+			continue;
+		/* call rel32 (e8), or call *disp32(%rip) (ff 15) */
+		if (op[1] == 0xe8 || (op[0] == 0xff && op[1] == 0x15)) {
+			o->leaf = ret;
+			break;
+		}
+	}
+}
+
+static __always_inline int remember_pending(void *ctx, int fd, bool want_origin)
+{
+	struct pending_sock p = {.fd = fd, .origin = {.stack_id = -1}};
 	struct sock *sk = tcp_sock_of_fd(fd, &p.protocol);
 
 	if (!sk)
 		return 0;
 	p.sk = (__u64)sk;
+	if (want_origin)
+		capture_origin(ctx, &p.origin);
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&pending_socks, &tid, &p, BPF_ANY);
 	return 0;
@@ -340,13 +384,13 @@ static __always_inline int remember_pending(int fd)
 SEC("tracepoint/syscalls/sys_enter_connect")
 int handle_connect(struct trace_event_raw_sys_enter *ctx)
 {
-	return remember_pending((int)ctx->args[0]);
+	return remember_pending(ctx, (int)ctx->args[0], true);
 }
 
 SEC("tracepoint/syscalls/sys_enter_listen")
 int handle_listen(struct trace_event_raw_sys_enter *ctx)
 {
-	return remember_pending((int)ctx->args[0]);
+	return remember_pending(ctx, (int)ctx->args[0], false);
 }
 
 /*
@@ -380,6 +424,9 @@ static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd
 	e->newstate = e->oldstate;
 	e->sk_err = 0;
 	e->flags = 0;
+	e->origin.stack_id = -1;
+	e->origin.pad = 0;
+	e->origin.leaf = 0;
 	if (*known) {
 		e->owner = **known;
 	} else {
@@ -407,6 +454,7 @@ static __always_inline int handle_accept_exit(struct trace_event_raw_sys_exit *c
 	e->owner.fd = fd;
 	e->owner.source = OWNER_ACCEPT;
 	e->owner.flags = 0;
+	capture_origin(ctx, &e->origin);
 	/* Map helpers may not take two pointers into the same ring-buffer record. */
 	__u64 cookie = e->cookie;
 	struct owner owner = e->owner;
@@ -458,6 +506,7 @@ static __always_inline void fill_record(struct sock_record *r, struct sock_commo
 	r->sport = skc->skc_num;
 	r->dport = bpf_ntohs(skc->skc_dport);
 	r->jiffies = bpf_jiffies64();
+	r->last_rcv = 0;
 	fill_addrs(skc, r->family, r->saddr, r->daddr);
 }
 
@@ -493,6 +542,7 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 		if (!tp)
 			return 0;
 		r.inode = sock_inode(&tp->inet_conn.icsk_inet.sk);
+		r.last_rcv = tp->inet_conn.icsk_ack.lrcvtime;
 	}
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

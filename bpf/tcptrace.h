@@ -48,6 +48,17 @@ struct owner {
 	char comm[TASK_COMM_LEN];
 };
 
+/*
+ * Where in user space a socket was created: a user stack (an id in the stacks
+ * map) and the return address of the syscall wrapper, which a frame-pointer
+ * walk misses when the wrapper sets up no frame of its own.
+ */
+struct origin {
+	__s32 stack_id; /* < 0: no stack */
+	__u32 pad;
+	__u64 leaf; /* 0 when not found */
+};
+
 struct event {
 	__u64 ts_ns; /* CLOCK_BOOTTIME */
 	__u64 cookie;
@@ -69,6 +80,7 @@ struct event {
 	__u8 daddr[16];
 	char comm[TASK_COMM_LEN];
 	struct owner owner;
+	struct origin origin; /* for accept and CLOSE -> SYN_SENT */
 };
 
 /* A socket found by the iter/tcp programs. */
@@ -77,6 +89,8 @@ struct sock_record {
 	__u64 inode;
 	__u64 tw_expires; /* jiffies when the timewait timer fires */
 	__u64 jiffies;	  /* jiffies at the time of the walk */
+	__u32 last_rcv;	  /* jiffies (low 32 bits) when a segment last arrived */
+	__u32 pad;
 	__u32 netns;
 	__u32 uid;
 	__u16 family;

@@ -84,6 +84,7 @@ func (t *Tracer) decode(raw []byte, ev *Event) bool {
 		Flags:   r.Flags,
 		Errno:   r.SkErr,
 		FD:      r.Fd,
+		Origin:  Origin{StackID: r.Origin.StackId, Leaf: r.Origin.Leaf, PID: r.Pid},
 		Owner:   Owner{FD: -1},
 	}
 	if r.Owner.Source != 0 {

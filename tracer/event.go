@@ -169,6 +169,17 @@ type Owner struct {
 // Known reports whether tcptrace knows who owns the socket.
 func (o Owner) Known() bool { return o.Via != OwnerUnknown }
 
+// Origin is where in user space a socket was created: the stack of the
+// accept() or connect() call, as the kernel recorded it.
+type Origin struct {
+	StackID int32  // an id in the kernel's stack map; < 0 when none was taken
+	Leaf    uint64 // return address of the syscall wrapper, 0 when not found
+	PID     uint32 // the process whose stack it is
+}
+
+// Known reports whether a stack was recorded.
+func (o Origin) Known() bool { return o.StackID >= 0 }
+
 // Event flags, read from the socket when the transition happened.
 const (
 	FlagError  uint8 = 1 << 0 // the socket had an error (reset, timeout)
@@ -192,7 +203,9 @@ type Event struct {
 	OldSince bool          `json:"-"`
 	Running  Task          `json:"running"` // the task that was on the CPU
 	// FD is the fd accept() returned or close() closed, else -1.
-	FD     int32
+	FD int32
+	// Origin is set on accept events and on the CLOSE -> SYN_SENT of connect().
+	Origin Origin `json:"-"`
 	Owner  Owner  `json:"owner"`
 	Source Source `json:"source"`
 	Flags  uint8  `json:"-"`
@@ -202,8 +215,11 @@ type Event struct {
 }
 
 // Family is 4 or 6.
-func (e *Event) Family() int {
-	if e.Local.Addr().Is4() {
+func (e *Event) Family() int { return familyOf(e.Local) }
+
+// familyOf is 4 for an IPv4 socket; an IPv6 socket is 6, v4-mapped addresses included.
+func familyOf(a netip.AddrPort) int {
+	if a.Addr().Is4() {
 		return 4
 	}
 	return 6

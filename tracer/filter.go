@@ -53,21 +53,43 @@ func (f *Filter) Match(ev *Event) bool {
 	if f.Comm != "" && ev.Owner.Comm != f.Comm {
 		return false
 	}
-	lport, rport := ev.Local.Port(), ev.Remote.Port()
-	if f.Port != 0 && lport != f.Port && rport != f.Port {
-		return false
-	}
-	if (f.LPort != 0 && lport != f.LPort) || (f.RPort != 0 && rport != f.RPort) {
-		return false
-	}
-	if f.Addr.IsValid() && !f.Addr.Contains(ev.Local.Addr().Unmap()) && !f.Addr.Contains(ev.Remote.Addr().Unmap()) {
-		return false
-	}
-	if f.Family != 0 && ev.Family() != f.Family {
+	if !f.matchEnds(ev.Local, ev.Remote) {
 		return false
 	}
 	if len(f.States) > 0 && !slices.Contains(f.States, ev.Old) && !slices.Contains(f.States, ev.New) {
 		return false
 	}
 	return true
+}
+
+// MatchSocket reports whether the filter selects a socket of the socket
+// table and at least one of its holders; states are not compared.
+func (f *Filter) MatchSocket(s *SocketSnapshot) bool {
+	if !f.matchEnds(s.Local, s.Remote) {
+		return false
+	}
+	if len(f.PIDs) == 0 && f.Comm == "" {
+		return true
+	}
+	for _, h := range s.Holders {
+		if (len(f.PIDs) == 0 || slices.Contains(f.PIDs, h.PID)) && (f.Comm == "" || h.Comm == f.Comm) {
+			return true
+		}
+	}
+	return false
+}
+
+// matchEnds applies the port, address and family filters.
+func (f *Filter) matchEnds(local, remote netip.AddrPort) bool {
+	lport, rport := local.Port(), remote.Port()
+	if f.Port != 0 && lport != f.Port && rport != f.Port {
+		return false
+	}
+	if (f.LPort != 0 && lport != f.LPort) || (f.RPort != 0 && rport != f.RPort) {
+		return false
+	}
+	if f.Addr.IsValid() && !f.Addr.Contains(local.Addr().Unmap()) && !f.Addr.Contains(remote.Addr().Unmap()) {
+		return false
+	}
+	return f.Family == 0 || familyOf(local) == f.Family
 }

@@ -88,6 +88,9 @@ func (it *iterators) snapshotOf(r *tcptraceSockRecord, at time.Time) SocketSnaps
 	if s.State == StateTimeWait {
 		s.State = State(r.TwSubstate)
 		s.TimeWaitExpiry = it.expiry(r, at)
+	} else if r.LastRcv != 0 {
+		ago := int64(uint32(r.Jiffies) - r.LastRcv)
+		s.LastReceived = at.Add(-time.Duration(ago * it.nsPerJiffy))
 	}
 	return s
 }

@@ -44,6 +44,12 @@ type tcptraceEvent struct {
 	Comm     [16]int8
 	Owner    tcptraceOwner
 	_        [4]byte
+	Origin   struct {
+		_       structs.HostLayout
+		StackId int32
+		Pad     uint32
+		Leaf    uint64
+	}
 }
 
 type tcptraceEventFlag uint32
@@ -119,6 +125,12 @@ type tcptracePendingSock struct {
 	Fd       int32
 	Protocol uint16
 	Pad      uint16
+	Origin   struct {
+		_       structs.HostLayout
+		StackId int32
+		Pad     uint32
+		Leaf    uint64
+	}
 }
 
 type tcptraceSockRecord struct {
@@ -127,6 +139,8 @@ type tcptraceSockRecord struct {
 	Inode      uint64
 	TwExpires  uint64
 	Jiffies    uint64
+	LastRcv    uint32
+	Pad        uint32
 	Netns      uint32
 	Uid        uint32
 	Family     uint16
@@ -148,6 +162,7 @@ const (
 	tcptraceMapOwners                 = "owners"
 	tcptraceMapPendingSocks           = "pending_socks"
 	tcptraceMapPidFilter              = "pid_filter"
+	tcptraceMapStacks                 = "stacks"
 	tcptraceMapTwWanted               = "tw_wanted"
 	tcptraceProgDumpFiles             = "dump_files"
 	tcptraceProgDumpTcp               = "dump_tcp"
@@ -234,6 +249,7 @@ type tcptraceMapSpecs struct {
 	Owners       *ebpf.MapSpec `ebpf:"owners"`
 	PendingSocks *ebpf.MapSpec `ebpf:"pending_socks"`
 	PidFilter    *ebpf.MapSpec `ebpf:"pid_filter"`
+	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
 	TwWanted     *ebpf.MapSpec `ebpf:"tw_wanted"`
 }
 
@@ -278,6 +294,7 @@ type tcptraceMaps struct {
 	Owners       *ebpf.Map `ebpf:"owners"`
 	PendingSocks *ebpf.Map `ebpf:"pending_socks"`
 	PidFilter    *ebpf.Map `ebpf:"pid_filter"`
+	Stacks       *ebpf.Map `ebpf:"stacks"`
 	TwWanted     *ebpf.Map `ebpf:"tw_wanted"`
 }
 
@@ -289,6 +306,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Owners,
 		m.PendingSocks,
 		m.PidFilter,
+		m.Stacks,
 		m.TwWanted,
 	)
 }

@@ -24,6 +24,8 @@ type Conn struct {
 	Since      time.Time
 	SinceExact bool
 	Owner      Owner
+	// Origin is where the owner created the socket, when tcptrace saw it.
+	Origin Origin
 	// TimeWaitExpiry is when the timer of its timewait socket fires, while it has one.
 	TimeWaitExpiry time.Time
 	// timeWaitCheck is when a timewait walk should next look for it.
@@ -54,7 +56,10 @@ type SocketSnapshot struct {
 	State  State // for a timewait socket, its substate
 	// TimeWaitExpiry is set for timewait sockets.
 	TimeWaitExpiry time.Time
-	Holders        []Owner
+	// LastReceived is when the socket last received a segment (jiffy precision);
+	// zero when unknown.
+	LastReceived time.Time
+	Holders      []Owner
 }
 
 // Timeline rebuilds every connection's history from events. It does no I/O:
@@ -160,6 +165,7 @@ func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
 		}
 		if ev.Kind == KindAccept {
 			c.Owner = ev.Owner
+			c.Origin = ev.Origin
 		} else if c.Owner.PID == ev.Running.PID && c.Owner.FD == ev.FD {
 			c.Owner.Closed = true
 		}
@@ -190,6 +196,9 @@ func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
 
 func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	c := t.conn(ev)
+	if ev.Origin.Known() {
+		c.Origin = ev.Origin
+	}
 	if h := c.held; h != nil {
 		// The socket moved on (a new connect()): the held CLOSE was a real one.
 		c.held = nil

@@ -64,6 +64,8 @@ type Tracer struct {
 	comms    commCache
 	closed   bool
 	classic  bool
+	// symbolizer is made on the first leak report.
+	symbolizer *Symbolizer
 	// missedRepaired is the Missed() count the last repair accounted for.
 	missedRepaired uint64
 	wanted         []uint64

@@ -24,6 +24,9 @@ func main() {
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
 		return
 	}
+	if errors.As(err, &leaksFound{}) {
+		os.Exit(exitLeaks)
+	}
 	fmt.Fprintf(os.Stderr, "tcptrace: %v\n", err)
 	var u usageError
 	if errors.As(err, &u) {
@@ -38,6 +41,8 @@ func run(args []string) error {
 		switch args[0] {
 		case "stream":
 			return runStream(args[1:])
+		case "leaks":
+			return runLeaks(args[1:])
 		case "help":
 			return runStream([]string{"--help"})
 		}

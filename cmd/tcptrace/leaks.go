@@ -1,0 +1,210 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/fatih/color"
+	"github.com/mattn/go-isatty"
+	"github.com/spf13/pflag"
+
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+const leaksHelp = `tcptrace leaks: which processes hold sockets in CLOSE_WAIT because they never
+called close(), on which fds, since when, and where in their code those
+connections were created.
+
+Usage:
+  sudo tcptrace leaks [flags]
+
+Examples:
+  sudo tcptrace leaks                       # live view, refreshed every 2s
+  sudo tcptrace leaks --pid 4242 --threshold 1m
+  sudo tcptrace leaks --once --json         # one report; exit status 3 if leaks
+
+Ages are exact for sockets tcptrace saw enter CLOSE_WAIT; for older ones they
+are lower bounds (marked 'at least'), from the last segment the socket received.
+Exit status: 0 no leak, 1 error, 2 bad input, 3 leaks found (with --once).
+
+Flags:
+`
+
+// exitLeaks is the exit status of `leaks --once` when it found leaks.
+const exitLeaks = 3
+
+type leaksFlags struct {
+	filterFlags
+	threshold time.Duration
+	interval  time.Duration
+	once      bool
+	json      bool
+	color     string
+	debug     bool
+}
+
+func (f *leaksFlags) register(fs *pflag.FlagSet) {
+	f.filterFlags.register(fs)
+	fs.DurationVar(&f.threshold, "threshold", tracer.DefaultLeakThreshold, "how long in CLOSE_WAIT counts as a leak")
+	fs.DurationVar(&f.interval, "interval", 2*time.Second, "how often the live view refreshes")
+	fs.BoolVar(&f.once, "once", false, "print one report and exit (status 3 if it found leaks)")
+	fs.BoolVar(&f.json, "json", false, "print reports as JSON")
+	fs.StringVar(&f.color, "color", "auto", "color: auto, always or never (NO_COLOR is respected)")
+	fs.BoolVar(&f.debug, "debug", false, "print the verifier's log if a program fails to load")
+}
+
+// leaksDone is returned by the report loop when --once found leaks.
+type leaksFound struct{}
+
+func (leaksFound) Error() string { return "leaks found" }
+
+func runLeaks(args []string) error {
+	var f leaksFlags
+	fs := newFlagSet("tcptrace leaks", leaksHelp)
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	filter, err := f.filter()
+	if err != nil {
+		return err
+	}
+	if len(f.states) > 0 {
+		return usagef("--state does not apply to leaks: they are CLOSE_WAIT sockets")
+	}
+	if f.threshold < 0 {
+		return usagef("invalid --threshold %v: want a positive duration", f.threshold)
+	}
+	if f.interval < 100*time.Millisecond {
+		return usagef("invalid --interval %v: want at least 100ms", f.interval)
+	}
+	if err := setColor(f.color); err != nil {
+		return err
+	}
+
+	tr, err := tracer.Open(tracer.Config{PIDs: filter.PIDs, Debug: f.debug})
+	if err != nil {
+		return err
+	}
+	defer tr.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	terminal := !f.json && isatty.IsTerminal(os.Stdout.Fd())
+	var found, reportErr error
+	next := time.Now()
+	err = tr.Run(ctx, func(*tracer.Event) {}, func() {
+		if time.Now().Before(next) || reportErr != nil {
+			return
+		}
+		next = time.Now().Add(f.interval)
+		rep, err := tr.LeakReport(f.threshold, &filter)
+		if err != nil {
+			reportErr = err
+			cancel()
+			return
+		}
+		if terminal {
+			fmt.Print("\033[H\033[2J")
+		}
+		if f.json {
+			b, _ := json.Marshal(rep)
+			fmt.Println(string(b))
+		} else {
+			printLeakReport(os.Stdout, &rep, tr.Stats())
+		}
+		if f.once {
+			if len(rep.Processes) > 0 {
+				found = leaksFound{}
+			}
+			cancel()
+		}
+	})
+	if err == nil {
+		err = reportErr
+	}
+	if err == nil {
+		err = found
+	}
+	return err
+}
+
+const maxSocketsShown = 10
+
+func printLeakReport(w io.Writer, rep *tracer.LeakReport, st tracer.Stats) {
+	bold := color.New(color.Bold)
+	red := color.New(color.FgRed, color.Bold)
+	fmt.Fprintf(w, "tcptrace leaks  %s  threshold %s", rep.Time.Format("15:04:05"), tracer.FormatAge(rep.Threshold))
+	if rep.Young > 0 {
+		fmt.Fprintf(w, "  (%d younger CLOSE_WAIT sockets not shown)", rep.Young)
+	}
+	if missed := st.Missed(); missed > 0 {
+		fmt.Fprintf(w, "  (%d events missed, state repaired from the socket table)", missed)
+	}
+	fmt.Fprintln(w)
+	if len(rep.Processes) == 0 {
+		fmt.Fprintf(w, "\nno socket has been in CLOSE_WAIT for %s or more\n", tracer.FormatAge(rep.Threshold))
+		return
+	}
+	for _, p := range rep.Processes {
+		fmt.Fprintf(w, "\n%s\n", red.Sprint(p.Verdict))
+		fmt.Fprintf(w, "  fds:      %s\n", joinFDs(p.FDs))
+		median := tracer.FormatAge(p.Median)
+		if p.AtLeast {
+			median = "at least " + median
+		}
+		fmt.Fprintf(w, "  median:   %s in CLOSE_WAIT\n", median)
+		var peers []string
+		for i, pc := range p.Peers {
+			if i == 5 {
+				peers = append(peers, fmt.Sprintf("and %d more", len(p.Peers)-5))
+				break
+			}
+			peers = append(peers, fmt.Sprintf("%s (%d)", pc.Peer, pc.Count))
+		}
+		fmt.Fprintf(w, "  peers:    %s\n", strings.Join(peers, ", "))
+		for _, o := range p.Origins {
+			fmt.Fprintf(w, "  created:  %d in %s\n", o.Count, o.Where)
+		}
+		fmt.Fprintf(w, "  %s %s\n", bold.Sprint("fix:"), p.Advice)
+		for i, s := range p.Sockets {
+			if i == maxSocketsShown {
+				fmt.Fprintf(w, "    ... and %d more\n", len(p.Sockets)-maxSocketsShown)
+				break
+			}
+			age := tracer.FormatAge(s.Age)
+			if s.AtLeast {
+				age = ">" + age
+			}
+			var holders []string
+			for _, h := range s.Holders {
+				holders = append(holders, fmt.Sprintf("%d/%s fd %d", h.PID, h.Comm, h.FD))
+			}
+			fmt.Fprintf(w, "    %-24s <- %-24s %8s  held by %s\n", s.Local, s.Remote, age, strings.Join(holders, ", "))
+		}
+	}
+}
+
+func joinFDs(fds []int32) string {
+	var b strings.Builder
+	for i, fd := range fds {
+		if i == 40 {
+			fmt.Fprintf(&b, " ... (%d in all)", len(fds))
+			break
+		}
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprint(&b, fd)
+	}
+	return b.String()
+}

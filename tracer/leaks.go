@@ -1,0 +1,263 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+)
+
+// DefaultLeakThreshold is how long a socket must sit in CLOSE_WAIT to count as
+// leaked: a program that closes its connections does so within milliseconds
+// of reading EOF.
+const DefaultLeakThreshold = 30 * time.Second
+
+// LeakReport lists the processes that hold sockets in CLOSE_WAIT past the threshold.
+type LeakReport struct {
+	Time      time.Time     `json:"time"`
+	Threshold time.Duration `json:"threshold_ns"`
+	Processes []ProcessLeak `json:"processes"`
+	// Young counts CLOSE_WAIT sockets not yet past the threshold.
+	Young int `json:"young_close_wait"`
+}
+
+// ProcessLeak is one process's leaked sockets.
+type ProcessLeak struct {
+	PID     uint32         `json:"pid"`
+	Comm    string         `json:"comm"`
+	Count   int            `json:"count"`
+	FDs     []int32        `json:"fds"`
+	Oldest  time.Duration  `json:"oldest_ns"`
+	Median  time.Duration  `json:"median_ns"`
+	AtLeast bool           `json:"ages_at_least"` // some ages are lower bounds: they began before tracing
+	Peers   []PeerCount    `json:"peers"`
+	Origins []OriginCount  `json:"origins"`
+	Sockets []LeakedSocket `json:"sockets"`
+	Verdict string         `json:"verdict"`
+	Advice  string         `json:"advice"`
+}
+
+// PeerCount is how many leaked sockets one peer address closed.
+type PeerCount struct {
+	Peer  string `json:"peer"`
+	Count int    `json:"count"`
+}
+
+// OriginCount is how many leaked sockets were created at one place in the code.
+type OriginCount struct {
+	Where  string  `json:"where"`
+	Count  int     `json:"count"`
+	Frames []Frame `json:"frames"`
+}
+
+// LeakedSocket is one socket in CLOSE_WAIT, with every process holding it.
+type LeakedSocket struct {
+	Conn    uint64        `json:"conn"`
+	Inode   uint64        `json:"inode"`
+	Local   string        `json:"local"`
+	Remote  string        `json:"remote"`
+	Age     time.Duration `json:"age_ns"`
+	AtLeast bool          `json:"age_at_least"`
+	Holders []Owner       `json:"holders"`
+	Origin  []Frame       `json:"origin,omitempty"`
+}
+
+// OriginFunc returns the symbolized stack where a connection was created, or nil.
+type OriginFunc func(c *Conn) []Frame
+
+// BuildLeakReport finds the CLOSE_WAIT sockets of table older than threshold,
+// dates them from the timeline's history, and groups them by holding process.
+func BuildLeakReport(table []SocketSnapshot, tl *Timeline, now time.Time, threshold time.Duration, origin OriginFunc) LeakReport {
+	rep := LeakReport{Time: now, Threshold: threshold}
+	byPID := map[uint32]*ProcessLeak{}
+	for i := range table {
+		s := &table[i]
+		if s.State != StateCloseWait {
+			continue
+		}
+		c := tl.Conn(s.Cookie)
+		age, atLeast := closeWaitAge(s, c, tl.started, now)
+		if age < threshold {
+			rep.Young++
+			continue
+		}
+		sock := LeakedSocket{
+			Conn: s.Cookie, Inode: s.Inode, Local: s.Local.String(), Remote: s.Remote.String(),
+			Age: age, AtLeast: atLeast, Holders: s.Holders,
+		}
+		if c != nil && origin != nil {
+			sock.Origin = origin(c)
+		}
+		holders := s.Holders
+		if len(holders) == 0 && c != nil && c.Owner.Known() {
+			holders = []Owner{c.Owner} // not found in any fd table: name the owner tcptrace saw
+		}
+		for _, h := range holders {
+			p := byPID[h.PID]
+			if p == nil {
+				p = &ProcessLeak{PID: h.PID, Comm: h.Comm}
+				byPID[h.PID] = p
+			}
+			p.Sockets = append(p.Sockets, sock)
+			if h.FD >= 0 {
+				p.FDs = append(p.FDs, h.FD)
+			}
+		}
+	}
+	for _, p := range byPID {
+		p.summarize(threshold)
+		rep.Processes = append(rep.Processes, *p)
+	}
+	sort.Slice(rep.Processes, func(i, j int) bool {
+		a, b := rep.Processes[i], rep.Processes[j]
+		if a.Count != b.Count {
+			return a.Count > b.Count
+		}
+		return a.PID < b.PID
+	})
+	return rep
+}
+
+// closeWaitAge is how long a socket has been in CLOSE_WAIT: exact when tcptrace
+// saw it enter, else a lower bound from the start of tracing and from the last
+// segment it received (the peer's FIN, or something later).
+func closeWaitAge(s *SocketSnapshot, c *Conn, started, now time.Time) (time.Duration, bool) {
+	if c != nil && c.State == StateCloseWait && c.SinceExact {
+		return now.Sub(c.Since), false
+	}
+	var age time.Duration
+	if c != nil && c.State == StateCloseWait {
+		age = now.Sub(c.Since)
+	}
+	if !s.LastReceived.IsZero() {
+		age = max(age, now.Sub(s.LastReceived))
+	}
+	return age, true
+}
+
+func (p *ProcessLeak) summarize(threshold time.Duration) {
+	p.Count = len(p.Sockets)
+	slices.Sort(p.FDs)
+	sort.Slice(p.Sockets, func(i, j int) bool { return p.Sockets[i].Age > p.Sockets[j].Age })
+	ages := make([]time.Duration, len(p.Sockets))
+	peers := map[string]int{}
+	ips := map[netip.Addr]int{}
+	origins := map[string]*OriginCount{}
+	for i, s := range p.Sockets {
+		ages[i] = s.Age
+		p.AtLeast = p.AtLeast || s.AtLeast
+		peers[s.Remote]++
+		if ap, err := netip.ParseAddrPort(s.Remote); err == nil {
+			ips[ap.Addr()]++
+		}
+		where := originPlace(s.Origin)
+		if origins[where] == nil {
+			origins[where] = &OriginCount{Where: where, Frames: s.Origin}
+		}
+		origins[where].Count++
+	}
+	p.Oldest = p.Sockets[0].Age
+	slices.Sort(ages)
+	p.Median = ages[len(ages)/2]
+	// Servers leak toward many client ports: count peers by address then.
+	if len(ips) < len(peers) {
+		peers = map[string]int{}
+		for ip, n := range ips {
+			peers[ip.String()] = n
+		}
+	}
+	for peer, n := range peers {
+		p.Peers = append(p.Peers, PeerCount{Peer: peer, Count: n})
+	}
+	sort.Slice(p.Peers, func(i, j int) bool {
+		return p.Peers[i].Count > p.Peers[j].Count || (p.Peers[i].Count == p.Peers[j].Count && p.Peers[i].Peer < p.Peers[j].Peer)
+	})
+	for _, o := range origins {
+		p.Origins = append(p.Origins, *o)
+	}
+	sort.Slice(p.Origins, func(i, j int) bool { return p.Origins[i].Count > p.Origins[j].Count })
+	p.Verdict, p.Advice = p.explain()
+}
+
+// originPlace names where in the program a socket was created: the first
+// frame outside the language runtime and standard library, else the first
+// frame with a name.
+func originPlace(frames []Frame) string {
+	if len(frames) == 0 {
+		return "unknown (created before tracing started, or no stack was recorded)"
+	}
+	for _, f := range frames {
+		if f.Func != "" && !isLibraryFrame(f) {
+			return f.String()
+		}
+	}
+	for _, f := range frames {
+		if f.Func != "" {
+			return f.String()
+		}
+	}
+	return fmt.Sprintf("unknown: %s gives no symbols", frames[0].Module)
+}
+
+// isLibraryFrame reports frames of the Go standard library and runtime, and
+// of the C library, which are never the place to fix a leak.
+func isLibraryFrame(f Frame) bool {
+	if strings.Contains(f.Module, "/libc.so") || strings.Contains(f.Module, "/libc-") || strings.Contains(f.Module, "/ld-linux") {
+		return true
+	}
+	if !strings.HasSuffix(f.File, ".go") && !strings.HasSuffix(f.File, ".s") {
+		return false // not Go
+	}
+	// Go standard packages have no dot in their first path element.
+	name := f.Func
+	slash := strings.LastIndex(name, "/")
+	dot := strings.Index(name[slash+1:], ".")
+	if dot < 0 {
+		return false
+	}
+	pkg := name[:slash+1+dot]
+	first, _, _ := strings.Cut(pkg, "/")
+	return pkg != "main" && !strings.Contains(first, ".")
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+func (p *ProcessLeak) explain() (verdict, advice string) {
+	who := "their peers"
+	if len(p.Peers) == 1 {
+		who = p.Peers[0].Peer
+	}
+	age := FormatAge(p.Oldest)
+	if p.AtLeast {
+		age = "at least " + age
+	}
+	verdict = fmt.Sprintf("pid %d (%s) never closed %s after %s closed them; oldest %s",
+		p.PID, p.Comm, plural(p.Count, "connection", "connections"), who, age)
+	advice = fmt.Sprintf("CLOSE_WAIT ends only when the program calls close(): in pid %d, close each connection "+
+		"as soon as a read returns end of file (0 bytes, io.EOF) and on every error path", p.PID)
+	if len(p.Origins) > 0 && !strings.HasPrefix(p.Origins[0].Where, "unknown") {
+		advice += fmt.Sprintf("; %d of them were created in %s", p.Origins[0].Count, p.Origins[0].Where)
+	}
+	return verdict, advice
+}
+
+// FormatAge is short and human: 850ms, 12s, 3m05s, 2h01m.
+func FormatAge(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+}

@@ -1,0 +1,218 @@
+package tracer
+
+import (
+	"bufio"
+	"debug/dwarf"
+	"debug/elf"
+	"debug/gosym"
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+)
+
+// Frame is one address of a user stack, symbolized.
+type Frame struct {
+	Addr   uint64 `json:"addr"`
+	Func   string `json:"func,omitempty"` // empty when the binary gives no symbols
+	File   string `json:"file,omitempty"`
+	Line   int    `json:"line,omitempty"`
+	Module string `json:"module,omitempty"` // the binary or library mapped there
+}
+
+func (f Frame) String() string {
+	switch {
+	case f.Func == "" && f.Module == "":
+		return fmt.Sprintf("%#x", f.Addr)
+	case f.Func == "":
+		return fmt.Sprintf("%#x in %s (no symbols)", f.Addr, f.Module)
+	case f.File == "":
+		return f.Func
+	}
+	return fmt.Sprintf("%s (%s:%d)", f.Func, f.File, f.Line)
+}
+
+// Symbolizer turns user addresses of live processes into functions and lines,
+// from the symbol tables of the binaries: Go's pclntab, ELF symbols, DWARF lines.
+type Symbolizer struct {
+	binaries map[string]*binary // by path as the process sees it, with its inode
+}
+
+func NewSymbolizer() *Symbolizer { return &Symbolizer{binaries: make(map[string]*binary)} }
+
+type mapping struct {
+	start, end, offset uint64
+	inode              uint64
+	path               string
+}
+
+// readMaps lists the executable file mappings of a process.
+func readMaps(pid uint32) ([]mapping, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var out []mapping
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		// start-end perms offset dev inode path
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 6 || !strings.Contains(fields[1], "x") || !strings.HasPrefix(fields[5], "/") {
+			continue
+		}
+		bounds := strings.SplitN(fields[0], "-", 2)
+		start, _ := strconv.ParseUint(bounds[0], 16, 64)
+		end, _ := strconv.ParseUint(bounds[1], 16, 64)
+		off, _ := strconv.ParseUint(fields[2], 16, 64)
+		inode, _ := strconv.ParseUint(fields[4], 10, 64)
+		out = append(out, mapping{start: start, end: end, offset: off, inode: inode, path: fields[5]})
+	}
+	return out, sc.Err()
+}
+
+// Frames symbolizes a stack of process pid: addrs[0] is where it was, the
+// rest are return addresses. A process that is gone gives bare addresses.
+func (s *Symbolizer) Frames(pid uint32, addrs []uint64) []Frame {
+	maps, _ := readMaps(pid)
+	frames := make([]Frame, len(addrs))
+	for i, addr := range addrs {
+		frames[i] = Frame{Addr: addr}
+		lookup := addr
+		if i > 0 && lookup > 0 {
+			lookup-- // a return address: the call is the instruction before it
+		}
+		for _, m := range maps {
+			if addr < m.start || addr >= m.end {
+				continue
+			}
+			frames[i].Module = m.path
+			if b := s.binary(pid, m); b != nil {
+				b.symbolize(lookup-m.start+m.offset, &frames[i])
+			}
+			break
+		}
+	}
+	return frames
+}
+
+func (s *Symbolizer) binary(pid uint32, m mapping) *binary {
+	key := m.path + "\x00" + strconv.FormatUint(m.inode, 10)
+	if b, ok := s.binaries[key]; ok {
+		return b
+	}
+	// Through the process's root, so that binaries in containers are found.
+	b, err := openBinary(fmt.Sprintf("/proc/%d/root%s", pid, m.path))
+	if err != nil {
+		b = nil
+	}
+	s.binaries[key] = b
+	return b
+}
+
+// binary holds what symbolizing needs from one ELF file.
+type binary struct {
+	loads []elf.ProgHeader
+	gosym *gosym.Table
+	syms  []elf.Symbol // functions, by address
+	dwarf *dwarf.Data
+}
+
+func openBinary(path string) (*binary, error) {
+	f, err := elf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := &binary{}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_LOAD {
+			b.loads = append(b.loads, p.ProgHeader)
+		}
+	}
+	if sec := f.Section(".gopclntab"); sec != nil {
+		if data, err := sec.Data(); err == nil {
+			if text := f.Section(".text"); text != nil {
+				b.gosym, _ = gosym.NewTable(nil, gosym.NewLineTable(data, text.Addr))
+			}
+		}
+	}
+	if b.gosym == nil {
+		syms, _ := f.Symbols()
+		if len(syms) == 0 {
+			syms, _ = f.DynamicSymbols()
+		}
+		for _, sym := range syms {
+			if elf.ST_TYPE(sym.Info) == elf.STT_FUNC && sym.Value != 0 {
+				b.syms = append(b.syms, sym)
+			}
+		}
+		sort.Slice(b.syms, func(i, j int) bool { return b.syms[i].Value < b.syms[j].Value })
+		b.dwarf, _ = f.DWARF()
+	}
+	return b, nil
+}
+
+// symbolize fills frame from the address at file offset off.
+func (b *binary) symbolize(off uint64, frame *Frame) {
+	var vaddr uint64
+	found := false
+	for _, p := range b.loads {
+		if off >= p.Off && off < p.Off+p.Filesz {
+			vaddr, found = off-p.Off+p.Vaddr, true
+			break
+		}
+	}
+	if !found {
+		return
+	}
+	if b.gosym != nil {
+		file, line, fn := b.gosym.PCToLine(vaddr)
+		if fn != nil {
+			frame.Func, frame.File, frame.Line = fn.Name, file, line
+		}
+		return
+	}
+	i := sort.Search(len(b.syms), func(i int) bool { return b.syms[i].Value > vaddr }) - 1
+	if i < 0 || (b.syms[i].Size > 0 && vaddr >= b.syms[i].Value+b.syms[i].Size) {
+		return
+	}
+	frame.Func = b.syms[i].Name
+	if b.dwarf != nil {
+		frame.File, frame.Line = dwarfLine(b.dwarf, vaddr)
+	}
+}
+
+func dwarfLine(d *dwarf.Data, pc uint64) (string, int) {
+	r := d.Reader()
+	for {
+		cu, err := r.Next()
+		if err != nil || cu == nil {
+			return "", 0
+		}
+		if cu.Tag != dwarf.TagCompileUnit {
+			r.SkipChildren()
+			continue
+		}
+		ranges, err := d.Ranges(cu)
+		r.SkipChildren()
+		if err != nil {
+			continue
+		}
+		for _, rg := range ranges {
+			if pc < rg[0] || pc >= rg[1] {
+				continue
+			}
+			lr, err := d.LineReader(cu)
+			if err != nil || lr == nil {
+				return "", 0
+			}
+			var e dwarf.LineEntry
+			if err := lr.SeekPC(pc, &e); err != nil {
+				return "", 0
+			}
+			return e.File.Name, e.Line
+		}
+	}
+}
