@@ -15,7 +15,7 @@ build:
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		clang llvm libbpf-dev bpftool iproute2 clang-format
+		clang llvm libbpf-dev bpftool iproute2 clang-format gcc
 
 generate:
 	cd tracer && $(GO) generate ./...
@@ -31,7 +31,7 @@ check-generated: generate
 lint:
 	test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
 	$(GO) vet ./...
-	clang-format --dry-run --Werror bpf/*.c bpf/*.h
+	clang-format --dry-run --Werror bpf/*.c bpf/*.h tracer/testdata/*.c
 
 # BPF tests load the real programs: run as root. TCPTRACE_REQUIRE_BPF=1 turns their
 # skip (when not root) into a failure.

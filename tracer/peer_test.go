@@ -15,7 +15,10 @@ import (
 )
 
 // The BPF tests drive real connections between real processes: testpeer
-// (internal/testpeer) plays the server and the client.
+// (internal/testpeer) plays the server and the client, and cLeakServer
+// (testdata/leakserver.c) a C server that never closes.
+
+var cLeakServer string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tcptrace-test")
@@ -24,6 +27,9 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	testenv.PeerBinary, err = testenv.Build(dir, "internal/testpeer")
+	if err == nil {
+		cLeakServer, err = testenv.BuildC(dir, "testdata/leakserver.c")
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -40,6 +46,14 @@ type recorder struct {
 	mu     sync.Mutex
 	events []Event
 	done   chan error
+	calls  chan func() // run on Run's goroutine, at its next tick
+}
+
+// inRun runs fn on the goroutine that runs the tracer, as tick callbacks do.
+func (r *recorder) inRun(fn func()) {
+	done := make(chan struct{})
+	r.calls <- func() { fn(); close(done) }
+	<-done
 }
 
 func startTracer(t *testing.T, cfg Config) *recorder {
@@ -50,7 +64,7 @@ func startTracer(t *testing.T, cfg Config) *recorder {
 		t.Fatalf("open tracer: %v", err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &recorder{t: t, tr: tr, done: make(chan error, 1)}
+	r := &recorder{t: t, tr: tr, done: make(chan error, 1), calls: make(chan func())}
 	ready := make(chan struct{})
 	go func() {
 		first := true
@@ -62,6 +76,11 @@ func startTracer(t *testing.T, cfg Config) *recorder {
 			if first {
 				first = false
 				close(ready)
+			}
+			select {
+			case fn := <-r.calls:
+				fn()
+			default:
 			}
 		})
 	}()

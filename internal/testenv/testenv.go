@@ -36,6 +36,17 @@ func Build(dir, pkg string) (string, error) {
 // PeerBinary is the testpeer binary; a TestMain sets it with Build.
 var PeerBinary string
 
+// BuildC compiles a C test program with frame pointers and debug information.
+func BuildC(dir, src string) (string, error) {
+	out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".c"))
+	cmd := exec.Command("cc", "-g", "-O0", "-fno-omit-frame-pointer", "-o", out, src)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("compile %s: %w", src, err)
+	}
+	return out, nil
+}
+
 // RequireBPF skips a test that needs root, unless CI demands that it run.
 func RequireBPF(t *testing.T) {
 	t.Helper()
@@ -68,7 +79,13 @@ func (p *Peer) ListenAddr() string {
 
 func StartPeer(t *testing.T, mode, addr string) *Peer {
 	t.Helper()
-	cmd := exec.Command(PeerBinary, mode, addr)
+	return StartProcess(t, PeerBinary, mode, addr)
+}
+
+// StartProcess starts a program that speaks testpeer's line protocol.
+func StartProcess(t *testing.T, path string, args ...string) *Peer {
+	t.Helper()
+	cmd := exec.Command(path, args...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -140,9 +157,17 @@ func (p *Peer) Conn(word string) Conn {
 type SSSocket struct {
 	State         string
 	Local, Remote string
-	PID           int
-	FD            int32
-	Inode         uint64
+	// PID and FD are the first holder ss lists (0 and -1 when none); Holders, all.
+	PID     int
+	FD      int32
+	Holders []SSHolder
+	Inode   uint64
+}
+
+// SSHolder is a process and fd that ss lists for a socket.
+type SSHolder struct {
+	PID int
+	FD  int32
 }
 
 var (
@@ -150,33 +175,49 @@ var (
 	ssInode = regexp.MustCompile(`ino:(\d+)`)
 )
 
-// SSFind runs `ss -tanpe` and returns the socket with these addresses.
-func SSFind(t *testing.T, local, remote netip.AddrPort) (SSSocket, bool) {
+// SSList runs `ss -tanpe` and returns every TCP socket it lists.
+func SSList(t *testing.T) []SSSocket {
 	t.Helper()
 	out, err := exec.Command("ss", "-tanpeH").Output()
 	if err != nil {
 		t.Fatalf("ss: %v", err)
 	}
+	var list []SSSocket
 	for _, line := range strings.Split(string(out), "\n") {
 		f := strings.Fields(line)
-		if len(f) < 5 || f[3] != ssAddr(local) || f[4] != ssAddr(remote) {
+		if len(f) < 5 {
 			continue
 		}
 		s := SSSocket{State: f[0], Local: f[3], Remote: f[4], FD: -1}
-		if m := ssUsers.FindStringSubmatch(line); m != nil {
-			s.PID, _ = strconv.Atoi(m[1])
+		for _, m := range ssUsers.FindAllStringSubmatch(line, -1) {
+			pid, _ := strconv.Atoi(m[1])
 			fd, _ := strconv.Atoi(m[2])
-			s.FD = int32(fd)
+			s.Holders = append(s.Holders, SSHolder{PID: pid, FD: int32(fd)})
+		}
+		if len(s.Holders) > 0 {
+			s.PID, s.FD = s.Holders[0].PID, s.Holders[0].FD
 		}
 		if m := ssInode.FindStringSubmatch(line); m != nil {
 			s.Inode, _ = strconv.ParseUint(m[1], 10, 64)
 		}
-		return s, true
+		list = append(list, s)
+	}
+	return list
+}
+
+// SSFind returns the socket ss lists with these addresses.
+func SSFind(t *testing.T, local, remote netip.AddrPort) (SSSocket, bool) {
+	t.Helper()
+	for _, s := range SSList(t) {
+		if s.Local == SSAddr(local) && s.Remote == SSAddr(remote) {
+			return s, true
+		}
 	}
 	return SSSocket{}, false
 }
 
-func ssAddr(ap netip.AddrPort) string {
+// SSAddr writes an address as ss does.
+func SSAddr(ap netip.AddrPort) string {
 	if ap.Addr().Is4() {
 		return ap.String()
 	}

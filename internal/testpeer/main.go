@@ -5,7 +5,9 @@
 //	                       and "eof FD" as peers connect and close
 //	testpeer client ADDR   prints "connected FD LOCAL REMOTE"
 //
-// Commands on stdin: "close" closes every connection, "exit" exits.
+// Commands on stdin: "close" closes every connection; "share" starts a child
+// process that holds a duplicate of every connection (as fork and fd passing
+// do) and prints "shared PID"; "exit" exits.
 package main
 
 import (
@@ -14,11 +16,15 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"sync"
 	"syscall"
 )
 
 func main() {
+	if len(os.Args) == 2 && os.Args[1] == "hold" {
+		select {} // a child of "share": holds its inherited fds until killed
+	}
 	if len(os.Args) != 3 {
 		fmt.Fprintln(os.Stderr, "usage: testpeer server|client ADDR")
 		os.Exit(2)
@@ -102,6 +108,28 @@ func (p *peer) dial(addr string) error {
 	return nil
 }
 
+// share starts a child that inherits a duplicate of every connection.
+func (p *peer) share() (int, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var files []*os.File
+	for _, c := range p.conns {
+		f, err := c.(*net.TCPConn).File()
+		if err != nil {
+			return 0, err
+		}
+		defer f.Close()
+		files = append(files, f)
+	}
+	cmd := exec.Command(os.Args[0], "hold")
+	cmd.ExtraFiles = files
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	return cmd.Process.Pid, nil
+}
+
 func (p *peer) commands() {
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
@@ -114,6 +142,13 @@ func (p *peer) commands() {
 			p.conns = nil
 			p.mu.Unlock()
 			p.say("closed")
+		case "share":
+			pid, err := p.share()
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "testpeer: share:", err)
+				os.Exit(1)
+			}
+			p.say("shared %d", pid)
 		case "exit":
 			return
 		}
