@@ -149,6 +149,17 @@ func (o OwnerSource) String() string {
 // MarshalText makes owner sources appear by name in JSON.
 func (o OwnerSource) MarshalText() ([]byte, error) { return []byte(o.String()), nil }
 
+// UnmarshalText accepts the names String gives.
+func (o *OwnerSource) UnmarshalText(b []byte) error {
+	for i, name := range ownerSourceNames {
+		if name == string(b) {
+			*o = OwnerSource(i)
+			return nil
+		}
+	}
+	return fmt.Errorf("unknown owner source %q", b)
+}
+
 // Task is a thread that was running.
 type Task struct {
 	PID  uint32 `json:"pid"`

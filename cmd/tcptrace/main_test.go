@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -207,5 +208,58 @@ func TestBPFCommand(t *testing.T) {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("summary lacks %q:\n%s", want, stderr.String())
 		}
+	}
+}
+
+// TestBPFLeaksOnce runs `leaks --once --json` against a server that leaked
+// before tcptrace started and one that closes properly: exit status 3, and
+// the report names the leaking pid, comm and exactly the fds ss shows.
+func TestBPFLeaksOnce(t *testing.T) {
+	testenv.RequireBPF(t)
+	servers := map[string]*testenv.Peer{}
+	for _, name := range []string{"leaky", "good"} {
+		server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+		for i := 0; i < 2; i++ {
+			client := testenv.StartPeer(t, "client", server.ListenAddr())
+			client.Expect("connected")
+			server.Expect("accepted")
+			client.Send("close")
+			server.Expect("eof")
+		}
+		servers[name] = server
+	}
+	servers["good"].Send("close")
+	servers["good"].Expect("closed")
+	time.Sleep(1100 * time.Millisecond)
+
+	port := netip.MustParseAddrPort(servers["leaky"].ListenAddr()).Port()
+	goodPort := netip.MustParseAddrPort(servers["good"].ListenAddr()).Port()
+	stdout, stderr, code := runTcptrace(t, nil, "leaks", "--once", "--json", "--threshold", "1s", "--lport", fmt.Sprint(port))
+	if code != exitLeaks {
+		t.Fatalf("exit %d, want %d; stderr: %s", code, exitLeaks, stderr)
+	}
+	var rep tracer.LeakReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("not one JSON report: %v\n%s", err, stdout)
+	}
+	var ssFDs []int32
+	for _, s := range testenv.SSList(t) {
+		if s.State == "CLOSE-WAIT" && s.Local == servers["leaky"].ListenAddr() {
+			ssFDs = append(ssFDs, s.FD)
+		}
+	}
+	slices.Sort(ssFDs)
+	if len(rep.Processes) != 1 {
+		t.Fatalf("report has %d processes, want the leaky server only: %+v", len(rep.Processes), rep.Processes)
+	}
+	p := rep.Processes[0]
+	if int(p.PID) != servers["leaky"].PID || p.Comm != "testpeer" || fmt.Sprint(p.FDs) != fmt.Sprint(ssFDs) || len(ssFDs) != 2 {
+		t.Errorf("report pid %d comm %s fds %v; want pid %d testpeer, ss fds %v", p.PID, p.Comm, p.FDs, servers["leaky"].PID, ssFDs)
+	}
+
+	// The well-behaved server alone: no leak, exit 0.
+	_, stderr, code = runTcptrace(t, nil, "leaks", "--once", "--threshold", "1s", "--lport", fmt.Sprint(goodPort))
+	if code != 0 {
+		t.Errorf("leaks on a server that closes: exit %d; stderr: %s", code, stderr)
 	}
 }

@@ -1,0 +1,76 @@
+package tracer
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBuildLeakReport(t *testing.T) {
+	tl := NewTimeline(t0)
+	now := t0.Add(10 * time.Minute)
+	server := Owner{PID: 42, Comm: "api", FD: 7, Via: OwnerSeed}
+	child := Owner{PID: 43, Comm: "api", FD: 3, Via: OwnerSeed}
+	local := netip.MustParseAddrPort("10.0.0.1:8080")
+	// Cookie 1 entered CLOSE_WAIT under the tracer's eyes, 5 minutes ago.
+	tl.Apply(&Event{Kind: KindTransition, Cookie: 1, Time: t0, Old: StateListen, New: StateSynRecv, Owner: Owner{PID: 42, FD: -1, Via: OwnerListener}}, func(*Event) {})
+	tl.Apply(&Event{Kind: KindTransition, Cookie: 1, Time: now.Add(-5 * time.Minute), Old: StateEstablished, New: StateCloseWait}, func(*Event) {})
+	table := []SocketSnapshot{
+		{Cookie: 1, State: StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40001"), Holders: []Owner{server, child}},
+		// Older than the tracer: the last segment it received bounds its age.
+		{Cookie: 2, State: StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40002"),
+			Holders: []Owner{{PID: 42, Comm: "api", FD: 9}}, LastReceived: now.Add(-12 * time.Minute)},
+		// Too young to count.
+		{Cookie: 3, State: StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40003"),
+			Holders: []Owner{{PID: 42, Comm: "api", FD: 11}}, LastReceived: now.Add(-time.Second)},
+		{Cookie: 4, State: StateEstablished, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40004"), Holders: []Owner{{PID: 50, FD: 4}}},
+	}
+	rep := BuildLeakReport(table, tl, now, 30*time.Second, nil)
+	if rep.Young != 1 || len(rep.Processes) != 2 {
+		t.Fatalf("young %d, processes %+v", rep.Young, rep.Processes)
+	}
+	p := rep.Processes[0]
+	if p.PID != 42 || p.Count != 2 || len(p.FDs) != 2 || p.FDs[0] != 7 || p.FDs[1] != 9 {
+		t.Errorf("first process %+v", p)
+	}
+	if p.Oldest != 12*time.Minute || !p.AtLeast {
+		t.Errorf("oldest %v at least %v, want at least 12m", p.Oldest, p.AtLeast)
+	}
+	if p.Sockets[1].Age != 5*time.Minute || p.Sockets[1].AtLeast {
+		t.Errorf("socket seen entering CLOSE_WAIT: age %v at least %v, want exactly 5m", p.Sockets[1].Age, p.Sockets[1].AtLeast)
+	}
+	if len(p.Peers) != 1 || p.Peers[0].Peer != "10.0.0.9" || p.Peers[0].Count != 2 {
+		t.Errorf("peers %+v", p.Peers)
+	}
+	want := "pid 42 (api) never closed 2 connections after 10.0.0.9 closed them; oldest at least 12m00s"
+	if p.Verdict != want {
+		t.Errorf("verdict %q\nwant    %q", p.Verdict, want)
+	}
+	if c := rep.Processes[1]; c.PID != 43 || c.Count != 1 || c.FDs[0] != 3 {
+		t.Errorf("the child sharing a socket: %+v", c)
+	}
+}
+
+func TestOriginPlace(t *testing.T) {
+	goStack := []Frame{
+		{Func: "internal/runtime/syscall/linux.Syscall6", File: "/go/src/internal/runtime/syscall/linux/asm_linux_amd64.s"},
+		{Func: "net.(*TCPListener).Accept", File: "/go/src/net/tcpsock.go", Line: 387},
+		{Func: "github.com/acme/api/server.(*S).serve", File: "/src/server/serve.go", Line: 88},
+		{Func: "main.main", File: "/src/main.go", Line: 12},
+	}
+	if got := originPlace(goStack); !strings.HasPrefix(got, "github.com/acme/api/server.(*S).serve (/src/server/serve.go:88)") {
+		t.Errorf("Go origin %q", got)
+	}
+	cStack := []Frame{
+		{Func: "accept", Module: "/usr/lib/x86_64-linux-gnu/libc.so.6"},
+		{Func: "accept_connections", File: "leakserver.c", Line: 28, Module: "/tmp/leakserver"},
+	}
+	if got := originPlace(cStack); got != "accept_connections (leakserver.c:28)" {
+		t.Errorf("C origin %q", got)
+	}
+	stripped := []Frame{{Addr: 0x401000, Module: "/usr/bin/server"}}
+	if got := originPlace(stripped); got != "unknown: /usr/bin/server gives no symbols" {
+		t.Errorf("stripped origin %q", got)
+	}
+}
