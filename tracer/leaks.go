@@ -21,6 +21,9 @@ type LeakReport struct {
 	Processes []ProcessLeak `json:"processes"`
 	// Young counts CLOSE_WAIT sockets not yet past the threshold.
 	Young int `json:"young_close_wait"`
+	// Stuck are other closes held past the threshold: FIN_WAIT1/2, CLOSING, LAST_ACK.
+	Stuck    []StuckSocket  `json:"stuck"`
+	TimeWait TimeWaitReport `json:"time_wait"`
 }
 
 // ProcessLeak is one process's leaked sockets.
@@ -69,8 +72,10 @@ type OriginFunc func(c *Conn) []Frame
 
 // BuildLeakReport finds the CLOSE_WAIT sockets of table older than threshold,
 // dates them from the timeline's history, and groups them by holding process.
-func BuildLeakReport(table []SocketSnapshot, tl *Timeline, now time.Time, threshold time.Duration, origin OriginFunc) LeakReport {
+func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now time.Time, threshold time.Duration, origin OriginFunc) LeakReport {
 	rep := LeakReport{Time: now, Threshold: threshold}
+	rep.Stuck = buildStuck(table, tl, now, threshold)
+	rep.TimeWait = buildTimeWait(table, tl, host, now)
 	byPID := map[uint32]*ProcessLeak{}
 	for i := range table {
 		s := &table[i]
@@ -78,7 +83,7 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, now time.Time, thresh
 			continue
 		}
 		c := tl.Conn(s.Cookie)
-		age, atLeast := closeWaitAge(s, c, tl.started, now)
+		age, atLeast := stateAge(s, c, now)
 		if age < threshold {
 			rep.Young++
 			continue
@@ -120,15 +125,15 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, now time.Time, thresh
 	return rep
 }
 
-// closeWaitAge is how long a socket has been in CLOSE_WAIT: exact when tcptrace
+// stateAge is how long a socket has been in its state: exact when tcptrace
 // saw it enter, else a lower bound from the start of tracing and from the last
-// segment it received (the peer's FIN, or something later).
-func closeWaitAge(s *SocketSnapshot, c *Conn, started, now time.Time) (time.Duration, bool) {
-	if c != nil && c.State == StateCloseWait && c.SinceExact {
+// segment it received (for CLOSE_WAIT, the peer's FIN or something later).
+func stateAge(s *SocketSnapshot, c *Conn, now time.Time) (time.Duration, bool) {
+	if c != nil && c.State == s.State && c.SinceExact {
 		return now.Sub(c.Since), false
 	}
 	var age time.Duration
-	if c != nil && c.State == StateCloseWait {
+	if c != nil && c.State == s.State {
 		age = now.Sub(c.Since)
 	}
 	if !s.LastReceived.IsZero() {

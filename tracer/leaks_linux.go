@@ -3,7 +3,10 @@
 package tracer
 
 import (
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"time"
 )
 
@@ -19,11 +22,39 @@ func (t *Tracer) LeakReport(threshold time.Duration, filter *Filter) (LeakReport
 	if t.symbolizer == nil {
 		t.symbolizer = NewSymbolizer()
 	}
-	rep := BuildLeakReport(table, t.timeline, time.Now(), threshold, t.originOf)
+	rep := BuildLeakReport(table, t.timeline, readHostTCP(), time.Now(), threshold, t.originOf)
 	rep.Processes = slices.DeleteFunc(rep.Processes, func(p ProcessLeak) bool {
 		return (len(filter.PIDs) > 0 && !slices.Contains(filter.PIDs, p.PID)) || (filter.Comm != "" && filter.Comm != p.Comm)
 	})
 	return rep, nil
+}
+
+// readHostTCP reads the TCP sysctls that TIME_WAIT advice depends on; a value
+// that cannot be read stays zero.
+func readHostTCP() HostTCP {
+	var h HostTCP
+	read := func(name string) []int {
+		b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
+		if err != nil {
+			return nil
+		}
+		var out []int
+		for _, f := range strings.Fields(string(b)) {
+			n, _ := strconv.Atoi(f)
+			out = append(out, n)
+		}
+		return out
+	}
+	if v := read("ip_local_port_range"); len(v) == 2 {
+		h.PortRange = [2]int{v[0], v[1]}
+	}
+	if v := read("tcp_tw_reuse"); len(v) == 1 {
+		h.TwReuse = v[0]
+	}
+	if v := read("tcp_max_tw_buckets"); len(v) == 1 {
+		h.MaxTwBuckets = v[0]
+	}
+	return h
 }
 
 // originOf symbolizes the stack recorded where the connection was created.

@@ -26,7 +26,7 @@ func TestBuildLeakReport(t *testing.T) {
 			Holders: []Owner{{PID: 42, Comm: "api", FD: 11}}, LastReceived: now.Add(-time.Second)},
 		{Cookie: 4, State: StateEstablished, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40004"), Holders: []Owner{{PID: 50, FD: 4}}},
 	}
-	rep := BuildLeakReport(table, tl, now, 30*time.Second, nil)
+	rep := BuildLeakReport(table, tl, HostTCP{PortRange: [2]int{32768, 60999}}, now, 30*time.Second, nil)
 	if rep.Young != 1 || len(rep.Processes) != 2 {
 		t.Fatalf("young %d, processes %+v", rep.Young, rep.Processes)
 	}

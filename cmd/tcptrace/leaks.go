@@ -141,8 +141,6 @@ func runLeaks(args []string) error {
 const maxSocketsShown = 10
 
 func printLeakReport(w io.Writer, rep *tracer.LeakReport, st tracer.Stats) {
-	bold := color.New(color.Bold)
-	red := color.New(color.FgRed, color.Bold)
 	fmt.Fprintf(w, "tcptrace leaks  %s  threshold %s", rep.Time.Format("15:04:05"), tracer.FormatAge(rep.Threshold))
 	if rep.Young > 0 {
 		fmt.Fprintf(w, "  (%d younger CLOSE_WAIT sockets not shown)", rep.Young)
@@ -153,8 +151,78 @@ func printLeakReport(w io.Writer, rep *tracer.LeakReport, st tracer.Stats) {
 	fmt.Fprintln(w)
 	if len(rep.Processes) == 0 {
 		fmt.Fprintf(w, "\nno socket has been in CLOSE_WAIT for %s or more\n", tracer.FormatAge(rep.Threshold))
+	}
+	printCloseWait(w, rep)
+	printStuck(w, rep)
+	printTimeWait(w, &rep.TimeWait)
+}
+
+func ageText(d time.Duration, atLeast bool) string {
+	if atLeast {
+		return ">" + tracer.FormatAge(d)
+	}
+	return tracer.FormatAge(d)
+}
+
+func printStuck(w io.Writer, rep *tracer.LeakReport) {
+	if len(rep.Stuck) == 0 {
 		return
 	}
+	fmt.Fprintf(w, "\n%s\n", color.New(color.Bold).Sprintf("%d closes stuck for %s or more:", len(rep.Stuck), tracer.FormatAge(rep.Threshold)))
+	for i, s := range rep.Stuck {
+		if i == maxSocketsShown {
+			fmt.Fprintf(w, "  ... and %d more\n", len(rep.Stuck)-maxSocketsShown)
+			break
+		}
+		who := "orphan (its program closed it)"
+		if len(s.Holders) > 0 {
+			var hs []string
+			for _, h := range s.Holders {
+				hs = append(hs, fmt.Sprintf("%d/%s fd %d", h.PID, h.Comm, h.FD))
+			}
+			who = "held by " + strings.Join(hs, ", ")
+		} else if s.Owner.Known() {
+			who = fmt.Sprintf("orphan, closed by %d/%s", s.Owner.PID, s.Owner.Comm)
+		}
+		fmt.Fprintf(w, "  %-10s %s -> %s  %s  %s\n    %s\n", paintState(s.State), s.Local, s.Remote, ageText(s.Age, s.AtLeast), who, s.Why)
+	}
+}
+
+func printTimeWait(w io.Writer, tw *tracer.TimeWaitReport) {
+	fmt.Fprintf(w, "\n%s %d sockets; %.1f new/s, about %d at steady state; ephemeral ports %d-%d, tcp_tw_reuse=%d\n",
+		color.New(color.Bold).Sprint("TIME_WAIT:"), tw.Total, tw.Rate, tw.Projected, tw.PortRange[0], tw.PortRange[1], tw.TwReuse)
+	for i, r := range tw.Routes {
+		if i == 5 {
+			fmt.Fprintf(w, "  ... and %d more destinations\n", len(tw.Routes)-5)
+			break
+		}
+		side := "this host accepted"
+		if r.Client {
+			side = "this host connected"
+		}
+		fmt.Fprintf(w, "  %6d  %s -> %s  (%s; %.1f/s)\n", r.Count, r.Local, r.Remote, side, r.Rate)
+	}
+	for i, c := range tw.Closers {
+		if i == 5 {
+			break
+		}
+		if c.PID == 0 {
+			fmt.Fprintf(w, "  %6d  closed first before tracing started\n", c.Count)
+			continue
+		}
+		fmt.Fprintf(w, "  %6d  closed first by pid %d (%s)\n", c.Count, c.PID, c.Comm)
+	}
+	for _, warning := range tw.Warnings {
+		fmt.Fprintf(w, "  %s %s\n", color.New(color.FgRed, color.Bold).Sprint("warning:"), warning)
+	}
+	for _, a := range tw.Advice {
+		fmt.Fprintf(w, "  - %s\n", a)
+	}
+}
+
+func printCloseWait(w io.Writer, rep *tracer.LeakReport) {
+	bold := color.New(color.Bold)
+	red := color.New(color.FgRed, color.Bold)
 	for _, p := range rep.Processes {
 		fmt.Fprintf(w, "\n%s\n", red.Sprint(p.Verdict))
 		fmt.Fprintf(w, "  fds:      %s\n", joinFDs(p.FDs))
@@ -181,10 +249,7 @@ func printLeakReport(w io.Writer, rep *tracer.LeakReport, st tracer.Stats) {
 				fmt.Fprintf(w, "    ... and %d more\n", len(p.Sockets)-maxSocketsShown)
 				break
 			}
-			age := tracer.FormatAge(s.Age)
-			if s.AtLeast {
-				age = ">" + age
-			}
+			age := ageText(s.Age, s.AtLeast)
 			var holders []string
 			for _, h := range s.Holders {
 				holders = append(holders, fmt.Sprintf("%d/%s fd %d", h.PID, h.Comm, h.FD))

@@ -77,9 +77,9 @@ func (p *Peer) ListenAddr() string {
 	return p.addr
 }
 
-func StartPeer(t *testing.T, mode, addr string) *Peer {
+func StartPeer(t *testing.T, mode, addr string, args ...string) *Peer {
 	t.Helper()
-	return StartProcess(t, PeerBinary, mode, addr)
+	return StartProcess(t, PeerBinary, append([]string{mode, addr}, args...)...)
 }
 
 // StartProcess starts a program that speaks testpeer's line protocol.

@@ -3,9 +3,11 @@
 //
 //	testpeer server ADDR   prints "listening ADDR", then "accepted FD LOCAL REMOTE"
 //	                       and "eof FD" as peers connect and close
-//	testpeer client ADDR   prints "connected FD LOCAL REMOTE"
+//	testpeer client ADDR [N]  opens N connections (default 1), printing
+//	                       "connected FD LOCAL REMOTE" for each
 //
-// Commands on stdin: "close" closes every connection; "share" starts a child
+// Commands on stdin: "close" closes every connection; "shutdown" shuts down
+// the sending side of each (FIN without close); "share" starts a child
 // process that holds a duplicate of every connection (as fork and fd passing
 // do) and prints "shared PID"; "exit" exits.
 package main
@@ -17,6 +19,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"sync"
 	"syscall"
 )
@@ -25,8 +28,8 @@ func main() {
 	if len(os.Args) == 2 && os.Args[1] == "hold" {
 		select {} // a child of "share": holds its inherited fds until killed
 	}
-	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: testpeer server|client ADDR")
+	if len(os.Args) < 3 || len(os.Args) > 4 {
+		fmt.Fprintln(os.Stderr, "usage: testpeer server ADDR | testpeer client ADDR [N]")
 		os.Exit(2)
 	}
 	p := &peer{}
@@ -35,7 +38,13 @@ func main() {
 	case "server":
 		err = p.serve(os.Args[2])
 	case "client":
-		err = p.dial(os.Args[2])
+		n := 1
+		if len(os.Args) == 4 {
+			n, err = strconv.Atoi(os.Args[3])
+		}
+		for i := 0; i < n && err == nil; i++ {
+			err = p.dial(os.Args[2])
+		}
 	default:
 		err = fmt.Errorf("unknown mode %q", os.Args[1])
 	}
@@ -142,6 +151,13 @@ func (p *peer) commands() {
 			p.conns = nil
 			p.mu.Unlock()
 			p.say("closed")
+		case "shutdown":
+			p.mu.Lock()
+			for _, c := range p.conns {
+				c.(*net.TCPConn).CloseWrite()
+			}
+			p.mu.Unlock()
+			p.say("shut")
 		case "share":
 			pid, err := p.share()
 			if err != nil {

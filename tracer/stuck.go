@@ -1,0 +1,101 @@
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"time"
+)
+
+// StuckSocket is a close that has not finished within the threshold.
+type StuckSocket struct {
+	Conn    uint64        `json:"conn"`
+	State   State         `json:"state"`
+	Local   string        `json:"local"`
+	Remote  string        `json:"remote"`
+	Age     time.Duration `json:"age_ns"`
+	AtLeast bool          `json:"age_at_least"`
+	// Holders are the processes with an fd on it; none for an orphan, which
+	// its program already closed. Owner is who tcptrace last saw own it.
+	Holders []Owner `json:"holders"`
+	Owner   Owner   `json:"owner"`
+	Orphan  bool    `json:"orphan"`
+	// PeerState and PeerHolders describe the other end when it is on this host.
+	PeerState   State   `json:"peer_state,omitempty"`
+	PeerHolders []Owner `json:"peer_holders,omitempty"`
+	Why         string  `json:"why"`
+}
+
+// stuckStates are the states a closing connection should pass through quickly.
+var stuckStates = map[State]bool{StateFinWait1: true, StateFinWait2: true, StateClosing: true, StateLastAck: true}
+
+func buildStuck(table []SocketSnapshot, tl *Timeline, now time.Time, threshold time.Duration) []StuckSocket {
+	type ends struct{ local, remote netip.AddrPort }
+	byEnds := make(map[ends]*SocketSnapshot, len(table))
+	for i := range table {
+		byEnds[ends{table[i].Local, table[i].Remote}] = &table[i]
+	}
+	var out []StuckSocket
+	for i := range table {
+		s := &table[i]
+		if !stuckStates[s.State] {
+			continue
+		}
+		c := tl.Conn(s.Cookie)
+		age, atLeast := stateAge(s, c, now)
+		if age < threshold {
+			continue
+		}
+		st := StuckSocket{
+			Conn: s.Cookie, State: s.State, Local: s.Local.String(), Remote: s.Remote.String(),
+			Age: age, AtLeast: atLeast, Holders: s.Holders, Orphan: len(s.Holders) == 0,
+		}
+		if c != nil {
+			st.Owner = c.Owner
+		}
+		if peer := byEnds[ends{s.Remote, s.Local}]; peer != nil {
+			st.PeerState, st.PeerHolders = peer.State, peer.Holders
+		}
+		st.Why = st.explain()
+		out = append(out, st)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Age > out[j].Age })
+	return out
+}
+
+func describeOwners(owners []Owner) string {
+	var parts []string
+	for _, o := range owners {
+		parts = append(parts, fmt.Sprintf("pid %d (%s) fd %d", o.PID, o.Comm, o.FD))
+	}
+	return strings.Join(parts, ", ")
+}
+
+func (s *StuckSocket) explain() string {
+	var why string
+	switch s.State {
+	case StateFinWait2:
+		why = fmt.Sprintf("this end closed its side; the peer %s has acknowledged but not closed its own", s.Remote)
+		if s.Orphan {
+			why += "; as an orphan it is dropped after net.ipv4.tcp_fin_timeout"
+		} else {
+			why += "; a socket shut down but not closed waits in FIN_WAIT2 for as long as the peer does"
+		}
+	case StateFinWait1:
+		why = fmt.Sprintf("the FIN sent to %s is not acknowledged: the peer is unreachable, or not reading and its window is closed", s.Remote)
+	case StateClosing:
+		why = fmt.Sprintf("both ends closed at once; the last ACK from %s has not come", s.Remote)
+	case StateLastAck:
+		why = fmt.Sprintf("the final ACK from %s never came; the kernel resends its FIN until it gives up (net.ipv4.tcp_orphan_retries)", s.Remote)
+	}
+	if len(s.PeerHolders) > 0 {
+		why += fmt.Sprintf("; the peer is on this host: %s, in %s", describeOwners(s.PeerHolders), s.PeerState)
+		if s.PeerState == StateCloseWait {
+			why += ", which has not called close()"
+		}
+	} else if s.PeerState != StateUnknown {
+		why += fmt.Sprintf("; the peer is on this host, in %s, held by no process", s.PeerState)
+	}
+	return why
+}
