@@ -272,6 +272,7 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 	e->kind = EVENT_STATE;
 	e->cookie = cookie;
 	e->fd = -1;
+	e->reason = 0;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->owner = owner;
@@ -420,6 +421,7 @@ static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd
 	e->kind = kind;
 	e->cookie = cookie;
 	e->fd = fd;
+	e->reason = 0;
 	e->oldstate = BPF_CORE_READ(sk, __sk_common.skc_state);
 	e->newstate = e->oldstate;
 	e->sk_err = 0;
@@ -497,6 +499,151 @@ int handle_close(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
+/* Reports a RST sent or received by a full TCP socket. */
+static __always_inline int on_reset(const struct sock *sk, bool sent, __u32 reason)
+{
+	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
+
+	/* Timewait and request sockets answer with RSTs too; they have no owner. */
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || !is_inet_tcp(sk))
+		return 0;
+	__u64 cookie = sock_key(sk);
+	struct owner owner = {.fd = -1};
+	struct owner *known = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
+	if (known)
+		owner = *known;
+	if ((!owner.source && filter_pids) || (owner.source && !pid_wanted(owner.pid)))
+		return 0;
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_RINGBUF_DROPS);
+		return 0;
+	}
+	fill_sock(e, sk);
+	e->kind = EVENT_RESET;
+	e->cookie = cookie;
+	e->fd = -1;
+	e->reason = reason;
+	e->oldstate = state;
+	e->newstate = state;
+	e->owner = owner;
+	e->origin.stack_id = -1;
+	e->origin.pad = 0;
+	e->origin.leaf = 0;
+	e->sk_err = BPF_CORE_READ(sk, sk_err);
+	e->flags = sent ? FLAG_RESET_SENT : 0;
+	submit(e);
+	return 0;
+}
+
+SEC("tracepoint/tcp/tcp_send_reset")
+int handle_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+{
+	const struct sock *sk = ctx->skaddr;
+	__u32 reason = 0;
+
+	if (!sk)
+		return 0; /* an answer to a segment that matched no socket */
+	if (bpf_core_field_exists(ctx->reason))
+		reason = ctx->reason;
+	return on_reset(sk, true, reason);
+}
+
+SEC("tracepoint/tcp/tcp_receive_reset")
+int handle_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
+{
+	return on_reset(ctx->skaddr, false, 0);
+}
+
+/* Thread id -> the bind() in progress on a TCP socket. */
+struct pending_bind {
+	__s32 fd;
+	__u16 family;
+	__u16 port; /* host order */
+	__u8 addr[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct pending_bind);
+} pending_binds SEC(".maps");
+
+SEC("tracepoint/syscalls/sys_enter_bind")
+int handle_bind_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	struct pending_bind b = {.fd = (int)ctx->args[0]};
+	const void *uaddr = (const void *)ctx->args[1];
+	__u16 protocol;
+
+	if (!tcp_sock_of_fd(b.fd, &protocol) || protocol != IPPROTO_TCP)
+		return 0;
+	if (bpf_probe_read_user(&b.family, sizeof(b.family), uaddr))
+		return 0;
+	__u16 port;
+	bpf_probe_read_user(&port, sizeof(port), uaddr + 2);
+	b.port = bpf_ntohs(port);
+	if (b.family == AF_INET)
+		bpf_probe_read_user(b.addr, 4, uaddr + 4);
+	else if (b.family == AF_INET6)
+		bpf_probe_read_user(b.addr, 16, uaddr + 8);
+	else
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&pending_binds, &tid, &b, BPF_ANY);
+	return 0;
+}
+
+#define EADDRINUSE 98
+
+SEC("tracepoint/syscalls/sys_exit_bind")
+int handle_bind_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	struct pending_bind *b = bpf_map_lookup_elem(&pending_binds, &tid);
+	__u16 protocol;
+
+	if (!b)
+		return 0;
+	struct pending_bind bind = *b;
+	bpf_map_delete_elem(&pending_binds, &tid);
+	if (ctx->ret != -EADDRINUSE || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
+		return 0;
+	struct sock *sk = tcp_sock_of_fd(bind.fd, &protocol);
+	if (!sk)
+		return 0;
+
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_RINGBUF_DROPS);
+		return 0;
+	}
+	fill_sock(e, sk);
+	e->kind = EVENT_BIND_FAIL;
+	e->cookie = 0;
+	e->fd = bind.fd;
+	e->reason = 0;
+	e->family = bind.family;
+	e->sport = bind.port;
+	__builtin_memcpy(e->saddr, bind.addr, sizeof(e->saddr));
+	e->oldstate = TCP_CLOSE;
+	e->newstate = TCP_CLOSE;
+	fill_current(&e->owner);
+	e->owner.fd = bind.fd;
+	e->owner.source = OWNER_UNKNOWN;
+	e->owner.flags = 0;
+	e->owner.pad = 0;
+	e->origin.stack_id = -1;
+	e->origin.pad = 0;
+	e->origin.leaf = 0;
+	e->sk_err = 0;
+	e->flags = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse) ? FLAG_REUSEADDR : 0;
+	submit(e);
+	return 0;
+}
+
 static __always_inline void fill_record(struct sock_record *r, struct sock_common *skc)
 {
 	r->cookie = key_by_address ? (__u64)skc : bpf_get_socket_cookie(skc);
@@ -507,18 +654,22 @@ static __always_inline void fill_record(struct sock_record *r, struct sock_commo
 	r->dport = bpf_ntohs(skc->skc_dport);
 	r->jiffies = bpf_jiffies64();
 	r->last_rcv = 0;
+	r->reuse = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_reuse);
 	fill_addrs(skc, r->family, r->saddr, r->daddr);
 }
 
-static __always_inline bool fill_timewait(struct sock_record *r, struct sock_common *skc)
+/*
+ * Reads the substate and timer of a timewait socket. Not through
+ * bpf_skc_to_tcp_timewait_sock: it refuses the timewait sockets of MPTCP
+ * subflows (their sk_prot is not tcp_prot), which every connection accepted
+ * by an MPTCP listener is, Go servers' included.
+ */
+static __always_inline void fill_timewait(struct sock_record *r, struct sock_common *skc)
 {
-	struct tcp_timewait_sock *tw = bpf_skc_to_tcp_timewait_sock(skc);
+	struct inet_timewait_sock *tw = (struct inet_timewait_sock *)skc;
 
-	if (!tw)
-		return false;
-	r->tw_substate = tw->tw_sk.tw_substate;
-	r->tw_expires = tw->tw_sk.tw_timer.expires;
-	return true;
+	r->tw_substate = BPF_CORE_READ(tw, tw_substate);
+	r->tw_expires = BPF_CORE_READ(tw, tw_timer.expires);
 }
 
 /* Lists every TCP socket of the tracer's network namespace. */
@@ -535,8 +686,7 @@ int dump_tcp(struct bpf_iter__tcp *ctx)
 	fill_record(&r, skc);
 	r.uid = ctx->uid;
 	if (r.state == TCP_TIME_WAIT) {
-		if (!fill_timewait(&r, skc))
-			return 0;
+		fill_timewait(&r, skc);
 	} else {
 		struct tcp_sock *tp = bpf_skc_to_tcp_sock(skc);
 		if (!tp)
@@ -561,8 +711,7 @@ int dump_timewait(struct bpf_iter__tcp *ctx)
 	if (!cookie || !bpf_map_lookup_elem(&tw_wanted, &cookie))
 		return 0;
 	fill_record(&r, skc);
-	if (!fill_timewait(&r, skc))
-		return 0;
+	fill_timewait(&r, skc);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;
 }

@@ -13,6 +13,11 @@ enum event_kind {
 	EVENT_ACCEPT = 2,
 	/* close() was called on an fd that refers to a TCP socket. */
 	EVENT_CLOSE_FD = 3,
+	/* The socket sent (flags has FLAG_RESET_SENT) or received a RST. */
+	EVENT_RESET = 4,
+	/* bind() of a TCP socket failed with EADDRINUSE: saddr/sport are the
+	 * address asked for, flags has FLAG_REUSEADDR if the socket had it. */
+	EVENT_BIND_FAIL = 5,
 };
 
 /* How the owner of a socket was learned. */
@@ -30,6 +35,8 @@ enum event_flag {
 	FLAG_SOCK_ERR = 1 << 0,	    /* sk_err set: reset or timeout */
 	FLAG_ORPHAN = 1 << 1,	    /* no file refers to the socket any more */
 	FLAG_OWNER_CLOSED = 1 << 2, /* the owner closed the fd it was known by */
+	FLAG_RESET_SENT = 1 << 3,   /* EVENT_RESET: this socket sent it */
+	FLAG_REUSEADDR = 1 << 4,    /* EVENT_BIND_FAIL: the socket had SO_REUSEADDR */
 };
 
 /* Indexes of the per-CPU counters map. */
@@ -67,7 +74,8 @@ struct event {
 	__u32 pid; /* the task running when the program fired */
 	__u32 tid;
 	__s32 sk_err;
-	__s32 fd; /* the fd of an accept or close, else -1 */
+	__s32 fd;     /* the fd of an accept, close or bind, else -1 */
+	__u32 reason; /* EVENT_RESET sent: the kernel's enum sk_rst_reason */
 	__u16 family;
 	__u16 sport;
 	__u16 dport;
@@ -90,7 +98,8 @@ struct sock_record {
 	__u64 tw_expires; /* jiffies when the timewait timer fires */
 	__u64 jiffies;	  /* jiffies at the time of the walk */
 	__u32 last_rcv;	  /* jiffies (low 32 bits) when a segment last arrived */
-	__u32 pad;
+	__u8 reuse;	  /* SO_REUSEADDR (skc_reuse) */
+	__u8 pad[3];
 	__u32 netns;
 	__u32 uid;
 	__u16 family;

@@ -3,7 +3,10 @@
 package tracer
 
 import (
+	"strings"
+
 	"bytes"
+	"github.com/cilium/ebpf/btf"
 	"net/netip"
 	"time"
 	"unsafe"
@@ -54,9 +57,11 @@ func addrPort(family uint16, raw *[16]uint8, port uint16) netip.AddrPort {
 }
 
 var kindOf = [...]Kind{
-	tcptraceEventKindEVENT_STATE:    KindTransition,
-	tcptraceEventKindEVENT_ACCEPT:   KindAccept,
-	tcptraceEventKindEVENT_CLOSE_FD: KindCloseFD,
+	tcptraceEventKindEVENT_STATE:     KindTransition,
+	tcptraceEventKindEVENT_ACCEPT:    KindAccept,
+	tcptraceEventKindEVENT_CLOSE_FD:  KindCloseFD,
+	tcptraceEventKindEVENT_RESET:     KindReset,
+	tcptraceEventKindEVENT_BIND_FAIL: KindBindFail,
 }
 
 // decode fills ev from one ring-buffer record; it reports false for a record
@@ -96,5 +101,33 @@ func (t *Tracer) decode(raw []byte, ev *Event) bool {
 			Closed: r.Flags&uint8(tcptraceEventFlagFLAG_OWNER_CLOSED) != 0,
 		}
 	}
+	switch ev.Kind {
+	case KindReset:
+		ev.ResetSent = r.Flags&uint8(tcptraceEventFlagFLAG_RESET_SENT) != 0
+		if ev.ResetSent {
+			ev.ResetReason = t.resetReasons[r.Reason]
+		}
+	case KindBindFail:
+		ev.ReuseAddr = r.Flags&uint8(tcptraceEventFlagFLAG_REUSEADDR) != 0
+		ev.Owner = Owner{PID: r.Owner.Pid, Comm: t.comms.name(r.Owner.Comm), FD: r.Owner.Fd}
+	}
 	return true
+}
+
+// loadResetReasons names the kernel's reset reasons from its BTF; a kernel
+// without them gives an empty map.
+func loadResetReasons() map[uint32]string {
+	names := map[uint32]string{}
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		return names
+	}
+	var e *btf.Enum
+	if err := spec.TypeByName("sk_rst_reason", &e); err != nil {
+		return names
+	}
+	for _, v := range e.Values {
+		names[uint32(v.Value)] = strings.TrimPrefix(v.Name, "SK_RST_REASON_")
+	}
+	return names
 }

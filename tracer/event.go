@@ -84,9 +84,15 @@ const (
 	KindCloseFD
 	// KindExisting is a connection that existed when tracing started.
 	KindExisting
+	// KindReset is a RST the socket sent (ResetSent) or received.
+	KindReset
+	// KindBindFail is bind() failing with EADDRINUSE; Local is the address
+	// asked for, Owner the process and fd, PortHolders who held the port.
+	KindBindFail
 )
 
-var kindNames = [...]string{KindTransition: "transition", KindAccept: "accept", KindCloseFD: "close", KindExisting: "existing"}
+var kindNames = [...]string{KindTransition: "transition", KindAccept: "accept", KindCloseFD: "close", KindExisting: "existing",
+	KindReset: "reset", KindBindFail: "bind_fail"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -215,6 +221,16 @@ type Event struct {
 	Running  Task          `json:"running"` // the task that was on the CPU
 	// FD is the fd accept() returned or close() closed, else -1.
 	FD int32
+	// ResetReason is why the kernel sent a RST (its enum sk_rst_reason, less
+	// the SK_RST_REASON_ prefix); empty when the kernel does not say.
+	ResetReason string
+	// ResetSent tells a RST this socket sent from one it received.
+	ResetSent bool
+	// ReuseAddr: the socket of a failed bind() had SO_REUSEADDR.
+	ReuseAddr bool
+	// PortHolders are the sockets on the port when a bind() failed; nil when
+	// the port was not examined (at most one failed bind a second is).
+	PortHolders []SocketSnapshot
 	// Origin is set on accept events and on the CLOSE -> SYN_SENT of connect().
 	Origin Origin `json:"-"`
 	Owner  Owner  `json:"owner"`

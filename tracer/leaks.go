@@ -24,6 +24,10 @@ type LeakReport struct {
 	// Stuck are other closes held past the threshold: FIN_WAIT1/2, CLOSING, LAST_ACK.
 	Stuck    []StuckSocket  `json:"stuck"`
 	TimeWait TimeWaitReport `json:"time_wait"`
+	// Resets are the latest connections ended by a RST, newest first.
+	Resets []ResetClose `json:"resets"`
+	// BindFailures are the latest bind() calls that failed with EADDRINUSE.
+	BindFailures []BindFailure `json:"bind_failures"`
 }
 
 // ProcessLeak is one process's leaked sockets.
@@ -76,6 +80,8 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now tim
 	rep := LeakReport{Time: now, Threshold: threshold}
 	rep.Stuck = buildStuck(table, tl, now, threshold)
 	rep.TimeWait = buildTimeWait(table, tl, host, now)
+	rep.Resets = buildResets(tl.Resets)
+	rep.BindFailures = buildBindFailures(tl.BindFailures)
 	byPID := map[uint32]*ProcessLeak{}
 	for i := range table {
 		s := &table[i]

@@ -274,3 +274,113 @@ func TestBPFStuckFinWait2(t *testing.T) {
 		t.Errorf("why: %q", stuck.Why)
 	}
 }
+
+// TestBPFAbortiveClose: a client closes with SO_LINGER {on, 0}. Its end is
+// reported as having sent the RST, the server's as having received it.
+func TestBPFAbortiveClose(t *testing.T) {
+	r := startTracer(t, Config{})
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	client := testenv.StartPeer(t, "client", server.ListenAddr())
+	cli := client.Conn("connected")
+	srv := server.Conn("accepted")
+	client.Send("abort")
+	client.Expect("aborted")
+	sent := r.waitFor("client RST sent", 5*time.Second, func(ev *Event) bool {
+		return ev.Kind == KindReset && ev.Local == cli.Local && ev.Remote == cli.Remote
+	})
+	got := r.waitFor("server RST received", 5*time.Second, func(ev *Event) bool {
+		return ev.Kind == KindReset && ev.Local == srv.Local && ev.Remote == srv.Remote
+	})
+	if !sent.ResetSent || int(sent.Owner.PID) != cli.PID {
+		t.Errorf("client reset: sent %v owner %+v, want sent by pid %d", sent.ResetSent, sent.Owner, cli.PID)
+	}
+	if got.ResetSent || int(got.Owner.PID) != srv.PID || got.Owner.FD != srv.FD {
+		t.Errorf("server reset: sent %v owner %+v, want received by pid %d fd %d", got.ResetSent, got.Owner, srv.PID, srv.FD)
+	}
+	cl := r.waitFor("server ESTABLISHED->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateEstablished, StateClose))
+	if cl.Errno != 104 || cl.Flags&FlagError == 0 {
+		t.Errorf("server close after RST: errno %d flags %d, want ECONNRESET (104)", cl.Errno, cl.Flags)
+	}
+	rep := r.report(time.Minute)
+	var sides []string
+	for _, rc := range rep.Resets {
+		if rc.Local == cli.Local.String() || rc.Local == srv.Local.String() && rc.Remote == srv.Remote.String() {
+			sides = append(sides, fmt.Sprintf("%d:%v", rc.Owner.PID, rc.Sent))
+		}
+	}
+	slices.Sort(sides)
+	want := []string{fmt.Sprintf("%d:true", cli.PID), fmt.Sprintf("%d:false", srv.PID)}
+	slices.Sort(want)
+	if fmt.Sprint(sides) != fmt.Sprint(want) {
+		t.Errorf("report resets (owner:sent) %v, want %v", sides, want)
+	}
+}
+
+// TestBPFBindInUse: a restart that cannot bind. With only TIME_WAIT left on
+// the port, SO_REUSEADDR would have bound (and does); with a live listener it
+// would not, and the listener's process is named.
+func TestBPFBindInUse(t *testing.T) {
+	r := startTracer(t, Config{})
+
+	// The old server closes first: its end waits in TIME_WAIT on its port.
+	old := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	addr := old.ListenAddr()
+	client := testenv.StartPeer(t, "client", addr)
+	client.Expect("connected")
+	old.Expect("accepted")
+	old.Send("close")
+	old.Expect("closed")
+	client.Send("close")
+	client.Expect("closed")
+	// The server closed first, so its end (of an MPTCP listener: Go's default) enters TIME_WAIT.
+	r.waitFor("old server end in TIME_WAIT", 5*time.Second, func(ev *Event) bool {
+		return ev.Kind == KindTransition && ev.New == StateTimeWait && ev.Local.String() == addr && int(ev.Owner.PID) == old.PID
+	})
+	old.Send("exit")
+	r.waitFor("old listener gone", 5*time.Second, func(ev *Event) bool {
+		return ev.Kind == KindTransition && ev.Old == StateListen && ev.New == StateClose && ev.Local.String() == addr
+	})
+
+	restart := testenv.StartPeer(t, "bind", addr, "noreuse")
+	if f := restart.Expect("bind-error"); f[0] != "EADDRINUSE" {
+		t.Fatalf("bind without SO_REUSEADDR: %v, want EADDRINUSE", f)
+	}
+	fail := r.waitFor("bind failure", 5*time.Second, func(ev *Event) bool {
+		return ev.Kind == KindBindFail && int(ev.Owner.PID) == restart.PID
+	})
+	if fail.ReuseAddr || fail.Local.String() != addr || len(fail.PortHolders) == 0 {
+		t.Fatalf("bind failure %+v", fail)
+	}
+	rep := r.report(time.Minute)
+	var f *BindFailure
+	for i := range rep.BindFailures {
+		if int(rep.BindFailures[i].PID) == restart.PID {
+			f = &rep.BindFailures[i]
+		}
+	}
+	if f == nil || !f.ReuseAddrWouldBind || f.Holders[0].State != StateTimeWait {
+		t.Fatalf("bind failure report %+v: want TIME_WAIT holders and SO_REUSEADDR would bind", f)
+	}
+	if again := testenv.StartPeer(t, "bind", addr, "reuse"); again.Expect("bound") == nil {
+		t.Fatal("with SO_REUSEADDR the bind should succeed")
+	}
+
+	// A live listener: SO_REUSEADDR does not help, and its owner is named.
+	live := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	time.Sleep(1100 * time.Millisecond) // ports of failed binds are examined at most once a second
+	second := testenv.StartPeer(t, "bind", live.ListenAddr(), "reuse")
+	second.Expect("bind-error")
+	r.waitFor("second bind failure", 5*time.Second, func(ev *Event) bool {
+		return ev.Kind == KindBindFail && int(ev.Owner.PID) == second.PID
+	})
+	rep = r.report(time.Minute)
+	f = nil
+	for i := range rep.BindFailures {
+		if int(rep.BindFailures[i].PID) == second.PID {
+			f = &rep.BindFailures[i]
+		}
+	}
+	if f == nil || f.ReuseAddrWouldBind || !f.ReuseAddr || !strings.Contains(f.Why, fmt.Sprintf("pid %d", live.PID)) {
+		t.Errorf("bind failure beside a listener: %+v", f)
+	}
+}

@@ -84,6 +84,7 @@ func (it *iterators) snapshotOf(r *tcptraceSockRecord, at time.Time) SocketSnaps
 		Local:  addrPort(r.Family, &r.Saddr, r.Sport),
 		Remote: addrPort(r.Family, &r.Daddr, r.Dport),
 		State:  State(r.State),
+		Reuse:  r.Reuse != 0,
 	}
 	if s.State == StateTimeWait {
 		s.State = State(r.TwSubstate)

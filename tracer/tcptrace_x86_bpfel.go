@@ -31,6 +31,7 @@ type tcptraceEvent struct {
 	Tid      uint32
 	SkErr    int32
 	Fd       int32
+	Reason   uint32
 	Family   uint16
 	Sport    uint16
 	Dport    uint16
@@ -43,7 +44,6 @@ type tcptraceEvent struct {
 	Daddr    [16]uint8
 	Comm     [16]int8
 	Owner    tcptraceOwner
-	_        [4]byte
 	Origin   struct {
 		_       structs.HostLayout
 		StackId int32
@@ -58,14 +58,18 @@ const (
 	tcptraceEventFlagFLAG_SOCK_ERR     tcptraceEventFlag = 1
 	tcptraceEventFlagFLAG_ORPHAN       tcptraceEventFlag = 2
 	tcptraceEventFlagFLAG_OWNER_CLOSED tcptraceEventFlag = 4
+	tcptraceEventFlagFLAG_RESET_SENT   tcptraceEventFlag = 8
+	tcptraceEventFlagFLAG_REUSEADDR    tcptraceEventFlag = 16
 )
 
 type tcptraceEventKind uint32
 
 const (
-	tcptraceEventKindEVENT_STATE    tcptraceEventKind = 1
-	tcptraceEventKindEVENT_ACCEPT   tcptraceEventKind = 2
-	tcptraceEventKindEVENT_CLOSE_FD tcptraceEventKind = 3
+	tcptraceEventKindEVENT_STATE     tcptraceEventKind = 1
+	tcptraceEventKindEVENT_ACCEPT    tcptraceEventKind = 2
+	tcptraceEventKindEVENT_CLOSE_FD  tcptraceEventKind = 3
+	tcptraceEventKindEVENT_RESET     tcptraceEventKind = 4
+	tcptraceEventKindEVENT_BIND_FAIL tcptraceEventKind = 5
 )
 
 type tcptraceFileRecord struct {
@@ -119,6 +123,14 @@ const (
 	tcptraceOwnerSourceOWNER_SEED     tcptraceOwnerSource = 5
 )
 
+type tcptracePendingBind struct {
+	_      structs.HostLayout
+	Fd     int32
+	Family uint16
+	Port   uint16
+	Addr   [16]uint8
+}
+
 type tcptracePendingSock struct {
 	_        structs.HostLayout
 	Sk       uint64
@@ -140,7 +152,8 @@ type tcptraceSockRecord struct {
 	TwExpires  uint64
 	Jiffies    uint64
 	LastRcv    uint32
-	Pad        uint32
+	Reuse      uint8
+	Pad        [3]uint8
 	Netns      uint32
 	Uid        uint32
 	Family     uint16
@@ -160,6 +173,7 @@ const (
 	tcptraceMapEvents                 = "events"
 	tcptraceMapListeners              = "listeners"
 	tcptraceMapOwners                 = "owners"
+	tcptraceMapPendingBinds           = "pending_binds"
 	tcptraceMapPendingSocks           = "pending_socks"
 	tcptraceMapPidFilter              = "pid_filter"
 	tcptraceMapStacks                 = "stacks"
@@ -169,9 +183,13 @@ const (
 	tcptraceProgDumpTimewait          = "dump_timewait"
 	tcptraceProgHandleAccept          = "handle_accept"
 	tcptraceProgHandleAccept4         = "handle_accept4"
+	tcptraceProgHandleBindEnter       = "handle_bind_enter"
+	tcptraceProgHandleBindExit        = "handle_bind_exit"
 	tcptraceProgHandleClose           = "handle_close"
 	tcptraceProgHandleConnect         = "handle_connect"
 	tcptraceProgHandleListen          = "handle_listen"
+	tcptraceProgHandleReceiveReset    = "handle_receive_reset"
+	tcptraceProgHandleSendReset       = "handle_send_reset"
 	tcptraceProgHandleSetState        = "handle_set_state"
 	tcptraceProgHandleSetStateClassic = "handle_set_state_classic"
 	tcptraceVarFilterPids             = "filter_pids"
@@ -232,9 +250,13 @@ type tcptraceProgramSpecs struct {
 	DumpTimewait          *ebpf.ProgramSpec `ebpf:"dump_timewait"`
 	HandleAccept          *ebpf.ProgramSpec `ebpf:"handle_accept"`
 	HandleAccept4         *ebpf.ProgramSpec `ebpf:"handle_accept4"`
+	HandleBindEnter       *ebpf.ProgramSpec `ebpf:"handle_bind_enter"`
+	HandleBindExit        *ebpf.ProgramSpec `ebpf:"handle_bind_exit"`
 	HandleClose           *ebpf.ProgramSpec `ebpf:"handle_close"`
 	HandleConnect         *ebpf.ProgramSpec `ebpf:"handle_connect"`
 	HandleListen          *ebpf.ProgramSpec `ebpf:"handle_listen"`
+	HandleReceiveReset    *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
+	HandleSendReset       *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
 	HandleSetState        *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	HandleSetStateClassic *ebpf.ProgramSpec `ebpf:"handle_set_state_classic"`
 }
@@ -247,6 +269,7 @@ type tcptraceMapSpecs struct {
 	Events       *ebpf.MapSpec `ebpf:"events"`
 	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
 	Owners       *ebpf.MapSpec `ebpf:"owners"`
+	PendingBinds *ebpf.MapSpec `ebpf:"pending_binds"`
 	PendingSocks *ebpf.MapSpec `ebpf:"pending_socks"`
 	PidFilter    *ebpf.MapSpec `ebpf:"pid_filter"`
 	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
@@ -292,6 +315,7 @@ type tcptraceMaps struct {
 	Events       *ebpf.Map `ebpf:"events"`
 	Listeners    *ebpf.Map `ebpf:"listeners"`
 	Owners       *ebpf.Map `ebpf:"owners"`
+	PendingBinds *ebpf.Map `ebpf:"pending_binds"`
 	PendingSocks *ebpf.Map `ebpf:"pending_socks"`
 	PidFilter    *ebpf.Map `ebpf:"pid_filter"`
 	Stacks       *ebpf.Map `ebpf:"stacks"`
@@ -304,6 +328,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Events,
 		m.Listeners,
 		m.Owners,
+		m.PendingBinds,
 		m.PendingSocks,
 		m.PidFilter,
 		m.Stacks,
@@ -335,9 +360,13 @@ type tcptracePrograms struct {
 	DumpTimewait          *ebpf.Program `ebpf:"dump_timewait"`
 	HandleAccept          *ebpf.Program `ebpf:"handle_accept"`
 	HandleAccept4         *ebpf.Program `ebpf:"handle_accept4"`
+	HandleBindEnter       *ebpf.Program `ebpf:"handle_bind_enter"`
+	HandleBindExit        *ebpf.Program `ebpf:"handle_bind_exit"`
 	HandleClose           *ebpf.Program `ebpf:"handle_close"`
 	HandleConnect         *ebpf.Program `ebpf:"handle_connect"`
 	HandleListen          *ebpf.Program `ebpf:"handle_listen"`
+	HandleReceiveReset    *ebpf.Program `ebpf:"handle_receive_reset"`
+	HandleSendReset       *ebpf.Program `ebpf:"handle_send_reset"`
 	HandleSetState        *ebpf.Program `ebpf:"handle_set_state"`
 	HandleSetStateClassic *ebpf.Program `ebpf:"handle_set_state_classic"`
 }
@@ -349,9 +378,13 @@ func (p *tcptracePrograms) Close() error {
 		p.DumpTimewait,
 		p.HandleAccept,
 		p.HandleAccept4,
+		p.HandleBindEnter,
+		p.HandleBindExit,
 		p.HandleClose,
 		p.HandleConnect,
 		p.HandleListen,
+		p.HandleReceiveReset,
+		p.HandleSendReset,
 		p.HandleSetState,
 		p.HandleSetStateClassic,
 	)

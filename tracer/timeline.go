@@ -59,7 +59,9 @@ type SocketSnapshot struct {
 	// LastReceived is when the socket last received a segment (jiffy precision);
 	// zero when unknown.
 	LastReceived time.Time
-	Holders      []Owner
+	// Reuse is set when the socket has SO_REUSEADDR.
+	Reuse   bool
+	Holders []Owner
 }
 
 // Timeline rebuilds every connection's history from events. It does no I/O:
@@ -71,11 +73,47 @@ type Timeline struct {
 	// check due, so that TimeWaitChecks need not look at every connection.
 	held      int
 	nextCheck time.Time
+	// recent keeps closed connections a little longer: an active RST is
+	// sent just after the socket went to CLOSE.
+	recent      map[uint64]*Conn
+	recentOrder []uint64
+	// Resets and BindFailures are the latest of each, oldest first.
+	Resets       []Event
+	BindFailures []Event
+}
+
+// Bounds of what the timeline keeps of closed connections, resets and bind failures.
+const (
+	recentMax      = 4096
+	resetsMax      = 256
+	bindFailureMax = 64
+)
+
+func (t *Timeline) forget(cookie uint64) {
+	c := t.conns[cookie]
+	if c == nil {
+		return
+	}
+	delete(t.conns, cookie)
+	if len(t.recentOrder) >= recentMax {
+		delete(t.recent, t.recentOrder[0])
+		t.recentOrder = t.recentOrder[1:]
+	}
+	t.recent[cookie] = c
+	t.recentOrder = append(t.recentOrder, cookie)
+}
+
+// keep appends ev to a list bounded to max, dropping the oldest.
+func keep(list []Event, ev *Event, max int) []Event {
+	if len(list) >= max {
+		list = append(list[:0], list[1:]...)
+	}
+	return append(list, *ev)
 }
 
 // NewTimeline starts a timeline at the time tracing started.
 func NewTimeline(started time.Time) *Timeline {
-	return &Timeline{conns: make(map[uint64]*Conn), started: started}
+	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), started: started}
 }
 
 // Conn returns the connection with this cookie, or nil.
@@ -173,6 +211,21 @@ func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
 		ev.Old, ev.New = c.State, c.State
 		c.timeInOld(ev)
 		emit(ev)
+	case KindReset:
+		c := t.conns[ev.Cookie]
+		if c == nil {
+			c = t.recent[ev.Cookie]
+		}
+		if c != nil {
+			c.fill(ev)
+		}
+		ev.InOld = -1
+		t.Resets = keep(t.Resets, ev, resetsMax)
+		emit(ev)
+	case KindBindFail:
+		ev.InOld = -1
+		t.BindFailures = keep(t.BindFailures, ev, bindFailureMax)
+		emit(ev)
 	case KindExisting:
 		if c := t.conns[ev.Cookie]; c != nil {
 			// Seen since tracing started: that state is fresher, but the
@@ -223,7 +276,7 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	c.enter(ev.New, ev.Time, true)
 	emit(ev)
 	if ev.New == StateClose {
-		delete(t.conns, ev.Cookie)
+		t.forget(ev.Cookie)
 	}
 }
 
@@ -264,7 +317,7 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 			// No timewait socket: the connection really closed.
 			c.enter(StateClose, h.Time, true)
 			emit(h)
-			delete(t.conns, s.Cookie)
+			t.forget(s.Cookie)
 			return
 		}
 		t.setTimeWait(c, s)
@@ -291,7 +344,7 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 		ev.Time = s.At
 		c.timeInOld(&ev)
 		emit(&ev)
-		delete(t.conns, s.Cookie)
+		t.forget(s.Cookie)
 	case s.Substate == StateTimeWait && c.State != StateTimeWait:
 		// The peer's FIN reached an orphan: its timer restarted at TIME_WAIT's length.
 		ev.New = StateTimeWait
@@ -336,7 +389,7 @@ func (t *Timeline) FlushHeld(emit func(*Event)) {
 			c.held = nil
 			t.held--
 			emit(h)
-			delete(t.conns, cookie)
+			t.forget(cookie)
 		}
 	}
 }
@@ -367,7 +420,7 @@ func (t *Timeline) Reconcile(table []SocketSnapshot, takenAt time.Time, emit fun
 		c.timeInOld(&ev)
 		emit(&ev)
 		if want == StateClose {
-			delete(t.conns, cookie)
+			t.forget(cookie)
 			continue
 		}
 		c.enter(want, takenAt, false)

@@ -65,7 +65,10 @@ type Tracer struct {
 	closed   bool
 	classic  bool
 	// symbolizer is made on the first leak report.
-	symbolizer *Symbolizer
+	symbolizer   *Symbolizer
+	resetReasons map[uint32]string
+	// lastPortWalk limits the socket-table walks made for failed binds.
+	lastPortWalk time.Time
 	// missedRepaired is the Missed() count the last repair accounted for.
 	missedRepaired uint64
 	wanted         []uint64
@@ -138,6 +141,7 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 	}
 	t.clock = newClock()
 	t.timeline = NewTimeline(time.Now())
+	t.resetReasons = loadResetReasons()
 	return t, nil
 }
 
@@ -153,16 +157,23 @@ func (t *Tracer) attach() error {
 		return fmt.Errorf("attach tracepoint sock/inet_sock_set_state: %w", err)
 	}
 	t.links = append(t.links, l)
-	for name, prog := range map[string]*ebpf.Program{
-		"sys_enter_connect": t.objs.HandleConnect,
-		"sys_enter_listen":  t.objs.HandleListen,
-		"sys_exit_accept":   t.objs.HandleAccept,
-		"sys_exit_accept4":  t.objs.HandleAccept4,
-		"sys_enter_close":   t.objs.HandleClose,
+	for _, tp := range []struct {
+		group, name string
+		prog        *ebpf.Program
+	}{
+		{"syscalls", "sys_enter_connect", t.objs.HandleConnect},
+		{"syscalls", "sys_enter_listen", t.objs.HandleListen},
+		{"syscalls", "sys_exit_accept", t.objs.HandleAccept},
+		{"syscalls", "sys_exit_accept4", t.objs.HandleAccept4},
+		{"syscalls", "sys_enter_close", t.objs.HandleClose},
+		{"syscalls", "sys_enter_bind", t.objs.HandleBindEnter},
+		{"syscalls", "sys_exit_bind", t.objs.HandleBindExit},
+		{"tcp", "tcp_send_reset", t.objs.HandleSendReset},
+		{"tcp", "tcp_receive_reset", t.objs.HandleReceiveReset},
 	} {
-		l, err := link.Tracepoint("syscalls", name, prog, nil)
+		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
 		if err != nil {
-			return fmt.Errorf("attach tracepoint syscalls/%s: %w", name, err)
+			return fmt.Errorf("attach tracepoint %s/%s: %w", tp.group, tp.name, err)
 		}
 		t.links = append(t.links, l)
 	}
@@ -209,9 +220,7 @@ func (t *Tracer) Run(ctx context.Context, emit func(*Event), tick func()) error 
 		err := t.rd.ReadInto(&rec)
 		if err == nil {
 			t.stats.Events++
-			if t.decode(rec.RawSample, &ev) {
-				t.timeline.Apply(&ev, emit)
-			}
+			t.apply(rec.RawSample, &ev, emit)
 			if n++; n%64 != 0 {
 				continue
 			}
@@ -270,10 +279,23 @@ func (t *Tracer) drain(emit func(*Event)) error {
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
 		t.stats.Events++
-		if t.decode(rec.RawSample, &ev) {
-			t.timeline.Apply(&ev, emit)
+		t.apply(rec.RawSample, &ev, emit)
+	}
+}
+
+// apply decodes one record and feeds it to the timeline; a failed bind also
+// gets the sockets that held its port.
+func (t *Tracer) apply(raw []byte, ev *Event, emit func(*Event)) {
+	if !t.decode(raw, ev) {
+		return
+	}
+	if ev.Kind == KindBindFail && time.Since(t.lastPortWalk) >= time.Second {
+		t.lastPortWalk = time.Now()
+		if table, err := t.snapshot(); err == nil {
+			ev.PortHolders = PortHolders(table, ev.NetNS, ev.Local)
 		}
 	}
+	t.timeline.Apply(ev, emit)
 }
 
 // checkLoss reads the loss counters and, when events were missed, repairs
@@ -323,7 +345,8 @@ func (t *Tracer) readCounters() error {
 	}
 	t.stats.StateMisses = st.RecursionMisses
 	var sys uint64
-	for _, p := range []*ebpf.Program{t.objs.HandleConnect, t.objs.HandleListen, t.objs.HandleAccept, t.objs.HandleAccept4, t.objs.HandleClose} {
+	for _, p := range []*ebpf.Program{t.objs.HandleConnect, t.objs.HandleListen, t.objs.HandleAccept, t.objs.HandleAccept4,
+		t.objs.HandleClose, t.objs.HandleBindEnter, t.objs.HandleBindExit, t.objs.HandleSendReset, t.objs.HandleReceiveReset} {
 		st, err := p.Stats()
 		if err != nil {
 			return fmt.Errorf("read program stats: %w", err)

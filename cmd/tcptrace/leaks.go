@@ -155,6 +155,40 @@ func printLeakReport(w io.Writer, rep *tracer.LeakReport, st tracer.Stats) {
 	printCloseWait(w, rep)
 	printStuck(w, rep)
 	printTimeWait(w, &rep.TimeWait)
+	printAborts(w, rep)
+}
+
+func printAborts(w io.Writer, rep *tracer.LeakReport) {
+	bold := color.New(color.Bold)
+	if len(rep.Resets) > 0 {
+		fmt.Fprintf(w, "\n%s\n", bold.Sprintf("%d connections ended by RST (latest first):", len(rep.Resets)))
+		for i, r := range rep.Resets {
+			if i == maxSocketsShown {
+				fmt.Fprintf(w, "  ... and %d more\n", len(rep.Resets)-maxSocketsShown)
+				break
+			}
+			who := "-"
+			if r.Owner.Known() {
+				who = fmt.Sprintf("%d/%s", r.Owner.PID, r.Owner.Comm)
+			}
+			fmt.Fprintf(w, "  %s  %s -> %s  in %s  %s: %s\n", r.Time.Format("15:04:05"), r.Local, r.Remote, r.State, who, r.Why)
+		}
+	}
+	for _, f := range rep.BindFailures {
+		fmt.Fprintf(w, "\n%s\n", bold.Sprintf("%s  bind(%s) by pid %d (%s) fd %d failed: EADDRINUSE", f.Time.Format("15:04:05"), f.Addr, f.PID, f.Comm, f.FD))
+		for _, h := range f.Holders {
+			owners := "no process"
+			if len(h.Holders) > 0 {
+				var parts []string
+				for _, o := range h.Holders {
+					parts = append(parts, fmt.Sprintf("%d/%s fd %d", o.PID, o.Comm, o.FD))
+				}
+				owners = strings.Join(parts, ", ")
+			}
+			fmt.Fprintf(w, "  held by %-11s %s -> %s  %s  (SO_REUSEADDR %v)\n", h.State, h.Local, h.Remote, owners, h.ReuseAddr)
+		}
+		fmt.Fprintf(w, "  %s\n", f.Why)
+	}
 }
 
 func ageText(d time.Duration, atLeast bool) string {

@@ -149,6 +149,27 @@ func appendText(b []byte, ev *tracer.Event) []byte {
 	case tracer.KindExisting:
 		b = append(b, "existing "...)
 		b = append(b, paintState(ev.New)...)
+	case tracer.KindReset:
+		if ev.ResetSent {
+			b = append(b, "RST sent"...)
+			if ev.ResetReason != "" {
+				b = append(b, " ("...)
+				b = append(b, ev.ResetReason...)
+				b = append(b, ')')
+			}
+		} else {
+			b = append(b, "RST received"...)
+		}
+		b = append(b, " in "...)
+		b = append(b, paintState(ev.New)...)
+	case tracer.KindBindFail:
+		b = append(b, "bind() failed: EADDRINUSE"...)
+		if ev.ReuseAddr {
+			b = append(b, " with SO_REUSEADDR"...)
+		}
+		b = append(b, "; "...)
+		b = strconv.AppendInt(b, int64(len(ev.PortHolders)), 10)
+		b = append(b, " sockets held the port"...)
 	default:
 		b = append(b, paintState(ev.Old)...)
 		b = append(b, " -> "...)
@@ -236,6 +257,20 @@ func appendJSON(b []byte, ev *tracer.Event) []byte {
 	if ev.TimeWaitLeft > 0 {
 		b = append(b, `,"timewait_left_ns":`...)
 		b = strconv.AppendInt(b, int64(ev.TimeWaitLeft), 10)
+	}
+	switch ev.Kind {
+	case tracer.KindReset:
+		if ev.ResetSent {
+			b = append(b, `,"reset":"sent","reset_reason":`...)
+			b = appendJSONString(b, ev.ResetReason)
+		} else {
+			b = append(b, `,"reset":"received"`...)
+		}
+	case tracer.KindBindFail:
+		b = append(b, `,"reuseaddr":`...)
+		b = strconv.AppendBool(b, ev.ReuseAddr)
+		b = append(b, `,"port_holders":`...)
+		b = strconv.AppendInt(b, int64(len(ev.PortHolders)), 10)
 	}
 	return append(b, '}')
 }

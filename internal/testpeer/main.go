@@ -5,8 +5,11 @@
 //	                       and "eof FD" as peers connect and close
 //	testpeer client ADDR [N]  opens N connections (default 1), printing
 //	                       "connected FD LOCAL REMOTE" for each
+//	testpeer bind ADDR reuse|noreuse  binds a TCP socket, with or without
+//	                       SO_REUSEADDR, and prints "bound" or "bind-error ERRNO"
 //
-// Commands on stdin: "close" closes every connection; "shutdown" shuts down
+// Commands on stdin: "close" closes every connection; "abort" closes them
+// with SO_LINGER {on, 0}, which sends RST; "shutdown" shuts down
 // the sending side of each (FIN without close); "share" starts a child
 // process that holds a duplicate of every connection (as fork and fd passing
 // do) and prints "shared PID"; "exit" exits.
@@ -17,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -37,6 +41,12 @@ func main() {
 	switch os.Args[1] {
 	case "server":
 		err = p.serve(os.Args[2])
+	case "bind":
+		if len(os.Args) != 4 {
+			err = fmt.Errorf("usage: testpeer bind ADDR reuse|noreuse")
+			break
+		}
+		p.bind(os.Args[2], os.Args[3] == "reuse")
 	case "client":
 		n := 1
 		if len(os.Args) == 4 {
@@ -117,6 +127,32 @@ func (p *peer) dial(addr string) error {
 	return nil
 }
 
+// bind binds a TCP socket to addr (an IPv4 address) and keeps it open.
+func (p *peer) bind(addr string, reuse bool) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil || !ap.Addr().Is4() {
+		p.say("bind-error EINVAL")
+		return
+	}
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		p.say("bind-error %v", err)
+		return
+	}
+	if reuse {
+		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Port: int(ap.Port()), Addr: ap.Addr().As4()}); err != nil {
+		if errno, ok := err.(syscall.Errno); ok && errno == syscall.EADDRINUSE {
+			p.say("bind-error EADDRINUSE %d", fd)
+			return
+		}
+		p.say("bind-error %v", err)
+		return
+	}
+	p.say("bound %d", fd)
+}
+
 // share starts a child that inherits a duplicate of every connection.
 func (p *peer) share() (int, error) {
 	p.mu.Lock()
@@ -151,6 +187,15 @@ func (p *peer) commands() {
 			p.conns = nil
 			p.mu.Unlock()
 			p.say("closed")
+		case "abort":
+			p.mu.Lock()
+			for _, c := range p.conns {
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+			p.conns = nil
+			p.mu.Unlock()
+			p.say("aborted")
 		case "shutdown":
 			p.mu.Lock()
 			for _, c := range p.conns {
