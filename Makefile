@@ -15,7 +15,7 @@ build:
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		clang llvm libbpf-dev bpftool iproute2 clang-format gcc
+		clang llvm libbpf-dev bpftool iproute2 clang-format gcc nftables
 
 generate:
 	cd tracer && $(GO) generate ./...

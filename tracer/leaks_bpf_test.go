@@ -4,6 +4,8 @@ package tracer
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"testing"
@@ -382,5 +384,48 @@ func TestBPFBindInUse(t *testing.T) {
 	}
 	if f == nil || f.ReuseAddrWouldBind || !f.ReuseAddr || !strings.Contains(f.Why, fmt.Sprintf("pid %d", live.PID)) {
 		t.Errorf("bind failure beside a listener: %+v", f)
+	}
+}
+
+// TestBPFStuckLastAck drops, with an nftables rule on just this connection,
+// the client's ACK of the server's FIN: the server's end stays in LAST_ACK.
+func TestBPFStuckLastAck(t *testing.T) {
+	r := startTracer(t, Config{})
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	client := testenv.StartPeer(t, "client", server.ListenAddr())
+	cli := client.Conn("connected")
+	srv := server.Conn("accepted")
+	client.Send("close")
+	server.Expect("eof")
+
+	table := fmt.Sprintf("tcptrace_test_%d", os.Getpid())
+	nft := func(args ...string) {
+		if out, err := exec.Command("nft", args...).CombinedOutput(); err != nil {
+			t.Fatalf("nft %v: %v: %s", args, err, out)
+		}
+	}
+	nft("add", "table", "inet", table)
+	t.Cleanup(func() { exec.Command("nft", "delete", "table", "inet", table).Run() })
+	nft("add", "chain", "inet", table, "out", "{ type filter hook output priority 0; }")
+	nft("add", "rule", "inet", table, "out", "tcp", "sport", fmt.Sprint(cli.Local.Port()), "tcp", "dport", fmt.Sprint(cli.Remote.Port()), "drop")
+
+	server.Send("close")
+	r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateCloseWait, StateLastAck))
+	time.Sleep(1200 * time.Millisecond)
+	rep := r.report(time.Second)
+	if ss, ok := testenv.SSFind(t, srv.Local, srv.Remote); !ok || ss.State != "LAST-ACK" {
+		t.Fatalf("ss shows the server end as %+v", ss)
+	}
+	var stuck *StuckSocket
+	for i := range rep.Stuck {
+		if rep.Stuck[i].Local == srv.Local.String() && rep.Stuck[i].Remote == srv.Remote.String() {
+			stuck = &rep.Stuck[i]
+		}
+	}
+	if stuck == nil || stuck.State != StateLastAck || !stuck.Orphan || int(stuck.Owner.PID) != srv.PID || stuck.Age < time.Second || stuck.AtLeast {
+		t.Fatalf("stuck LAST_ACK: %+v", stuck)
+	}
+	if !strings.Contains(stuck.Why, "final ACK from "+srv.Remote.String()+" never came") {
+		t.Errorf("why: %q", stuck.Why)
 	}
 }

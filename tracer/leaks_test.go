@@ -74,3 +74,35 @@ func TestOriginPlace(t *testing.T) {
 		t.Errorf("stripped origin %q", got)
 	}
 }
+
+func TestTimeWaitWarning(t *testing.T) {
+	tl := NewTimeline(t0)
+	now := t0.Add(2 * time.Minute)
+	host := HostTCP{PortRange: [2]int{40000, 40099}, TwReuse: 0, MaxTwBuckets: 1000}
+	var table []SocketSnapshot
+	dst := netip.MustParseAddrPort("10.0.0.9:5432")
+	for i := 0; i < 60; i++ {
+		cookie := uint64(100 + i)
+		tl.Apply(&Event{Kind: KindTransition, Cookie: cookie, Time: t0, Old: StateClose, New: StateSynSent, Owner: Owner{PID: 7, Comm: "worker", FD: 3, Via: OwnerConnect}}, func(*Event) {})
+		tl.Apply(&Event{Kind: KindTransition, Cookie: cookie, Time: now.Add(-30 * time.Second), Old: StateFinWait2, New: StateClose}, func(*Event) {})
+		tl.ApplyTimeWait(TimeWaitSighting{Cookie: cookie, At: now.Add(-30 * time.Second), Seen: true, Substate: StateTimeWait, Expiry: now.Add(30 * time.Second)}, func(*Event) {})
+		table = append(table, SocketSnapshot{Cookie: cookie, State: StateTimeWait, Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+i)), Remote: dst})
+	}
+	rep := buildTimeWait(table, tl, host, now)
+	if rep.Total != 60 || len(rep.Routes) != 1 || !rep.Routes[0].Client || rep.Routes[0].Count != 60 {
+		t.Fatalf("report %+v", rep)
+	}
+	// 60 entries in the last minute: 1/s, 60 at steady state, past half of 100 ports.
+	if rep.Routes[0].Projected != 60 || len(rep.Warnings) != 1 || !strings.Contains(rep.Warnings[0], "10.0.0.9:5432: 60 ports in TIME_WAIT") {
+		t.Errorf("projected %d, warnings %q", rep.Routes[0].Projected, rep.Warnings)
+	}
+	if len(rep.Closers) != 1 || rep.Closers[0].PID != 7 || rep.Closers[0].Count != 60 {
+		t.Errorf("closers %+v", rep.Closers)
+	}
+	var advice = strings.Join(rep.Advice, "\n")
+	for _, want := range []string{"does not shorten it", "tcp_tw_reuse=1 (now 0)", "40000-40099", "keep-alive"} {
+		if !strings.Contains(advice, want) {
+			t.Errorf("advice lacks %q:\n%s", want, advice)
+		}
+	}
+}

@@ -72,6 +72,11 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--color", "pink"}, "invalid --color"},
 		{[]string{"--nope"}, "unknown flag"},
 		{[]string{"extra"}, "unexpected argument"},
+		{[]string{"leaks", "--threshold", "soon"}, "invalid argument"},
+		{[]string{"leaks", "--threshold", "-1s"}, "invalid --threshold"},
+		{[]string{"leaks", "--state", "CLOSE_WAIT"}, "--state does not apply"},
+		{[]string{"leaks", "--pid", "999999999"}, "no process with pid 999999999"},
+		{[]string{"leaks", "--interval", "1ms"}, "invalid --interval"},
 	} {
 		_, stderr, code := runTcptrace(t, nil, tc.args...)
 		if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "tcptrace: ") || !strings.Contains(stderr, tc.want) {
@@ -261,5 +266,78 @@ func TestBPFLeaksOnce(t *testing.T) {
 	_, stderr, code = runTcptrace(t, nil, "leaks", "--once", "--threshold", "1s", "--lport", fmt.Sprint(goodPort))
 	if code != 0 {
 		t.Errorf("leaks on a server that closes: exit %d; stderr: %s", code, stderr)
+	}
+}
+
+// TestBPFLeaksLive runs the live `leaks --json` view, then starts a server
+// that leaks: a later report names it, with the fds ss shows and the
+// function that accepted the connections.
+func TestBPFLeaksLive(t *testing.T) {
+	testenv.RequireBPF(t)
+	cmd := exec.Command(tcptraceBinary, "leaks", "--json", "--threshold", "1s", "--interval", "500ms")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	reports := make(chan tracer.LeakReport, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		sc.Buffer(nil, 16<<20)
+		for sc.Scan() {
+			var rep tracer.LeakReport
+			if err := json.Unmarshal(sc.Bytes(), &rep); err != nil {
+				t.Errorf("not a JSON report: %v", err)
+				continue
+			}
+			reports <- rep
+		}
+		close(reports)
+	}()
+	<-reports // tracing has started
+
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	for i := 0; i < 2; i++ {
+		client := testenv.StartPeer(t, "client", server.ListenAddr())
+		client.Expect("connected")
+		server.Expect("accepted")
+		client.Send("close")
+		server.Expect("eof")
+	}
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case rep, ok := <-reports:
+			if !ok {
+				t.Fatalf("tcptrace leaks exited: %s", stderr.String())
+			}
+			for _, p := range rep.Processes {
+				if int(p.PID) != server.PID {
+					continue
+				}
+				var ssFDs []int32
+				for _, s := range testenv.SSList(t) {
+					if s.State == "CLOSE-WAIT" && s.Local == server.ListenAddr() {
+						ssFDs = append(ssFDs, s.FD)
+					}
+				}
+				slices.Sort(ssFDs)
+				if fmt.Sprint(p.FDs) != fmt.Sprint(ssFDs) || p.AtLeast || len(p.Origins) != 1 || !strings.HasPrefix(p.Origins[0].Where, "main.(*peer).serve.func1") {
+					t.Errorf("report %+v; ss fds %v", p, ssFDs)
+				}
+				cmd.Process.Signal(os.Interrupt)
+				if err := cmd.Wait(); err != nil {
+					t.Errorf("after SIGINT: %v: %s", err, stderr.String())
+				}
+				return
+			}
+		case <-timeout:
+			t.Fatalf("no report named pid %d within 10s", server.PID)
+		}
 	}
 }
