@@ -188,6 +188,41 @@ static __always_inline __u64 sock_key(const void *sk)
 	return BPF_CORE_READ((struct sock_common *)sk, skc_cookie.counter);
 }
 
+/*
+ * Reserves a ring-buffer record about sk with the fields every kind shares;
+ * the caller sets the rest and submits it. NULL when the ring is full.
+ */
+static __always_inline struct event *new_event(const struct sock *sk, __u8 kind, __u64 cookie,
+					       const struct owner *owner)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count(COUNTER_RINGBUF_DROPS);
+		return NULL;
+	}
+	fill_sock(e, sk);
+	e->kind = kind;
+	e->cookie = cookie;
+	e->fd = -1;
+	e->reason = 0;
+	e->oldstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->newstate = e->oldstate;
+	e->owner = *owner;
+	e->origin.stack_id = -1;
+	e->origin.pad = 0;
+	e->origin.leaf = 0;
+	e->sk_err = 0;
+	e->flags = 0;
+	return e;
+}
+
+/* Whether the pid filter lets through the events of a socket with this owner. */
+static __always_inline bool owner_wanted(const struct owner *owner)
+{
+	return owner->source ? pid_wanted(owner->pid) : !filter_pids;
+}
+
 static __always_inline bool is_inet_tcp(const struct sock *sk)
 {
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
@@ -258,24 +293,14 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&owners, &cookie);
 
-	if (!owner.source && filter_pids)
-		return 0;
-	if (owner.source && !pid_wanted(owner.pid))
+	if (!owner_wanted(&owner))
 		return 0;
 
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(COUNTER_RINGBUF_DROPS);
+	struct event *e = new_event(sk, EVENT_STATE, cookie, &owner);
+	if (!e)
 		return 0;
-	}
-	fill_sock(e, sk);
-	e->kind = EVENT_STATE;
-	e->cookie = cookie;
-	e->fd = -1;
-	e->reason = 0;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
-	e->owner = owner;
 	e->origin = origin;
 	e->sk_err = BPF_CORE_READ(sk, sk_err);
 
@@ -412,29 +437,10 @@ static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd
 	if (!pid_wanted(pid) && !(*known && pid_wanted((*known)->pid)))
 		return NULL;
 
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(COUNTER_RINGBUF_DROPS);
-		return NULL;
-	}
-	fill_sock(e, sk);
-	e->kind = kind;
-	e->cookie = cookie;
-	e->fd = fd;
-	e->reason = 0;
-	e->oldstate = BPF_CORE_READ(sk, __sk_common.skc_state);
-	e->newstate = e->oldstate;
-	e->sk_err = 0;
-	e->flags = 0;
-	e->origin.stack_id = -1;
-	e->origin.pad = 0;
-	e->origin.leaf = 0;
-	if (*known) {
-		e->owner = **known;
-	} else {
-		struct owner none = {.fd = -1};
-		e->owner = none;
-	}
+	struct owner none = {.fd = -1};
+	struct event *e = new_event(sk, kind, cookie, *known ? *known : &none);
+	if (e)
+		e->fd = fd;
 	return e;
 }
 
@@ -512,25 +518,13 @@ static __always_inline int on_reset(const struct sock *sk, bool sent, __u32 reas
 	struct owner *known = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
 	if (known)
 		owner = *known;
-	if ((!owner.source && filter_pids) || (owner.source && !pid_wanted(owner.pid)))
+	if (!owner_wanted(&owner))
 		return 0;
 
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(COUNTER_RINGBUF_DROPS);
+	struct event *e = new_event(sk, EVENT_RESET, cookie, &owner);
+	if (!e)
 		return 0;
-	}
-	fill_sock(e, sk);
-	e->kind = EVENT_RESET;
-	e->cookie = cookie;
-	e->fd = -1;
 	e->reason = reason;
-	e->oldstate = state;
-	e->newstate = state;
-	e->owner = owner;
-	e->origin.stack_id = -1;
-	e->origin.pad = 0;
-	e->origin.leaf = 0;
 	e->sk_err = BPF_CORE_READ(sk, sk_err);
 	e->flags = sent ? FLAG_RESET_SENT : 0;
 	submit(e);
@@ -615,30 +609,15 @@ int handle_bind_exit(struct trace_event_raw_sys_exit *ctx)
 	if (!sk)
 		return 0;
 
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(COUNTER_RINGBUF_DROPS);
+	struct owner owner = {.fd = bind.fd};
+	fill_current(&owner);
+	struct event *e = new_event(sk, EVENT_BIND_FAIL, 0, &owner);
+	if (!e)
 		return 0;
-	}
-	fill_sock(e, sk);
-	e->kind = EVENT_BIND_FAIL;
-	e->cookie = 0;
 	e->fd = bind.fd;
-	e->reason = 0;
 	e->family = bind.family;
 	e->sport = bind.port;
 	__builtin_memcpy(e->saddr, bind.addr, sizeof(e->saddr));
-	e->oldstate = TCP_CLOSE;
-	e->newstate = TCP_CLOSE;
-	fill_current(&e->owner);
-	e->owner.fd = bind.fd;
-	e->owner.source = OWNER_UNKNOWN;
-	e->owner.flags = 0;
-	e->owner.pad = 0;
-	e->origin.stack_id = -1;
-	e->origin.pad = 0;
-	e->origin.leaf = 0;
-	e->sk_err = 0;
 	e->flags = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse) ? FLAG_REUSEADDR : 0;
 	submit(e);
 	return 0;

@@ -1,9 +1,12 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/pflag"
 
@@ -87,6 +90,23 @@ func (f *filterFlags) filter() (tracer.Filter, error) {
 		out.States = append(out.States, st)
 	}
 	return out, nil
+}
+
+// openTracer loads the tracer for a mode, saying when it had to fall back.
+func openTracer(pids []uint32, debug bool) (*tracer.Tracer, error) {
+	tr, err := tracer.Open(tracer.Config{PIDs: pids, Debug: debug})
+	if err != nil {
+		return nil, err
+	}
+	if tr.Classic() {
+		fmt.Fprintln(os.Stderr, "tcptrace: BTF-typed tracepoints are unavailable; using the classic tracepoint, which cannot follow connections into TIME_WAIT")
+	}
+	return tr, nil
+}
+
+// interrupted is a context that ends at Ctrl-C or SIGTERM.
+func interrupted() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
 // parseFlags parses args, turning flag errors into usage errors.

@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/fatih/color"
@@ -89,12 +87,12 @@ func runLeaks(args []string) error {
 		return err
 	}
 
-	tr, err := tracer.Open(tracer.Config{PIDs: filter.PIDs, Debug: f.debug})
+	tr, err := openTracer(filter.PIDs, f.debug)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupted()
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/signal"
-	"syscall"
 	"time"
 
 	"github.com/spf13/pflag"
@@ -85,16 +83,12 @@ func runStream(args []string) error {
 		return err
 	}
 
-	tr, err := tracer.Open(tracer.Config{PIDs: filter.PIDs, Debug: f.debug})
+	tr, err := openTracer(filter.PIDs, f.debug)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	if tr.Classic() {
-		fmt.Fprintln(os.Stderr, "tcptrace: BTF-typed tracepoints are unavailable; using the classic tracepoint, which cannot follow connections into TIME_WAIT")
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := interrupted()
 	defer stop()
 	if f.duration > 0 {
 		var cancel context.CancelFunc
