@@ -1,17 +1,21 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fatih/color"
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
 	"github.com/tcptrace/tcptrace/tracer"
 )
@@ -111,13 +115,15 @@ func runLeaks(args []string) error {
 			cancel()
 			return
 		}
-		if terminal {
-			fmt.Print("\033[H\033[2J")
-		}
-		if f.json {
+		switch {
+		case f.json:
 			b, _ := json.Marshal(rep)
 			fmt.Println(string(b))
-		} else {
+		case terminal:
+			var buf bytes.Buffer
+			printLeakReport(&buf, &rep, tr.Stats())
+			fmt.Print("\033[H\033[2J" + fitScreen(buf.String()))
+		default:
 			printLeakReport(os.Stdout, &rep, tr.Stats())
 		}
 		if f.once {
@@ -137,6 +143,28 @@ func runLeaks(args []string) error {
 }
 
 const maxSocketsShown = 10
+
+// fitScreen cuts a report to the terminal's height, so that refreshing in
+// place keeps its top in view.
+func fitScreen(report string) string {
+	ws, err := unix.IoctlGetWinsize(int(os.Stdout.Fd()), unix.TIOCGWINSZ)
+	if err != nil || ws.Row < 3 || ws.Col == 0 {
+		return report
+	}
+	lines := strings.SplitAfter(report, "\n")
+	rows := 0
+	for i, line := range lines {
+		// A line longer than the terminal is wide wraps onto more rows.
+		width := utf8.RuneCountInString(ansiEscape.ReplaceAllString(strings.TrimSuffix(line, "\n"), ""))
+		rows += max(1, (width+int(ws.Col)-1)/int(ws.Col))
+		if rows > int(ws.Row)-2 {
+			return strings.Join(lines[:i], "") + fmt.Sprintf("... %d more lines (a taller terminal, --once or --json shows all)\n", len(lines)-i)
+		}
+	}
+	return report
+}
+
+var ansiEscape = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
 func printLeakReport(w io.Writer, rep *tracer.LeakReport, st tracer.Stats) {
 	fmt.Fprintf(w, "tcptrace leaks  %s  threshold %s", rep.Time.Format("15:04:05"), tracer.FormatAge(rep.Threshold))
