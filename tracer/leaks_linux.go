@@ -14,7 +14,7 @@ import (
 // sockets in CLOSE_WAIT for longer than threshold that the filter selects.
 // Call it from Run's goroutine (from tick), or after Run returned.
 func (t *Tracer) LeakReport(threshold time.Duration, filter *Filter) (LeakReport, error) {
-	table, err := t.snapshot()
+	table, err := t.WalkTable()
 	if err != nil {
 		return LeakReport{}, err
 	}

@@ -163,9 +163,15 @@ func (t *Tracer) seed(emit func(*Event)) error {
 	if err != nil {
 		return err
 	}
+	in := Input{Kind: InputTable, Table: Table{At: t.timeline.started, Sockets: table}}
+	if err := t.feed(&in, emit); err != nil {
+		return err
+	}
 	for i := range table {
 		s := &table[i]
-		ev := Event{
+		in := Input{Kind: InputEvent}
+		ev := &in.Event
+		*ev = Event{
 			Kind: KindExisting, Time: t.timeline.started, Cookie: s.Cookie, Inode: s.Inode,
 			NetNS: s.NetNS, Local: s.Local, Remote: s.Remote, New: s.State, Source: SourceSeed,
 			Owner: Owner{FD: -1}, FD: -1,
@@ -179,7 +185,9 @@ func (t *Tracer) seed(emit func(*Event)) error {
 		if !s.TimeWaitExpiry.IsZero() {
 			ev.TimeWaitLeft = s.TimeWaitExpiry.Sub(t.timeline.started)
 		}
-		t.timeline.Apply(&ev, emit)
+		if err := t.feed(&in, emit); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -230,9 +238,12 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 	}
 	for _, cookie := range t.wanted {
 		s, seen := found[cookie]
-		t.timeline.ApplyTimeWait(TimeWaitSighting{
+		in := Input{Kind: InputTimeWait, TimeWait: TimeWaitSighting{
 			Cookie: cookie, At: at, Seen: seen, Substate: s.State, Expiry: s.TimeWaitExpiry,
-		}, emit)
+		}}
+		if err := t.feed(&in, emit); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -80,6 +80,9 @@ type Timeline struct {
 	// Resets and BindFailures are the latest of each, oldest first.
 	Resets       []Event
 	BindFailures []Event
+	// LastTable is the latest walk of the socket table; Stats the latest counts.
+	LastTable Table
+	Stats     StatsAt
 }
 
 // Bounds of what the timeline keeps of closed connections, resets and bind failures.

@@ -27,6 +27,13 @@ type Config struct {
 	// RingBufferBytes sizes the ring buffer (a power of two, at least a page);
 	// 0 means 8 MiB.
 	RingBufferBytes int
+	// Recorder, if set, gets every input before the timeline does.
+	Recorder Recorder
+}
+
+// Recorder keeps the inputs of a trace, in order.
+type Recorder interface {
+	Record(*Input) error
 }
 
 // Stats counts what the tracer read, and every event it lost or missed.
@@ -69,6 +76,8 @@ type Tracer struct {
 	resetReasons map[uint32]string
 	// lastPortWalk limits the socket-table walks made for failed binds.
 	lastPortWalk time.Time
+	// in is the input that ring-buffer records are decoded into.
+	in Input
 	// missedRepaired is the Missed() count the last repair accounted for.
 	missedRepaired uint64
 	wanted         []uint64
@@ -210,7 +219,6 @@ func (t *Tracer) Run(ctx context.Context, emit func(*Event), tick func()) error 
 	}
 	var (
 		rec          ringbuf.Record
-		ev           Event
 		nextTick     = time.Now().Add(tickEvery)
 		nextCounters = time.Now().Add(countersEvery)
 		n            uint
@@ -220,7 +228,9 @@ func (t *Tracer) Run(ctx context.Context, emit func(*Event), tick func()) error 
 		err := t.rd.ReadInto(&rec)
 		if err == nil {
 			t.stats.Events++
-			t.apply(rec.RawSample, &ev, emit)
+			if err := t.apply(rec.RawSample, emit); err != nil {
+				return err
+			}
 			if n++; n%64 != 0 {
 				continue
 			}
@@ -268,7 +278,6 @@ func (t *Tracer) finish(emit func(*Event)) error {
 // drain applies every event already in the ring buffer.
 func (t *Tracer) drain(emit func(*Event)) error {
 	var rec ringbuf.Record
-	var ev Event
 	t.rd.SetDeadline(time.Now())
 	for {
 		err := t.rd.ReadInto(&rec)
@@ -279,29 +288,61 @@ func (t *Tracer) drain(emit func(*Event)) error {
 			return fmt.Errorf("read ring buffer: %w", err)
 		}
 		t.stats.Events++
-		t.apply(rec.RawSample, &ev, emit)
+		if err := t.apply(rec.RawSample, emit); err != nil {
+			return err
+		}
 	}
+}
+
+// feed passes one input to the recorder, if any, and to the timeline.
+func (t *Tracer) feed(in *Input, emit func(*Event)) error {
+	if t.cfg.Recorder != nil {
+		if err := t.cfg.Recorder.Record(in); err != nil {
+			return fmt.Errorf("record: %w", err)
+		}
+	}
+	t.timeline.Feed(in, emit)
+	return nil
+}
+
+func discard(*Event) {}
+
+// WalkTable walks the socket and fd tables now and feeds the result to the
+// timeline (and the recorder). Call it from Run's goroutine.
+func (t *Tracer) WalkTable() ([]SocketSnapshot, error) {
+	table, err := t.snapshot()
+	if err != nil {
+		return nil, err
+	}
+	in := Input{Kind: InputTable, Table: Table{At: time.Now(), Sockets: table}}
+	return table, t.feed(&in, discard)
 }
 
 // apply decodes one record and feeds it to the timeline; a failed bind also
 // gets the sockets that held its port.
-func (t *Tracer) apply(raw []byte, ev *Event, emit func(*Event)) {
+func (t *Tracer) apply(raw []byte, emit func(*Event)) error {
+	ev := &t.in.Event
 	if !t.decode(raw, ev) {
-		return
+		return nil
 	}
+	t.in.Kind = InputEvent
 	if ev.Kind == KindBindFail && time.Since(t.lastPortWalk) >= time.Second {
 		t.lastPortWalk = time.Now()
 		if table, err := t.snapshot(); err == nil {
 			ev.PortHolders = PortHolders(table, ev.NetNS, ev.Local)
 		}
 	}
-	t.timeline.Apply(ev, emit)
+	return t.feed(&t.in, emit)
 }
 
 // checkLoss reads the loss counters and, when events were missed, repairs
 // the timeline from the kernel's socket table.
 func (t *Tracer) checkLoss(emit func(*Event)) error {
 	if err := t.readCounters(); err != nil {
+		return err
+	}
+	stats := Input{Kind: InputStats, Stats: StatsAt{At: time.Now(), Stats: t.stats}}
+	if err := t.feed(&stats, emit); err != nil {
 		return err
 	}
 	missed := t.stats.Missed()
@@ -317,11 +358,11 @@ func (t *Tracer) checkLoss(emit func(*Event)) error {
 	if err := t.drain(emit); err != nil {
 		return err
 	}
-	t.timeline.Reconcile(table, takenAt, func(ev *Event) {
+	in := Input{Kind: InputTable, Table: Table{At: takenAt, Repair: true, Sockets: table}}
+	return t.feed(&in, func(ev *Event) {
 		t.stats.Repairs++
 		emit(ev)
 	})
-	return nil
 }
 
 func (t *Tracer) readCounters() error {

@@ -1,0 +1,90 @@
+package tracer
+
+import "time"
+
+// InputKind says what an Input carries.
+type InputKind uint8
+
+const (
+	// InputEvent is an event from the kernel, or a connection found at start.
+	InputEvent InputKind = iota + 1
+	// InputTimeWait is what a walk of the timewait sockets found.
+	InputTimeWait
+	// InputTable is a walk of the socket and fd tables.
+	InputTable
+	// InputStats are the tracer's own counts of what it read and lost.
+	InputStats
+)
+
+// Table is the socket table with every socket's holders, as walked at At.
+type Table struct {
+	At time.Time
+	// Repair is set when the walk was made because events were missed: the
+	// timeline then corrects what it had wrong.
+	Repair  bool
+	Sockets []SocketSnapshot
+}
+
+// StatsAt are the tracer's counts at a moment.
+type StatsAt struct {
+	At    time.Time
+	Stats Stats
+}
+
+// Input is one thing the timeline learns. The live tracer and a recorded
+// trace produce the same inputs, and Feed turns both into the same events.
+type Input struct {
+	Kind     InputKind
+	Event    Event
+	TimeWait TimeWaitSighting
+	Table    Table
+	Stats    StatsAt
+}
+
+// Feed applies one input in order and calls emit for what it shows.
+func (t *Timeline) Feed(in *Input, emit func(*Event)) {
+	switch in.Kind {
+	case InputEvent:
+		t.Apply(&in.Event, emit)
+	case InputTimeWait:
+		t.ApplyTimeWait(in.TimeWait, emit)
+	case InputTable:
+		if in.Table.Repair {
+			t.Reconcile(in.Table.Sockets, in.Table.At, emit)
+		}
+		t.LastTable = in.Table
+	case InputStats:
+		t.Stats = in.Stats
+	}
+}
+
+// TableAt is the socket table as of the timeline's latest input: the last
+// walk, with the states and holders the timeline learned since.
+func (t *Timeline) TableAt(now time.Time) []SocketSnapshot {
+	out := make([]SocketSnapshot, 0, len(t.LastTable.Sockets))
+	seen := make(map[uint64]bool, len(t.LastTable.Sockets))
+	for _, s := range t.LastTable.Sockets {
+		seen[s.Cookie] = true
+		c := t.conns[s.Cookie]
+		if c == nil && t.recent[s.Cookie] != nil {
+			continue // closed since the walk
+		}
+		if c != nil && c.State != StateUnknown && c.lastUpdate.After(t.LastTable.At) {
+			s.State = c.State
+			s.TimeWaitExpiry = c.TimeWaitExpiry
+		}
+		out = append(out, s)
+	}
+	for cookie, c := range t.conns {
+		if seen[cookie] || c.State == StateUnknown {
+			continue
+		}
+		s := SocketSnapshot{Cookie: cookie, Inode: c.Inode, NetNS: c.NetNS, Local: c.Local, Remote: c.Remote,
+			State: c.State, TimeWaitExpiry: c.TimeWaitExpiry}
+		if c.Owner.Known() && !c.Owner.Closed && c.Owner.FD >= 0 {
+			s.Holders = []Owner{c.Owner}
+		}
+		out = append(out, s)
+	}
+	return out
+}
