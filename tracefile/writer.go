@@ -1,0 +1,259 @@
+package tracefile
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io/fs"
+	"os"
+	"time"
+
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+// Header describes a trace: where and how it was recorded.
+type Header struct {
+	Tracer   string         `json:"tracer"` // tcptrace's version
+	Hostname string         `json:"hostname"`
+	Kernel   string         `json:"kernel"`
+	Started  time.Time      `json:"started"`
+	Host     tracer.HostTCP `json:"host_tcp"`
+	// ClockOffsetNs maps the kernel's CLOCK_BOOTTIME to wall-clock time
+	// (wall = boottime + offset); event times in the file are already wall-clock.
+	ClockOffsetNs int64    `json:"clock_offset_ns"`
+	Filters       []string `json:"filters,omitempty"`
+	// Part counts files of a rotated recording, from 1.
+	Part int `json:"part"`
+}
+
+// Process is what the recorder learned of a process that owned a socket.
+type Process struct {
+	PID     uint32
+	Comm    string
+	Cmdline string
+	Start   time.Time // zero when unknown
+}
+
+// Options control a recording.
+type Options struct {
+	// Force overwrites an existing file.
+	Force bool
+	// MaxSize, when > 0, rotates to a new file past that many bytes: FILE.1
+	// is the previous file, FILE.2 the one before, up to MaxFiles of them.
+	MaxSize  int64
+	MaxFiles int
+	// Frames symbolizes the stack where a socket was created, while its process lives.
+	Frames func(tracer.Origin) []tracer.Frame
+	// Process describes a process while it lives.
+	Process func(pid uint32) Process
+}
+
+// Writer records inputs to a trace file. It is not safe for concurrent use.
+type Writer struct {
+	path   string
+	opts   Options
+	header Header
+	f      *os.File
+	bw     *bufio.Writer
+	size   int64
+	enc    encoder
+	rec    []byte
+	// Origins and processes already in the current file.
+	origins   map[originKey]bool
+	processes map[uint32]bool
+	lastTable *tracer.Table
+}
+
+type originKey struct {
+	pid   uint32
+	stack int32
+	leaf  uint64
+}
+
+// Create starts a trace file, mode 0600 (it holds addresses and command lines).
+// An existing file is an error unless opts.Force.
+func Create(path string, h Header, opts Options) (*Writer, error) {
+	w := &Writer{path: path, opts: opts, header: h}
+	if w.header.Part == 0 {
+		w.header.Part = 1
+	}
+	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
+	if opts.Force {
+		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
+	}
+	if err := w.open(flags); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil, fmt.Errorf("%s exists: choose another file or pass --force to overwrite it", path)
+		}
+		return nil, err
+	}
+	return w, nil
+}
+
+func (w *Writer) open(flags int) error {
+	f, err := os.OpenFile(w.path, flags, 0o600)
+	if err != nil {
+		return err
+	}
+	w.f, w.bw, w.size = f, bufio.NewWriterSize(f, 256<<10), 0
+	w.enc = encoder{}
+	w.origins, w.processes = map[originKey]bool{}, map[uint32]bool{}
+	start := binary.LittleEndian.AppendUint16([]byte(Magic), Version)
+	if _, err := w.bw.Write(start); err != nil {
+		return err
+	}
+	w.size += int64(len(start))
+	meta, err := json.Marshal(w.header)
+	if err != nil {
+		return err
+	}
+	w.enc.b = append(w.enc.b[:0], meta...)
+	return w.write(recHeader)
+}
+
+// write frames the encoder's payload as a record: type, length, payload, CRC-32.
+func (w *Writer) write(typ byte) error {
+	w.rec = append(w.rec[:0], typ)
+	w.rec = binary.AppendUvarint(w.rec, uint64(len(w.enc.b)))
+	w.rec = append(w.rec, w.enc.b...)
+	w.rec = binary.LittleEndian.AppendUint32(w.rec, crc32.ChecksumIEEE(w.rec))
+	n, err := w.bw.Write(w.rec)
+	w.size += int64(n)
+	w.enc.b = w.enc.b[:0]
+	return err
+}
+
+// Record appends one input, with the process and origin details it refers
+// to the first time they appear in the file.
+func (w *Writer) Record(in *tracer.Input) error {
+	if w.opts.MaxSize > 0 && w.size >= w.opts.MaxSize {
+		if err := w.rotate(); err != nil {
+			return err
+		}
+	}
+	switch in.Kind {
+	case tracer.InputEvent:
+		ev := &in.Event
+		if err := w.describe(ev); err != nil {
+			return err
+		}
+		w.enc.event(ev)
+		return w.write(recEvent)
+	case tracer.InputTimeWait:
+		s := &in.TimeWait
+		w.enc.uvarint(s.Cookie)
+		w.enc.time(s.At)
+		w.enc.bool(s.Seen)
+		w.enc.byte1(uint8(s.Substate))
+		w.enc.time(s.Expiry)
+		return w.write(recTimeWait)
+	case tracer.InputTable:
+		w.lastTable = &in.Table
+		w.enc.time(in.Table.At)
+		w.enc.bool(in.Table.Repair)
+		w.enc.uvarint(uint64(len(in.Table.Sockets)))
+		for i := range in.Table.Sockets {
+			w.enc.snapshot(&in.Table.Sockets[i])
+		}
+		return w.write(recTable)
+	case tracer.InputStats:
+		st := &in.Stats
+		w.enc.time(st.At)
+		for _, v := range statsFields(&st.Stats) {
+			w.enc.uvarint(*v)
+		}
+		return w.write(recStats)
+	}
+	return fmt.Errorf("unknown input kind %d", in.Kind)
+}
+
+// statsFields lists the counts in the order the stats record holds them.
+func statsFields(s *tracer.Stats) []*uint64 {
+	return []*uint64{&s.Events, &s.RingbufDrops, &s.StateMisses, &s.SyscallMisses, &s.OwnerMapFull,
+		&s.Repairs, &s.TimeWaitWalks, &s.Snapshots}
+}
+
+// describe records the owner's process and the event's origin stack the
+// first time the file meets them.
+func (w *Writer) describe(ev *tracer.Event) error {
+	if pid := ev.Owner.PID; ev.Owner.Known() && !w.processes[pid] && w.opts.Process != nil {
+		w.processes[pid] = true
+		p := w.opts.Process(pid)
+		w.enc.uvarint(uint64(pid))
+		w.enc.str(p.Comm)
+		w.enc.str(p.Cmdline)
+		w.enc.time(p.Start)
+		if err := w.write(recProcess); err != nil {
+			return err
+		}
+	}
+	if o := ev.Origin; o.Known() && w.opts.Frames != nil {
+		key := originKey{o.PID, o.StackID, o.Leaf}
+		if !w.origins[key] {
+			w.origins[key] = true
+			w.enc.uvarint(uint64(o.PID))
+			w.enc.varint(int64(o.StackID))
+			w.enc.uvarint(o.Leaf)
+			w.enc.frames(w.opts.Frames(o))
+			if err := w.write(recOrigin); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// Flush writes what is buffered and asks the kernel to put it on disk: a
+// crash loses at most what came after the last Flush.
+func (w *Writer) Flush() error {
+	if err := w.bw.Flush(); err != nil {
+		return err
+	}
+	return w.f.Sync()
+}
+
+// Size is the current file's size in bytes, counting what is buffered.
+func (w *Writer) Size() int64 { return w.size }
+
+// rotate closes the current file, shifts FILE.N names up, and starts a new
+// file that begins with the latest table walk, so that it stands alone.
+func (w *Writer) rotate() error {
+	if err := w.closeFile(); err != nil {
+		return err
+	}
+	keep := max(w.opts.MaxFiles, 1)
+	for i := keep; i >= 1; i-- {
+		from := w.path
+		if i > 1 {
+			from = fmt.Sprintf("%s.%d", w.path, i-1)
+		}
+		if err := os.Rename(from, fmt.Sprintf("%s.%d", w.path, i)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("rotate: %w", err)
+		}
+	}
+	w.header.Part++
+	if err := w.open(os.O_WRONLY | os.O_CREATE | os.O_TRUNC); err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	if w.lastTable != nil {
+		return w.Record(&tracer.Input{Kind: tracer.InputTable, Table: *w.lastTable})
+	}
+	return nil
+}
+
+func (w *Writer) closeFile() error {
+	if err := w.write(recEnd); err != nil {
+		return err
+	}
+	if err := w.Flush(); err != nil {
+		return err
+	}
+	return w.f.Close()
+}
+
+// Close ends the trace with its end record, which tells a reader that the
+// recording stopped cleanly.
+func (w *Writer) Close() error { return w.closeFile() }
