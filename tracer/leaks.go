@@ -131,6 +131,17 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now tim
 	return rep
 }
 
+// FilteredLeakReport builds the report for the sockets and processes the
+// filter selects.
+func FilteredLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now time.Time, threshold time.Duration, filter *Filter, origin OriginFunc) LeakReport {
+	table = slices.DeleteFunc(slices.Clone(table), func(s SocketSnapshot) bool { return !filter.MatchSocket(&s) })
+	rep := BuildLeakReport(table, tl, host, now, threshold, origin)
+	rep.Processes = slices.DeleteFunc(rep.Processes, func(p ProcessLeak) bool {
+		return (len(filter.PIDs) > 0 && !slices.Contains(filter.PIDs, p.PID)) || (filter.Comm != "" && filter.Comm != p.Comm)
+	})
+	return rep
+}
+
 // stateAge is how long a socket has been in its state: exact when tcptrace
 // saw it enter, else a lower bound from the start of tracing and from the last
 // segment it received (for CLOSE_WAIT, the peer's FIN or something later).

@@ -4,7 +4,6 @@ package tracer
 
 import (
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,20 +17,13 @@ func (t *Tracer) LeakReport(threshold time.Duration, filter *Filter) (LeakReport
 	if err != nil {
 		return LeakReport{}, err
 	}
-	table = slices.DeleteFunc(table, func(s SocketSnapshot) bool { return !filter.MatchSocket(&s) })
-	if t.symbolizer == nil {
-		t.symbolizer = NewSymbolizer()
-	}
-	rep := BuildLeakReport(table, t.timeline, readHostTCP(), time.Now(), threshold, t.originOf)
-	rep.Processes = slices.DeleteFunc(rep.Processes, func(p ProcessLeak) bool {
-		return (len(filter.PIDs) > 0 && !slices.Contains(filter.PIDs, p.PID)) || (filter.Comm != "" && filter.Comm != p.Comm)
-	})
-	return rep, nil
+	origin := func(c *Conn) []Frame { return t.OriginFrames(c.Origin) }
+	return FilteredLeakReport(table, t.timeline, ReadHostTCP(), time.Now(), threshold, filter, origin), nil
 }
 
-// readHostTCP reads the TCP sysctls that TIME_WAIT advice depends on; a value
+// ReadHostTCP reads the TCP sysctls that TIME_WAIT advice depends on; a value
 // that cannot be read stays zero.
-func readHostTCP() HostTCP {
+func ReadHostTCP() HostTCP {
 	var h HostTCP
 	read := func(name string) []int {
 		b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
@@ -57,13 +49,17 @@ func readHostTCP() HostTCP {
 	return h
 }
 
-// originOf symbolizes the stack recorded where the connection was created.
-func (t *Tracer) originOf(c *Conn) []Frame {
-	if !c.Origin.Known() {
+// OriginFrames symbolizes the stack recorded where a connection was created,
+// while its process lives. Call it from Run's goroutine.
+func (t *Tracer) OriginFrames(o Origin) []Frame {
+	if !o.Known() {
 		return nil
 	}
+	if t.symbolizer == nil {
+		t.symbolizer = NewSymbolizer()
+	}
 	var stack [127]uint64
-	if err := t.objs.Stacks.Lookup(uint32(c.Origin.StackID), &stack); err != nil {
+	if err := t.objs.Stacks.Lookup(uint32(o.StackID), &stack); err != nil {
 		return nil
 	}
 	addrs := make([]uint64, 0, 16)
@@ -73,9 +69,9 @@ func (t *Tracer) originOf(c *Conn) []Frame {
 		}
 		addrs = append(addrs, a)
 		// The wrapper's caller, which the frame-pointer walk skipped.
-		if i == 0 && c.Origin.Leaf != 0 && (len(stack) < 2 || stack[1] != c.Origin.Leaf) {
-			addrs = append(addrs, c.Origin.Leaf)
+		if i == 0 && o.Leaf != 0 && (len(stack) < 2 || stack[1] != o.Leaf) {
+			addrs = append(addrs, o.Leaf)
 		}
 	}
-	return t.symbolizer.Frames(c.Origin.PID, addrs)
+	return t.symbolizer.Frames(o.PID, addrs)
 }

@@ -38,14 +38,21 @@ func (f *filterFlags) register(fs *pflag.FlagSet) {
 	fs.StringSliceVar(&f.states, "state", nil, "only transitions from or to this state (repeatable, e.g. CLOSE_WAIT)")
 }
 
-// filter checks the flags and builds the filter; every error is a usage error.
-func (f *filterFlags) filter() (tracer.Filter, error) {
+// filter checks the flags and builds the filter for live tracing; every
+// error is a usage error.
+func (f *filterFlags) filter() (tracer.Filter, error) { return f.build(true) }
+
+// offlineFilter builds the filter for a recorded trace, whose processes need
+// not exist any more.
+func (f *filterFlags) offlineFilter() (tracer.Filter, error) { return f.build(false) }
+
+func (f *filterFlags) build(live bool) (tracer.Filter, error) {
 	var out tracer.Filter
 	for _, pid := range f.pids {
 		if pid <= 0 {
 			return out, usagef("invalid pid %d: want a positive process id", pid)
 		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+		if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); live && err != nil {
 			return out, usagef("no process with pid %d", pid)
 		}
 		out.PIDs = append(out.PIDs, uint32(pid))
@@ -109,14 +116,19 @@ func interrupted() (context.Context, context.CancelFunc) {
 	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 }
 
+// flagError makes a flag-parsing error a usage error, leaving --help alone.
+func flagError(err error) error {
+	if err == pflag.ErrHelp {
+		return err
+	}
+	return usageError{err}
+}
+
 // parseFlags parses args, turning flag errors into usage errors.
 func parseFlags(fs *pflag.FlagSet, args []string) error {
 	fs.SortFlags = false
 	if err := fs.Parse(args); err != nil {
-		if err == pflag.ErrHelp {
-			return err
-		}
-		return usageError{err}
+		return flagError(err)
 	}
 	if fs.NArg() > 0 {
 		return usagef("unexpected argument %q (see --help)", fs.Arg(0))

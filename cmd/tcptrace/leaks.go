@@ -121,10 +121,10 @@ func runLeaks(args []string) error {
 			fmt.Println(string(b))
 		case terminal:
 			var buf bytes.Buffer
-			printLeakReport(&buf, &rep, tr.Stats())
+			printLeakReport(&buf, "tcptrace leaks", &rep, tr.Stats())
 			fmt.Print("\033[H\033[2J" + fitScreen(buf.String()))
 		default:
-			printLeakReport(os.Stdout, &rep, tr.Stats())
+			printLeakReport(os.Stdout, "tcptrace leaks", &rep, tr.Stats())
 		}
 		if f.once {
 			if len(rep.Processes) > 0 {
@@ -166,8 +166,10 @@ func fitScreen(report string) string {
 
 var ansiEscape = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
-func printLeakReport(w io.Writer, rep *tracer.LeakReport, st tracer.Stats) {
-	fmt.Fprintf(w, "tcptrace leaks  %s  threshold %s", rep.Time.Format("15:04:05"), tracer.FormatAge(rep.Threshold))
+// printLeakReport writes a report under a title: "tcptrace leaks" live, the
+// trace file's name in a postmortem.
+func printLeakReport(w io.Writer, title string, rep *tracer.LeakReport, st tracer.Stats) {
+	fmt.Fprintf(w, "%s  %s  threshold %s", title, rep.Time.Format("2006-01-02 15:04:05"), tracer.FormatAge(rep.Threshold))
 	if rep.Young > 0 {
 		fmt.Fprintf(w, "  (%d younger CLOSE_WAIT sockets not shown)", rep.Young)
 	}

@@ -43,6 +43,12 @@ func run(args []string) error {
 			return runStream(args[1:])
 		case "leaks":
 			return runLeaks(args[1:])
+		case "record":
+			return runRecord(args[1:])
+		case "replay":
+			return runReplay(args[1:])
+		case "report":
+			return runReport(args[1:])
 		case "help":
 			return runStream([]string{"--help"})
 		}

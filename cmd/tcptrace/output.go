@@ -133,6 +133,12 @@ func appendText(b []byte, ev *tracer.Event) []byte {
 	b = append(b, ' ')
 	b = pad(b, formatAddr(ev.Remote), 23, true)
 	b = append(b, ' ')
+	return appendWhat(b, ev)
+}
+
+// appendWhat writes what happened: the transition, accept, close, RST or
+// failed bind, and how long the connection had been in its old state.
+func appendWhat(b []byte, ev *tracer.Event) []byte {
 	switch ev.Kind {
 	case tracer.KindAccept:
 		b = append(b, "accept() -> fd "...)

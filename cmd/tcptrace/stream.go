@@ -96,24 +96,46 @@ func runStream(args []string) error {
 		defer cancel()
 	}
 
-	out := bufio.NewWriterSize(os.Stdout, 64<<10)
-	p := newPrinter(out, f.json)
-	summary := newSummary()
+	out := newStreamOutput(os.Stdout, &filter, f.json, f.existing)
 	started := time.Now()
-	if !f.json {
-		p.header()
-	}
-	err = tr.Run(ctx, func(ev *tracer.Event) {
-		if ev.Kind == tracer.KindExisting && !f.existing {
-			return
-		}
-		if !filter.Match(ev) {
-			return
-		}
-		summary.add(ev)
-		p.print(ev)
-	}, func() { out.Flush() })
-	out.Flush()
-	summary.print(os.Stderr, tr.Stats(), time.Since(started))
+	err = tr.Run(ctx, out.emit, out.flush)
+	out.finish(tr.Stats(), time.Since(started))
 	return err
+}
+
+// streamOutput prints events as the live stream does; replay uses it too.
+type streamOutput struct {
+	w        *bufio.Writer
+	p        *printer
+	summary  *summary
+	filter   *tracer.Filter
+	existing bool
+}
+
+func newStreamOutput(w io.Writer, filter *tracer.Filter, json, existing bool) *streamOutput {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	o := &streamOutput{w: bw, p: newPrinter(bw, json), summary: newSummary(), filter: filter, existing: existing}
+	if !json {
+		o.p.header()
+	}
+	return o
+}
+
+func (o *streamOutput) emit(ev *tracer.Event) {
+	if ev.Kind == tracer.KindExisting && !o.existing {
+		return
+	}
+	if !o.filter.Match(ev) {
+		return
+	}
+	o.summary.add(ev)
+	o.p.print(ev)
+}
+
+func (o *streamOutput) flush() { o.w.Flush() }
+
+// finish flushes the stream and prints the summary to stderr.
+func (o *streamOutput) finish(st tracer.Stats, elapsed time.Duration) {
+	o.w.Flush()
+	o.summary.print(os.Stderr, st, elapsed)
 }

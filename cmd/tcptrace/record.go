@@ -1,0 +1,208 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
+
+	"github.com/tcptrace/tcptrace/tracefile"
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+const recordHelp = `tcptrace record: keep a trace for postmortems. It holds everything the live
+views know: every transition, the connections that existed at start, owners
+with their command lines, walks of the socket table, and tcptrace's own loss
+counts. Read it later, on any machine and without root, with 'tcptrace report'
+and 'tcptrace replay'.
+
+Usage:
+  sudo tcptrace record -o FILE [flags]
+
+Examples:
+  sudo tcptrace record -o web1.trace
+  sudo tcptrace record -o api.trace --pid 4242 --max-size 500M --max-files 3
+
+The file is flushed to disk every second: after a crash or kill -9 it reads up
+to the last flush. It is created with mode 0600: it holds addresses and
+command lines.
+
+Flags:
+`
+
+type recordFlags struct {
+	pids       []int
+	output     string
+	force      bool
+	maxSize    string
+	maxFiles   int
+	tableEvery time.Duration
+	duration   time.Duration
+	debug      bool
+}
+
+func (f *recordFlags) register(fs *pflag.FlagSet) {
+	fs.StringVarP(&f.output, "output", "o", "", "the trace file to write (required)")
+	fs.BoolVar(&f.force, "force", false, "overwrite the file if it exists")
+	fs.IntSliceVarP(&f.pids, "pid", "p", nil, "only sockets owned by this process (repeatable; filtered in the kernel)")
+	fs.StringVar(&f.maxSize, "max-size", "", "start a new file past this size (e.g. 500M, 2G); the old one becomes FILE.1")
+	fs.IntVar(&f.maxFiles, "max-files", 5, "with --max-size, how many old files to keep")
+	fs.DurationVar(&f.tableEvery, "table-interval", 10*time.Second, "how often to record a walk of the socket and fd tables")
+	fs.DurationVarP(&f.duration, "duration", "d", 0, "stop after this long; default: until Ctrl-C")
+	fs.BoolVar(&f.debug, "debug", false, "print the verifier's log if a program fails to load")
+}
+
+// parseSize accepts a byte count with an optional K, M or G suffix (powers of 1024).
+func parseSize(s string) (int64, error) {
+	mult := int64(1)
+	switch strings.ToUpper(s[len(s)-1:]) {
+	case "K":
+		mult = 1 << 10
+	case "M":
+		mult = 1 << 20
+	case "G":
+		mult = 1 << 30
+	}
+	if mult > 1 {
+		s = s[:len(s)-1]
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("invalid size %q: want a number of bytes, with an optional K, M or G", s)
+	}
+	return n * mult, nil
+}
+
+func runRecord(args []string) error {
+	var f recordFlags
+	fs := newFlagSet("tcptrace record", recordHelp)
+	f.register(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if f.output == "" {
+		return usagef("record needs -o FILE, the trace file to write")
+	}
+	filter, err := (&filterFlags{pids: f.pids}).filter()
+	if err != nil {
+		return err
+	}
+	var maxSize int64
+	if f.maxSize != "" {
+		if maxSize, err = parseSize(f.maxSize); err != nil {
+			return usageError{err}
+		}
+	}
+	if f.maxFiles < 1 || f.tableEvery < time.Second || f.duration < 0 {
+		return usagef("invalid --max-files, --table-interval or --duration: want at least 1 file, at least 1s, and a positive duration")
+	}
+	if err := tracer.CheckHost(); err != nil {
+		return err
+	}
+
+	var tr *tracer.Tracer
+	w, err := tracefile.Create(f.output, recordHeader(args), tracefile.Options{
+		Force: f.force, MaxSize: maxSize, MaxFiles: f.maxFiles,
+		Frames:  func(o tracer.Origin) []tracer.Frame { return tr.OriginFrames(o) },
+		Process: describeProcess,
+	})
+	if err != nil {
+		return err
+	}
+	tr, err = tracer.Open(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w})
+	if err != nil {
+		w.Close()
+		os.Remove(f.output)
+		return err
+	}
+	defer tr.Close()
+
+	ctx, stop := interrupted()
+	defer stop()
+	if f.duration > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, f.duration)
+		defer cancel()
+	}
+	started := time.Now()
+	nextFlush, nextTable := started.Add(time.Second), started.Add(f.tableEvery)
+	var events uint64
+	var tickErr error
+	err = tr.Run(ctx, func(*tracer.Event) { events++ }, func() {
+		now := time.Now()
+		if now.After(nextFlush) && tickErr == nil {
+			nextFlush = now.Add(time.Second)
+			tickErr = w.Flush()
+		}
+		if now.After(nextTable) && tickErr == nil {
+			nextTable = now.Add(f.tableEvery)
+			_, tickErr = tr.WalkTable()
+		}
+	})
+	if err == nil {
+		err = tickErr
+	}
+	// A last walk, so that the report of a finished recording is current.
+	if err == nil {
+		_, err = tr.WalkTable()
+	}
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	st := tr.Stats()
+	fmt.Fprintf(os.Stderr, "recorded %d events in %s to %s (%d bytes)\n", events, formatDuration(time.Since(started)), f.output, w.Size())
+	fmt.Fprintf(os.Stderr, "lost: %d ring-buffer drops, %d state-program recursion misses, %d syscall-program recursion misses; %d transitions repaired from the socket table\n",
+		st.RingbufDrops, st.StateMisses, st.SyscallMisses, st.Repairs)
+	return err
+}
+
+func recordHeader(args []string) tracefile.Header {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	host, _ := os.Hostname()
+	return tracefile.Header{
+		Tracer: "tcptrace", Hostname: host, Kernel: unix.ByteSliceToString(uts.Release[:]),
+		Started: time.Now(), Host: tracer.ReadHostTCP(), ClockOffsetNs: clockOffset(), Filters: args,
+	}
+}
+
+// clockOffset is wall-clock time less CLOCK_BOOTTIME, the kernel's clock.
+func clockOffset() int64 {
+	var ts unix.Timespec
+	wall := time.Now().UnixNano()
+	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return wall - ts.Nano()
+}
+
+// describeProcess reads a live process's command line and start time from /proc.
+func describeProcess(pid uint32) tracefile.Process {
+	p := tracefile.Process{PID: pid}
+	dir := fmt.Sprintf("/proc/%d/", pid)
+	if b, err := os.ReadFile(dir + "comm"); err == nil {
+		p.Comm = strings.TrimSpace(string(b))
+	}
+	if b, err := os.ReadFile(dir + "cmdline"); err == nil {
+		p.Cmdline = strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
+	}
+	// Field 22 of stat is the start time in clock ticks after boot; the
+	// command name before it may hold spaces, so count from its ')'.
+	if b, err := os.ReadFile(dir + "stat"); err == nil {
+		if i := bytes.LastIndexByte(b, ')'); i >= 0 {
+			fields := strings.Fields(string(b[i+1:]))
+			if len(fields) > 19 {
+				ticks, _ := strconv.ParseInt(fields[19], 10, 64)
+				var ts unix.Timespec
+				_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+				boot := time.Now().Add(-time.Duration(ts.Nano()))
+				p.Start = boot.Add(time.Duration(ticks) * time.Second / 100) // USER_HZ is 100 on Linux
+			}
+		}
+	}
+	return p
+}
