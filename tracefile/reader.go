@@ -1,6 +1,7 @@
 package tracefile
 
 import (
+	"bytes"
 	"bufio"
 	"encoding/binary"
 	"encoding/json"
@@ -127,14 +128,23 @@ func (rd *Reader) record() (byte, []byte, error) {
 		return 0, nil, rd.fail(fmt.Sprintf("%s claims %d bytes: the file is corrupt", recordName(typ), n), false)
 	}
 	head := binary.AppendUvarint(lenBuf[:1], n)
-	need := int(n) + 4
-	if cap(rd.buf) < len(head)+need {
-		rd.buf = make([]byte, 0, len(head)+need)
-	}
-	rd.buf = append(rd.buf[:0], head...)
-	rd.buf = rd.buf[:len(head)+need]
-	if _, err := io.ReadFull(rd.r, rd.buf[len(head):]); err != nil {
-		return 0, nil, rd.fail(truncatedMsg, true)
+	need := int64(n) + 4
+	if need <= 1<<20 {
+		total := len(head) + int(need)
+		if cap(rd.buf) < total {
+			rd.buf = make([]byte, 0, max(total, 2*cap(rd.buf)))
+		}
+		rd.buf = append(rd.buf[:0], head...)[:total]
+		if _, err := io.ReadFull(rd.r, rd.buf[len(head):]); err != nil {
+			return 0, nil, rd.fail(truncatedMsg, true)
+		}
+	} else {
+		// A large claimed length may be corruption: grow only as data comes.
+		var big bytes.Buffer
+		if got, _ := io.CopyN(&big, rd.r, need); got < need {
+			return 0, nil, rd.fail(truncatedMsg, true)
+		}
+		rd.buf = append(append(rd.buf[:0], head...), big.Bytes()...)
 	}
 	body := rd.buf[:len(rd.buf)-4]
 	if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(rd.buf[len(rd.buf)-4:]) {
