@@ -169,8 +169,11 @@ type decoder struct {
 	b    []byte
 	last int64
 	err  error
-	// strs interns strings so that steady-state decoding allocates little.
-	strs map[string]string
+	// strs interns strings so that steady-state decoding allocates little;
+	// recent holds the last few returned.
+	strs   map[string]string
+	recent [4]string
+	next   int
 }
 
 func (d *decoder) fail() {
@@ -180,7 +183,17 @@ func (d *decoder) fail() {
 	d.b = nil
 }
 
+// uvarint has a fast path, small enough to inline, for values under 128.
 func (d *decoder) uvarint() uint64 {
+	if len(d.b) == 0 || d.b[0] >= 0x80 {
+		return d.uvarintSlow()
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return uint64(v)
+}
+
+func (d *decoder) uvarintSlow() uint64 {
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
 		d.fail()
@@ -190,14 +203,10 @@ func (d *decoder) uvarint() uint64 {
 	return v
 }
 
+// varint undoes the zigzag encoding of binary.AppendVarint.
 func (d *decoder) varint() int64 {
-	v, n := binary.Varint(d.b)
-	if n <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[n:]
-	return v
+	u := d.uvarint()
+	return int64(u>>1) ^ -int64(u&1)
 }
 
 func (d *decoder) byte1() uint8 {
@@ -227,14 +236,27 @@ func (d *decoder) str() string {
 	if len(b) == 0 {
 		return ""
 	}
+	// The same few names repeat from event to event: check them first.
+	for _, s := range d.recent {
+		if s == string(b) {
+			return s
+		}
+	}
 	if s, ok := d.strs[string(b)]; ok {
+		d.remember(s)
 		return s
 	}
 	s := string(b)
 	if len(d.strs) < 65536 {
 		d.strs[s] = s
 	}
+	d.remember(s)
 	return s
+}
+
+func (d *decoder) remember(s string) {
+	d.recent[d.next%len(d.recent)] = s
+	d.next++
 }
 
 func (d *decoder) time() time.Time {

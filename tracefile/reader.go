@@ -1,11 +1,10 @@
 package tracefile
 
 import (
-	"bytes"
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/crc32"
 	"io"
@@ -33,7 +32,6 @@ type Reader struct {
 	// Ended is set when the end record was read: the recorder stopped cleanly.
 	Ended bool
 	dec   decoder
-	buf   []byte
 }
 
 // FormatError is a trace that cannot be read further; what came before the
@@ -63,14 +61,15 @@ func NewReader(r io.Reader) (*Reader, error) {
 		dec: decoder{strs: map[string]string{}},
 	}
 	start := make([]byte, len(Magic)+2)
-	if n, err := io.ReadFull(rd.r, start); err != nil {
-		if n == 0 {
-			return nil, rd.fail("the file is empty: not a tcptrace trace", false)
-		}
-		return nil, rd.fail("the file is too short to be a tcptrace trace", true)
-	}
-	if string(start[:len(Magic)]) != Magic {
+	n, err := io.ReadFull(rd.r, start)
+	magic := start[:min(n, len(Magic))]
+	switch {
+	case n == 0:
+		return nil, rd.fail("the file is empty: not a tcptrace trace", false)
+	case string(magic) != Magic[:len(magic)]:
 		return nil, rd.fail("not a tcptrace trace (it does not start with \"tcptrace\")", false)
+	case err != nil:
+		return nil, rd.fail("the file is too short to be a tcptrace trace", true)
 	}
 	if v := binary.LittleEndian.Uint16(start[len(Magic):]); v != Version {
 		return nil, rd.fail(fmt.Sprintf("trace format version %d; this tcptrace reads version %d", v, Version), false)
@@ -107,51 +106,47 @@ func (rd *Reader) fail(msg string, truncated bool) error {
 const truncatedMsg = "the trace ends in the middle of a record: the recorder stopped without closing it (killed, or the machine lost power)"
 
 // record reads one framed record and checks its CRC; Offset moves past it.
+// The payload it returns is valid until the next call.
 func (rd *Reader) record() (byte, []byte, error) {
-	typ, err := rd.r.ReadByte()
-	if err == io.EOF {
-		return 0, nil, io.EOF
-	}
-	if err != nil {
+	hdr, err := rd.r.Peek(1 + binary.MaxVarintLen64)
+	if len(hdr) == 0 {
+		if err == io.EOF {
+			return 0, nil, io.EOF
+		}
 		return 0, nil, rd.fail(err.Error(), false)
 	}
-	var lenBuf [binary.MaxVarintLen64]byte
-	lenBuf[0] = typ
-	n, err := binary.ReadUvarint(rd.r)
-	if err != nil {
-		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-			return 0, nil, rd.fail(truncatedMsg, true)
-		}
+	typ := hdr[0]
+	n, k := binary.Uvarint(hdr[1:])
+	switch {
+	case k == 0:
+		return 0, nil, rd.fail(truncatedMsg, true)
+	case k < 0:
 		return 0, nil, rd.fail("bad record length", false)
-	}
-	if n > maxRecord {
+	case n > maxRecord:
 		return 0, nil, rd.fail(fmt.Sprintf("%s claims %d bytes: the file is corrupt", recordName(typ), n), false)
 	}
-	head := binary.AppendUvarint(lenBuf[:1], n)
-	need := int64(n) + 4
-	if need <= 1<<20 {
-		total := len(head) + int(need)
-		if cap(rd.buf) < total {
-			rd.buf = make([]byte, 0, max(total, 2*cap(rd.buf)))
-		}
-		rd.buf = append(rd.buf[:0], head...)[:total]
-		if _, err := io.ReadFull(rd.r, rd.buf[len(head):]); err != nil {
+	total := 1 + k + int(n) + 4
+	var buf []byte
+	if total <= rd.r.Size() {
+		// In place, without a copy.
+		if buf, err = rd.r.Peek(total); err != nil {
 			return 0, nil, rd.fail(truncatedMsg, true)
 		}
+		rd.r.Discard(total)
 	} else {
 		// A large claimed length may be corruption: grow only as data comes.
 		var big bytes.Buffer
-		if got, _ := io.CopyN(&big, rd.r, need); got < need {
+		if got, _ := io.CopyN(&big, rd.r, int64(total)); got < int64(total) {
 			return 0, nil, rd.fail(truncatedMsg, true)
 		}
-		rd.buf = append(append(rd.buf[:0], head...), big.Bytes()...)
+		buf = big.Bytes()
 	}
-	body := rd.buf[:len(rd.buf)-4]
-	if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(rd.buf[len(rd.buf)-4:]) {
+	body := buf[:total-4]
+	if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(buf[total-4:]) {
 		return 0, nil, rd.fail(fmt.Sprintf("%s fails its checksum: the file is corrupt", recordName(typ)), false)
 	}
-	rd.Offset += int64(len(rd.buf))
-	return typ, body[len(head):], nil
+	rd.Offset += int64(total)
+	return typ, body[1+k:], nil
 }
 
 // Next reads the next input. It returns io.EOF at the end of the file;

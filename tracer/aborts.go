@@ -46,7 +46,7 @@ func buildResets(events []Event) []ResetClose {
 	for i := len(events) - 1; i >= 0; i-- {
 		ev := &events[i]
 		r := ResetClose{
-			Time: ev.Time, Conn: ev.Cookie, Local: ev.Local.String(), Remote: ev.Remote.String(),
+			Time: ev.Time, Conn: ev.Cookie, Local: Endpoint(ev.Local), Remote: Endpoint(ev.Remote),
 			State: ev.Old, Sent: ev.ResetSent, Reason: ev.ResetReason, Owner: ev.Owner,
 		}
 		switch {
@@ -108,11 +108,11 @@ func buildBindFailures(events []Event) []BindFailure {
 		ev := &events[i]
 		f := BindFailure{
 			Time: ev.Time, PID: ev.Owner.PID, Comm: ev.Owner.Comm, FD: ev.Owner.FD,
-			Addr: ev.Local.String(), ReuseAddr: ev.ReuseAddr,
+			Addr: Endpoint(ev.Local), ReuseAddr: ev.ReuseAddr,
 		}
 		var listeners, withoutReuse []PortHolder
 		for _, s := range ev.PortHolders {
-			h := PortHolder{State: s.State, Local: s.Local.String(), Remote: s.Remote.String(), ReuseAddr: s.Reuse, Holders: s.Holders}
+			h := PortHolder{State: s.State, Local: Endpoint(s.Local), Remote: Endpoint(s.Remote), ReuseAddr: s.Reuse, Holders: s.Holders}
 			f.Holders = append(f.Holders, h)
 			switch {
 			case s.State == StateListen:

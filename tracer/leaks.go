@@ -95,7 +95,7 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now tim
 			continue
 		}
 		sock := LeakedSocket{
-			Conn: s.Cookie, Inode: s.Inode, Local: s.Local.String(), Remote: s.Remote.String(),
+			Conn: s.Cookie, Inode: s.Inode, Local: Endpoint(s.Local), Remote: Endpoint(s.Remote),
 			Age: age, AtLeast: atLeast, Holders: s.Holders,
 		}
 		if c != nil && origin != nil {
@@ -244,6 +244,14 @@ func isLibraryFrame(f Frame) bool {
 	return pkg != "main" && !strings.Contains(first, ".")
 }
 
+// Endpoint writes an address for people: "-" when there is none.
+func Endpoint(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return "-"
+	}
+	return ap.String()
+}
+
 func plural(n int, one, many string) string {
 	if n == 1 {
 		return fmt.Sprintf("%d %s", n, one)
@@ -260,12 +268,16 @@ func (p *ProcessLeak) explain() (verdict, advice string) {
 	if p.AtLeast {
 		age = "at least " + age
 	}
-	verdict = fmt.Sprintf("pid %d (%s) never closed %s after %s closed them; oldest %s",
-		p.PID, p.Comm, plural(p.Count, "connection", "connections"), who, age)
+	them := "them"
+	if p.Count == 1 {
+		them = "it"
+	}
+	verdict = fmt.Sprintf("pid %d (%s) never closed %s after %s closed %s; oldest %s",
+		p.PID, p.Comm, plural(p.Count, "connection", "connections"), who, them, age)
 	advice = fmt.Sprintf("CLOSE_WAIT ends only when the program calls close(): in pid %d, close each connection "+
 		"as soon as a read returns end of file (0 bytes, io.EOF) and on every error path", p.PID)
 	if len(p.Origins) > 0 && !strings.HasPrefix(p.Origins[0].Where, "unknown") {
-		advice += fmt.Sprintf("; %d of them were created in %s", p.Origins[0].Count, p.Origins[0].Where)
+		advice += fmt.Sprintf("; %s created in %s", plural(p.Origins[0].Count, "was", "were"), p.Origins[0].Where)
 	}
 	return verdict, advice
 }

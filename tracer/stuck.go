@@ -48,7 +48,7 @@ func buildStuck(table []SocketSnapshot, tl *Timeline, now time.Time, threshold t
 			continue
 		}
 		st := StuckSocket{
-			Conn: s.Cookie, State: s.State, Local: s.Local.String(), Remote: s.Remote.String(),
+			Conn: s.Cookie, State: s.State, Local: Endpoint(s.Local), Remote: Endpoint(s.Remote),
 			Age: age, AtLeast: atLeast, Holders: s.Holders, Orphan: len(s.Holders) == 0,
 		}
 		if c != nil {

@@ -189,7 +189,7 @@ func printLeakReport(w io.Writer, title string, rep *tracer.LeakReport, st trace
 func printAborts(w io.Writer, rep *tracer.LeakReport) {
 	bold := color.New(color.Bold)
 	if len(rep.Resets) > 0 {
-		fmt.Fprintf(w, "\n%s\n", bold.Sprintf("%d connections ended by RST (latest first):", len(rep.Resets)))
+		fmt.Fprintf(w, "\n%s\n", bold.Sprintf("%s ended by RST (latest first):", countOf(len(rep.Resets), "connection", "connections")))
 		for i, r := range rep.Resets {
 			if i == maxSocketsShown {
 				fmt.Fprintf(w, "  ... and %d more\n", len(rep.Resets)-maxSocketsShown)
@@ -230,7 +230,7 @@ func printStuck(w io.Writer, rep *tracer.LeakReport) {
 	if len(rep.Stuck) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n%s\n", color.New(color.Bold).Sprintf("%d closes stuck for %s or more:", len(rep.Stuck), tracer.FormatAge(rep.Threshold)))
+	fmt.Fprintf(w, "\n%s\n", color.New(color.Bold).Sprintf("%s stuck for %s or more:", countOf(len(rep.Stuck), "close", "closes"), tracer.FormatAge(rep.Threshold)))
 	for i, s := range rep.Stuck {
 		if i == maxSocketsShown {
 			fmt.Fprintf(w, "  ... and %d more\n", len(rep.Stuck)-maxSocketsShown)
@@ -251,8 +251,8 @@ func printStuck(w io.Writer, rep *tracer.LeakReport) {
 }
 
 func printTimeWait(w io.Writer, tw *tracer.TimeWaitReport) {
-	fmt.Fprintf(w, "\n%s %d sockets; %.1f new/s, about %d at steady state; ephemeral ports %d-%d, tcp_tw_reuse=%d\n",
-		color.New(color.Bold).Sprint("TIME_WAIT:"), tw.Total, tw.Rate, tw.Projected, tw.PortRange[0], tw.PortRange[1], tw.TwReuse)
+	fmt.Fprintf(w, "\n%s %s; %.2f new/s, about %d at steady state; ephemeral ports %d-%d, tcp_tw_reuse=%d\n",
+		color.New(color.Bold).Sprint("TIME_WAIT:"), countOf(tw.Total, "socket", "sockets"), tw.Rate, tw.Projected, tw.PortRange[0], tw.PortRange[1], tw.TwReuse)
 	for i, r := range tw.Routes {
 		if i == 5 {
 			fmt.Fprintf(w, "  ... and %d more destinations\n", len(tw.Routes)-5)
@@ -262,7 +262,7 @@ func printTimeWait(w io.Writer, tw *tracer.TimeWaitReport) {
 		if r.Client {
 			side = "this host connected"
 		}
-		fmt.Fprintf(w, "  %6d  %s -> %s  (%s; %.1f/s)\n", r.Count, r.Local, r.Remote, side, r.Rate)
+		fmt.Fprintf(w, "  %6d  %s -> %s  (%s; %.2f/s)\n", r.Count, r.Local, r.Remote, side, r.Rate)
 	}
 	for i, c := range tw.Closers {
 		if i == 5 {
@@ -319,6 +319,13 @@ func printCloseWait(w io.Writer, rep *tracer.LeakReport) {
 			fmt.Fprintf(w, "    %-24s <- %-24s %8s  held by %s\n", s.Local, s.Remote, age, strings.Join(holders, ", "))
 		}
 	}
+}
+
+func countOf(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func joinFDs(fds []int32) string {

@@ -157,7 +157,7 @@ func runReport(args []string) error {
 			b, _ := json.Marshal(rep)
 			fmt.Println(string(b))
 		} else {
-			printLeakReport(os.Stdout, "tcptrace report "+path+" as of", &rep, tl.Stats.Stats)
+			printLeakReport(os.Stdout, "tcptrace report "+path, &rep, tl.Stats.Stats)
 		}
 	}
 	return tf.finish(readErr)

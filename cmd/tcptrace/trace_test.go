@@ -1,0 +1,284 @@
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tracefile"
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+var g0 = time.Date(2026, 11, 21, 3, 0, 0, 0, time.UTC)
+
+// goldenTrace writes a small trace by hand: a server that leaks one
+// connection, a client left in TIME_WAIT, a RST and a failed bind.
+func goldenTrace(t *testing.T) string {
+	path := filepath.Join(t.TempDir(), "golden.trace")
+	w, err := tracefile.Create(path, tracefile.Header{Tracer: "tcptrace", Hostname: "web1", Kernel: "6.18", Started: g0,
+		Host: tracer.HostTCP{PortRange: [2]int{32768, 60999}, TwReuse: 2, MaxTwBuckets: 131072}},
+		tracefile.Options{Frames: func(o tracer.Origin) []tracer.Frame {
+			return []tracer.Frame{{Addr: 0x4a1000, Func: "net.(*TCPListener).Accept", File: "/go/src/net/tcpsock.go", Line: 380},
+				{Addr: 0x4b2000, Func: "main.serve", File: "/src/api/main.go", Line: 88}}
+		}, Process: func(pid uint32) tracefile.Process {
+			return tracefile.Process{PID: pid, Comm: "api", Cmdline: "/srv/api --port 8080", Start: g0.Add(-time.Hour)}
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := netip.MustParseAddrPort("10.0.0.1:8080")
+	cli := netip.MustParseAddrPort("10.0.0.9:40000")
+	api := tracer.Owner{PID: 4242, Comm: "api", FD: -1, Via: tracer.OwnerListener}
+	acc := tracer.Owner{PID: 4242, Comm: "api", FD: 7, Via: tracer.OwnerAccept}
+	curl := tracer.Owner{PID: 77, Comm: "curl", FD: 3, Via: tracer.OwnerConnect}
+	ev := func(at time.Duration, cookie uint64, kind tracer.Kind, local, remote netip.AddrPort, old, new tracer.State, owner tracer.Owner) tracer.Input {
+		return tracer.Input{Kind: tracer.InputEvent, Event: tracer.Event{Kind: kind, Time: g0.Add(at), Cookie: cookie, Inode: cookie + 1000,
+			Local: local, Remote: remote, Old: old, New: new, Owner: owner, FD: -1, Origin: tracer.Origin{StackID: -1}}}
+	}
+	listener := netip.MustParseAddrPort("10.0.0.1:8080")
+	ins := []tracer.Input{
+		{Kind: tracer.InputTable, Table: tracer.Table{At: g0, Sockets: []tracer.SocketSnapshot{
+			{Cookie: 1, Inode: 1001, Local: listener, State: tracer.StateListen, Reuse: true, Holders: []tracer.Owner{{PID: 4242, Comm: "api", FD: 5, Via: tracer.OwnerSeed}}}}}},
+		ev(0, 1, tracer.KindExisting, listener, netip.AddrPort{}, tracer.StateListen, tracer.StateListen, tracer.Owner{PID: 4242, Comm: "api", FD: 5, Via: tracer.OwnerSeed}),
+		ev(time.Second, 2, tracer.KindTransition, srv, cli, tracer.StateListen, tracer.StateSynRecv, api),
+		ev(time.Second+100*time.Microsecond, 2, tracer.KindTransition, srv, cli, tracer.StateSynRecv, tracer.StateEstablished, tracer.Owner{}),
+	}
+	accept := ev(time.Second+200*time.Microsecond, 2, tracer.KindAccept, srv, cli, tracer.StateEstablished, tracer.StateEstablished, acc)
+	accept.Event.FD = 7
+	accept.Event.Origin = tracer.Origin{StackID: 1, Leaf: 0x4b2000, PID: 4242}
+	ins = append(ins, accept,
+		ev(2*time.Second, 2, tracer.KindTransition, srv, cli, tracer.StateEstablished, tracer.StateCloseWait, tracer.Owner{}),
+		ev(3*time.Second, 3, tracer.KindTransition, netip.AddrPort{}, netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateClose, tracer.StateSynSent, curl),
+		ev(3*time.Second+time.Millisecond, 3, tracer.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateSynSent, tracer.StateEstablished, tracer.Owner{}),
+		ev(4*time.Second, 3, tracer.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateEstablished, tracer.StateFinWait1, tracer.Owner{}),
+		ev(4*time.Second+time.Millisecond, 3, tracer.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateFinWait1, tracer.StateFinWait2, tracer.Owner{}),
+		ev(4*time.Second+2*time.Millisecond, 3, tracer.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateFinWait2, tracer.StateClose, tracer.Owner{}),
+		tracer.Input{Kind: tracer.InputTimeWait, TimeWait: tracer.TimeWaitSighting{Cookie: 3, At: g0.Add(4100 * time.Millisecond), Seen: true,
+			Substate: tracer.StateTimeWait, Expiry: g0.Add(64*time.Second + 2*time.Millisecond)}},
+	)
+	reset := ev(5*time.Second, 4, tracer.KindReset, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.7:41000"), tracer.StateEstablished, tracer.StateEstablished, acc)
+	reset.Event.ResetSent, reset.Event.ResetReason = true, "TCP_ABORT_ON_CLOSE"
+	bind := ev(6*time.Second, 0, tracer.KindBindFail, listener, netip.AddrPort{}, tracer.StateClose, tracer.StateClose, tracer.Owner{PID: 5000, Comm: "api", FD: 3})
+	bind.Event.PortHolders = []tracer.SocketSnapshot{{Cookie: 1, Local: listener, State: tracer.StateListen, Reuse: true, Holders: []tracer.Owner{{PID: 4242, Comm: "api", FD: 5}}}}
+	ins = append(ins, reset, bind,
+		tracer.Input{Kind: tracer.InputTable, Table: tracer.Table{At: g0.Add(40 * time.Second), Sockets: []tracer.SocketSnapshot{
+			{Cookie: 1, Inode: 1001, Local: listener, State: tracer.StateListen, Reuse: true, Holders: []tracer.Owner{{PID: 4242, Comm: "api", FD: 5}}},
+			{Cookie: 2, Inode: 1002, Local: srv, Remote: cli, State: tracer.StateCloseWait, Holders: []tracer.Owner{{PID: 4242, Comm: "api", FD: 7}}},
+			{Cookie: 3, Local: netip.MustParseAddrPort("10.0.0.1:50000"), Remote: netip.MustParseAddrPort("10.0.0.2:443"), State: tracer.StateTimeWait, TimeWaitExpiry: g0.Add(64 * time.Second)},
+		}}},
+		tracer.Input{Kind: tracer.InputStats, Stats: tracer.StatsAt{At: g0.Add(40 * time.Second), Stats: tracer.Stats{Events: 11}}},
+	)
+	for i := range ins {
+		if err := w.Record(&ins[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// golden compares a command's output with testdata/NAME, or rewrites it with -update.
+func golden(t *testing.T, name, got string) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if got != string(want) {
+		t.Errorf("%s differs from %s:\n%s", name, path, got)
+	}
+}
+
+func runOffline(t *testing.T, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(tcptraceBinary, args...)
+	cmd.Env = append(os.Environ(), "TZ=UTC", "NO_COLOR=1")
+	var o, e strings.Builder
+	cmd.Stdout, cmd.Stderr = &o, &e
+	err := cmd.Run()
+	code := 0
+	if exit, ok := err.(*exec.ExitError); ok {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return o.String(), e.String(), code
+}
+
+// TestGolden replays and reports a hand-made trace; no root needed.
+func TestGolden(t *testing.T) {
+	path := goldenTrace(t)
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{"replay.golden", []string{"replay", path, "--existing"}},
+		{"replay-json.golden", []string{"replay", path, "--json", "--port", "8080"}},
+		{"report.golden", []string{"report", path, "--threshold", "30s"}},
+		{"report-at.golden", []string{"report", path, "--at", "03:00:03", "--threshold", "0s"}},
+		{"timelines.golden", []string{"report", path, "--timelines"}},
+	} {
+		out, stderr, code := runOffline(t, tc.args...)
+		if code != 0 {
+			t.Errorf("%v: exit %d: %s", tc.args, code, stderr)
+		}
+		golden(t, tc.name, strings.ReplaceAll(out, path, "TRACE"))
+	}
+}
+
+func TestTraceBadInput(t *testing.T) {
+	path := goldenTrace(t)
+	data, _ := os.ReadFile(path)
+	dir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, b, 0o600)
+		return p
+	}
+	corrupt := append([]byte(nil), data...)
+	corrupt[len(corrupt)/2] ^= 0x55
+	cut := write("cut", data[:len(data)-30])
+	for _, tc := range []struct {
+		path     string
+		code     int
+		stderrRe string
+	}{
+		{write("corrupt", corrupt), 1, "corrupt: byte "},
+		{write("text", []byte("hello\n")), 1, "not a tcptrace trace"},
+		{write("v9", append([]byte("tcptrace"), 9, 0)), 1, "version 9"},
+		{cut, 0, "ends in the middle of a record"},
+		{filepath.Join(dir, "missing"), 1, "no such file"},
+	} {
+		_, stderr, code := runOffline(t, "report", tc.path)
+		if code != tc.code || !strings.Contains(stderr, tc.stderrRe) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("report %s: exit %d, stderr %q; want exit %d and one line with %q", filepath.Base(tc.path), code, stderr, tc.code, tc.stderrRe)
+		}
+	}
+	for _, args := range [][]string{{"report"}, {"report", path, "--at", "yesterday"}, {"report", path, "--conn", "x"}, {"record"}, {"record", "-o", "x", "--max-size", "lots"}} {
+		if _, stderr, code := runOffline(t, args...); code != 2 || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%v: exit %d, stderr %q; want exit 2", args, code, stderr)
+		}
+	}
+}
+
+// leakFDs is what a report says of one process: pid, comm, fds, count.
+func leakFDs(t *testing.T, out string, pid int) string {
+	t.Helper()
+	var rep tracer.LeakReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("not a JSON report: %v\n%s", err, out)
+	}
+	for _, p := range rep.Processes {
+		if int(p.PID) == pid {
+			return fmt.Sprintf("%d %s %v %d", p.PID, p.Comm, p.FDs, p.Count)
+		}
+	}
+	return "absent"
+}
+
+// TestBPFRecordReport: a trace recorded while a server leaks gives, through
+// report, the leak report that leaks --once gives live.
+func TestBPFRecordReport(t *testing.T) {
+	testenv.RequireBPF(t)
+	trace := filepath.Join(t.TempDir(), "leak.trace")
+	rec := exec.Command(tcptraceBinary, "record", "-o", trace, "--duration", "4s")
+	var recErr strings.Builder
+	rec.Stderr = &recErr
+	if err := rec.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	for i := 0; i < 3; i++ {
+		client := testenv.StartPeer(t, "client", server.ListenAddr())
+		client.Expect("connected")
+		server.Expect("accepted")
+		client.Send("close")
+		server.Expect("eof")
+	}
+	if err := rec.Wait(); err != nil {
+		t.Fatalf("record: %v: %s", err, recErr.String())
+	}
+	port := fmt.Sprint(netip.MustParseAddrPort(server.ListenAddr()).Port())
+	live, stderr, code := runTcptrace(t, nil, "leaks", "--once", "--json", "--threshold", "1s", "--lport", port)
+	if code != exitLeaks {
+		t.Fatalf("leaks --once: exit %d: %s", code, stderr)
+	}
+	report, stderr, code := runOffline(t, "report", trace, "--json", "--threshold", "1s", "--lport", port)
+	if code != 0 {
+		t.Fatalf("report: exit %d: %s", code, stderr)
+	}
+	want := leakFDs(t, live, server.PID)
+	if got := leakFDs(t, report, server.PID); got != want || want == "absent" {
+		t.Errorf("report says %q, leaks --once said %q", got, want)
+	}
+	if st, _ := os.Stat(trace); st.Mode().Perm() != 0o600 {
+		t.Errorf("trace mode %v", st.Mode().Perm())
+	}
+	// The recorded origin names the accepting function without the process.
+	var rep tracer.LeakReport
+	json.Unmarshal([]byte(report), &rep)
+	for _, p := range rep.Processes {
+		if int(p.PID) == server.PID && (len(p.Origins) != 1 || !strings.HasPrefix(p.Origins[0].Where, "main.(*peer).serve.func1")) {
+			t.Errorf("origins from the trace: %+v", p.Origins)
+		}
+	}
+}
+
+// TestBPFRecordKilled: after kill -9 of the recorder, report reads the file
+// up to the last flush and says where it ended.
+func TestBPFRecordKilled(t *testing.T) {
+	testenv.RequireBPF(t)
+	trace := filepath.Join(t.TempDir(), "killed.trace")
+	rec := exec.Command(tcptraceBinary, "record", "-o", trace)
+	if err := rec.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer rec.Process.Kill()
+	time.Sleep(time.Second)
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	client := testenv.StartPeer(t, "client", server.ListenAddr())
+	cli := client.Conn("connected")
+	server.Expect("accepted")
+	client.Send("close")
+	server.Expect("eof")
+	time.Sleep(1500 * time.Millisecond) // past a flush
+	rec.Process.Signal(syscall.SIGKILL)
+	rec.Wait()
+
+	out, stderr, code := runOffline(t, "replay", trace, "--json", "--lport", fmt.Sprint(cli.Remote.Port()))
+	if code != 0 || !(strings.Contains(stderr, "no end record") || strings.Contains(stderr, "ends in the middle of a record")) {
+		t.Fatalf("replay of a killed recording: exit %d, stderr %q", code, stderr)
+	}
+	var states []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var m map[string]any
+		if json.Unmarshal([]byte(line), &m) == nil && m["type"] == "transition" && m["remote"] == cli.Local.String() {
+			states = append(states, m["new"].(string))
+		}
+	}
+	if !slices.Contains(states, "CLOSE_WAIT") {
+		t.Errorf("the server end's transitions before the kill are missing: %v\n%s", states, stderr)
+	}
+}
