@@ -108,7 +108,8 @@ const truncatedMsg = "the trace ends in the middle of a record: the recorder sto
 // record reads one framed record and checks its CRC; Offset moves past it.
 // The payload it returns is valid until the next call.
 func (rd *Reader) record() (byte, []byte, error) {
-	hdr, err := rd.r.Peek(1 + binary.MaxVarintLen64)
+	// Whatever is buffered, so that most records need no second look.
+	hdr, err := rd.r.Peek(max(1+binary.MaxVarintLen64, rd.r.Buffered()))
 	if len(hdr) == 0 {
 		if err == io.EOF {
 			return 0, nil, io.EOF
@@ -127,13 +128,17 @@ func (rd *Reader) record() (byte, []byte, error) {
 	}
 	total := 1 + k + int(n) + 4
 	var buf []byte
-	if total <= rd.r.Size() {
+	switch {
+	case total <= len(hdr):
+		buf = hdr[:total]
+		rd.r.Discard(total)
+	case total <= rd.r.Size():
 		// In place, without a copy.
 		if buf, err = rd.r.Peek(total); err != nil {
 			return 0, nil, rd.fail(truncatedMsg, true)
 		}
 		rd.r.Discard(total)
-	} else {
+	default:
 		// A large claimed length may be corruption: grow only as data comes.
 		var big bytes.Buffer
 		if got, _ := io.CopyN(&big, rd.r, int64(total)); got < int64(total) {
