@@ -3,6 +3,7 @@ package tracefile
 import (
 	"bytes"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
@@ -11,13 +12,19 @@ import (
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
+// benchEvent is a transition like those a loopback churn records: IPv4,
+// an owner and a running task, no reset or origin.
 func benchEvent(i int) tracer.Input {
-	in := sampleInputs()[1]
-	in.Event.Time = t0.Add(time.Duration(i) * time.Microsecond)
-	in.Event.Cookie = uint64(i)
-	in.Event.PortHolders = nil
-	in.Event.Origin = tracer.Origin{StackID: -1}
-	return in
+	return tracer.Input{Kind: tracer.InputEvent, Event: tracer.Event{
+		Kind: tracer.KindTransition, Time: t0.Add(time.Duration(i) * 7 * time.Microsecond),
+		Cookie: 870000 + uint64(i/10), Inode: 1400000 + uint64(i/10), NetNS: 4026531833,
+		Local:  netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(32768+i%28000)),
+		Remote: netip.MustParseAddrPort("127.0.0.1:9100"),
+		Old:    tracer.State(1 + i%11), New: tracer.State(1 + (i+1)%11),
+		Running: tracer.Task{PID: 31000, TID: 31004 + uint32(i%4), Comm: "churn"},
+		Owner:   tracer.Owner{PID: 31000, Comm: "churn", FD: int32(5 + i%4), Via: tracer.OwnerConnect},
+		FD:      -1, Origin: tracer.Origin{StackID: -1},
+	}}
 }
 
 // BenchmarkWrite is the recorder's cost per event.

@@ -6,6 +6,7 @@ package tracefile
 import (
 	"encoding/binary"
 	"errors"
+	"hash/crc32"
 	"net/netip"
 	"time"
 
@@ -29,6 +30,9 @@ const (
 	recProcess  = 'P'
 	recEnd      = 'Z'
 )
+
+// castagnoli is the CRC-32C table: the CPU computes it in hardware.
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
 var recordNames = map[byte]string{
 	recHeader: "header", recEvent: "event", recTimeWait: "timewait", recTable: "table",
@@ -236,7 +240,12 @@ func (d *decoder) str() string {
 	if len(b) == 0 {
 		return ""
 	}
-	// The same few names repeat from event to event: check them first.
+	return d.intern(b)
+}
+
+// intern returns b as a string, shared with earlier equal strings: the same
+// few names repeat from event to event, so the last few are checked first.
+func (d *decoder) intern(b []byte) string {
 	for _, s := range d.recent {
 		if s == string(b) {
 			return s
@@ -322,31 +331,164 @@ func (d *decoder) count() int {
 	return int(n)
 }
 
-func (d *decoder) event(ev *tracer.Event) {
-	*ev = tracer.Event{
-		Kind: tracer.Kind(d.byte1()), Time: d.time(), Cookie: d.uvarint(), Inode: d.uvarint(),
-		NetNS: uint32(d.uvarint()), Local: d.addrPort(), Remote: d.addrPort(),
-		Old: tracer.State(d.byte1()), New: tracer.State(d.byte1()),
+// The event decoder is the hot path of reading a trace: it walks the payload
+// with an index kept in a register rather than through the decoder's slice.
+// An index past the end marks an error, and stays past the end.
+
+func u8(p []byte, i int) (uint8, int) {
+	if uint(i) < uint(len(p)) {
+		return p[i], i + 1
 	}
-	ev.Running = tracer.Task{PID: uint32(d.uvarint()), TID: uint32(d.uvarint()), Comm: d.str()}
-	ev.Owner = d.owner()
-	ev.Source = tracer.Source(d.byte1())
-	ev.Flags = d.byte1()
-	ev.Errno = int32(d.varint())
-	ev.FD = int32(d.varint())
-	ev.TimeWaitLeft = d.duration()
-	ev.Origin = tracer.Origin{StackID: int32(d.varint()), Leaf: d.uvarint(), PID: uint32(d.uvarint())}
-	ev.ResetReason = d.str()
-	ev.ResetSent = d.bool()
-	ev.ReuseAddr = d.bool()
-	if n := d.uvarint(); n > 0 {
-		if n-1 > uint64(len(d.b)) {
+	return 0, len(p) + 1
+}
+
+func uv(p []byte, i int) (uint64, int) {
+	if uint(i) < uint(len(p)) && p[i] < 0x80 {
+		return uint64(p[i]), i + 1
+	}
+	return uvSlow(p, i)
+}
+
+func uvSlow(p []byte, i int) (uint64, int) {
+	if uint(i) >= uint(len(p)) {
+		return 0, len(p) + 1
+	}
+	v, n := binary.Uvarint(p[i:])
+	if n <= 0 {
+		return 0, len(p) + 1
+	}
+	return v, i + n
+}
+
+// uvs reads len(out) consecutive uvarints in one call.
+func uvs(p []byte, i int, out []uint64) int {
+	for k := range out {
+		if uint(i) < uint(len(p)) && p[i] < 0x80 {
+			out[k] = uint64(p[i])
+			i++
+			continue
+		}
+		out[k], i = uvSlow(p, i)
+	}
+	return i
+}
+
+// unzig undoes the zigzag encoding of a varint read as a uvarint.
+func unzig(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
+
+func sv(p []byte, i int) (int64, int) {
+	u, i := uv(p, i)
+	return int64(u>>1) ^ -int64(u&1), i
+}
+
+func (d *decoder) strAt(p []byte, i int) (string, int) {
+	n, i := uv(p, i)
+	if n == 0 || i > len(p) {
+		return "", i
+	}
+	if n > uint64(len(p)-i) {
+		return "", len(p) + 1
+	}
+	return d.intern(p[i : i+int(n)]), i + int(n)
+}
+
+func (d *decoder) timeAt(p []byte, i int) (time.Time, int) {
+	flag, i := u8(p, i)
+	if flag == 0 {
+		return time.Time{}, i
+	}
+	delta, i := sv(p, i)
+	d.last += delta
+	return time.Unix(0, d.last), i
+}
+
+func addrPortAt(p []byte, i int) (netip.AddrPort, int) {
+	var a netip.Addr
+	kind, i := u8(p, i)
+	switch kind {
+	case 4:
+		if i+4 <= len(p) {
+			a = netip.AddrFrom4([4]byte(p[i : i+4]))
+		}
+		i += 4
+	case 6:
+		if i+16 <= len(p) {
+			a = netip.AddrFrom16([16]byte(p[i : i+16]))
+		}
+		i += 16
+	}
+	if i+2 > len(p) {
+		return netip.AddrPort{}, len(p) + 1
+	}
+	return netip.AddrPortFrom(a, binary.LittleEndian.Uint16(p[i:])), i + 2
+}
+
+func (d *decoder) ownerAt(p []byte, i int) (tracer.Owner, int) {
+	var o tracer.Owner
+	var v uint64
+	var fd int64
+	var b uint8
+	v, i = uv(p, i)
+	o.PID = uint32(v)
+	o.Comm, i = d.strAt(p, i)
+	fd, i = sv(p, i)
+	o.FD = int32(fd)
+	b, i = u8(p, i)
+	o.Via = tracer.OwnerSource(b)
+	b, i = u8(p, i)
+	o.Closed = b != 0
+	return o, i
+}
+
+func (d *decoder) event(ev *tracer.Event) {
+	p := d.b
+	var v uint64
+	var b uint8
+	i := 0
+	// Field by field: every field is set, and clearing the whole struct first
+	// would cost a tenth of the decoding.
+	b, i = u8(p, i)
+	ev.Kind = tracer.Kind(b)
+	ev.Time, i = d.timeAt(p, i)
+	var vs [6]uint64
+	i = uvs(p, i, vs[:3])
+	ev.Cookie, ev.Inode, ev.NetNS = vs[0], vs[1], uint32(vs[2])
+	ev.Local, i = addrPortAt(p, i)
+	ev.Remote, i = addrPortAt(p, i)
+	b, i = u8(p, i)
+	ev.Old = tracer.State(b)
+	b, i = u8(p, i)
+	ev.New = tracer.State(b)
+	ev.InOld, ev.OldSince, ev.PortHolders = 0, false, nil
+	i = uvs(p, i, vs[:2])
+	ev.Running.PID, ev.Running.TID = uint32(vs[0]), uint32(vs[1])
+	ev.Running.Comm, i = d.strAt(p, i)
+	ev.Owner, i = d.ownerAt(p, i)
+	b, i = u8(p, i)
+	ev.Source = tracer.Source(b)
+	ev.Flags, i = u8(p, i)
+	i = uvs(p, i, vs[:6])
+	ev.Errno, ev.FD, ev.TimeWaitLeft = int32(unzig(vs[0])), int32(unzig(vs[1])), time.Duration(unzig(vs[2]))
+	ev.Origin = tracer.Origin{StackID: int32(unzig(vs[3])), Leaf: vs[4], PID: uint32(vs[5])}
+	ev.ResetReason, i = d.strAt(p, i)
+	b, i = u8(p, i)
+	ev.ResetSent = b != 0
+	b, i = u8(p, i)
+	ev.ReuseAddr = b != 0
+	v, i = uv(p, i)
+	if i > len(p) {
+		d.fail()
+		return
+	}
+	d.b = p[i:]
+	if v > 0 {
+		if v-1 > uint64(len(d.b)) {
 			d.fail()
 			return
 		}
-		ev.PortHolders = make([]tracer.SocketSnapshot, n-1)
-		for i := range ev.PortHolders {
-			d.snapshot(&ev.PortHolders[i])
+		ev.PortHolders = make([]tracer.SocketSnapshot, v-1)
+		for j := range ev.PortHolders {
+			d.snapshot(&ev.PortHolders[j])
 		}
 	}
 }

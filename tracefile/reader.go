@@ -147,7 +147,7 @@ func (rd *Reader) record() (byte, []byte, error) {
 		buf = big.Bytes()
 	}
 	body := buf[:total-4]
-	if crc32.ChecksumIEEE(body) != binary.LittleEndian.Uint32(buf[total-4:]) {
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(buf[total-4:]) {
 		return 0, nil, rd.fail(fmt.Sprintf("%s fails its checksum: the file is corrupt", recordName(typ)), false)
 	}
 	rd.Offset += int64(total)

@@ -114,12 +114,12 @@ func (w *Writer) open(flags int) error {
 	return w.write(recHeader)
 }
 
-// write frames the encoder's payload as a record: type, length, payload, CRC-32.
+// write frames the encoder's payload as a record: type, length, payload, CRC-32C.
 func (w *Writer) write(typ byte) error {
 	w.rec = append(w.rec[:0], typ)
 	w.rec = binary.AppendUvarint(w.rec, uint64(len(w.enc.b)))
 	w.rec = append(w.rec, w.enc.b...)
-	w.rec = binary.LittleEndian.AppendUint32(w.rec, crc32.ChecksumIEEE(w.rec))
+	w.rec = binary.LittleEndian.AppendUint32(w.rec, crc32.Checksum(w.rec, castagnoli))
 	n, err := w.bw.Write(w.rec)
 	w.size += int64(n)
 	w.enc.b = w.enc.b[:0]
