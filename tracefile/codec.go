@@ -349,9 +349,21 @@ func uv(p []byte, i int) (uint64, int) {
 	return uvSlow(p, i)
 }
 
+// uvSlow reads a uvarint of more than one byte; those of two to four bytes
+// (ports, pids, cookies, time deltas) are unrolled.
 func uvSlow(p []byte, i int) (uint64, int) {
 	if uint(i) >= uint(len(p)) {
 		return 0, len(p) + 1
+	}
+	if q := p[i:]; len(q) >= 4 {
+		switch {
+		case q[1] < 0x80:
+			return uint64(q[0]&0x7f) | uint64(q[1])<<7, i + 2
+		case q[2] < 0x80:
+			return uint64(q[0]&0x7f) | uint64(q[1]&0x7f)<<7 | uint64(q[2])<<14, i + 3
+		case q[3] < 0x80:
+			return uint64(q[0]&0x7f) | uint64(q[1]&0x7f)<<7 | uint64(q[2]&0x7f)<<14 | uint64(q[3])<<21, i + 4
+		}
 	}
 	v, n := binary.Uvarint(p[i:])
 	if n <= 0 {

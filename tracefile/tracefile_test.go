@@ -259,3 +259,32 @@ func FuzzReader(f *testing.F) {
 		}
 	})
 }
+
+// TestVarints checks the unrolled decoders against every length of uvarint.
+func TestVarints(t *testing.T) {
+	var vals []uint64
+	for shift := 0; shift < 64; shift++ {
+		v := uint64(1) << shift
+		vals = append(vals, v-1, v, v+1)
+	}
+	vals = append(vals, ^uint64(0))
+	var e encoder
+	for _, v := range vals {
+		e.uvarint(v)
+	}
+	i := 0
+	for _, want := range vals {
+		var got uint64
+		got, i = uv(e.b, i)
+		if got != want {
+			t.Fatalf("uv: got %d, want %d", got, want)
+		}
+	}
+	out := make([]uint64, len(vals))
+	if end := uvs(e.b, 0, out); end != len(e.b) || !reflect.DeepEqual(out, vals) {
+		t.Fatalf("uvs: end %d of %d, values differ", end, len(e.b))
+	}
+	if _, end := uv(e.b[:len(e.b)-1], len(e.b)-10); end <= len(e.b)-1 {
+		t.Errorf("a cut varint was not an error")
+	}
+}
