@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -100,8 +101,8 @@ func (f *filterFlags) build(live bool) (tracer.Filter, error) {
 }
 
 // openTracer loads the tracer for a mode, saying when it had to fall back.
-func openTracer(pids []uint32, debug bool) (*tracer.Tracer, error) {
-	tr, err := tracer.Open(tracer.Config{PIDs: pids, Debug: debug})
+func openTracer(cfg tracer.Config) (*tracer.Tracer, error) {
+	tr, err := tracer.Open(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -111,9 +112,15 @@ func openTracer(pids []uint32, debug bool) (*tracer.Tracer, error) {
 	return tr, nil
 }
 
-// interrupted is a context that ends at Ctrl-C or SIGTERM.
-func interrupted() (context.Context, context.CancelFunc) {
-	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+// interrupted is a context that ends at Ctrl-C or SIGTERM, or after
+// duration when it is not zero.
+func interrupted(duration time.Duration) (context.Context, context.CancelFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	if duration <= 0 {
+		return ctx, stop
+	}
+	ctx, cancel := context.WithTimeout(ctx, duration)
+	return ctx, func() { cancel(); stop() }
 }
 
 // flagError makes a flag-parsing error a usage error, leaving --help alone.

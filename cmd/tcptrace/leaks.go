@@ -91,12 +91,12 @@ func runLeaks(args []string) error {
 		return err
 	}
 
-	tr, err := openTracer(filter.PIDs, f.debug)
+	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug})
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	ctx, stop := interrupted()
+	ctx, stop := interrupted(0)
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -115,21 +114,15 @@ func runRecord(args []string) error {
 	if err != nil {
 		return err
 	}
-	tr, err = tracer.Open(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w})
+	tr, err = openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w})
 	if err != nil {
 		w.Close()
 		os.Remove(f.output)
 		return err
 	}
 	defer tr.Close()
-
-	ctx, stop := interrupted()
+	ctx, stop := interrupted(f.duration)
 	defer stop()
-	if f.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.duration)
-		defer cancel()
-	}
 	started := time.Now()
 	nextFlush, nextTable := started.Add(time.Second), started.Add(f.tableEvery)
 	var events uint64

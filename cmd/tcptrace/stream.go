@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -83,18 +82,13 @@ func runStream(args []string) error {
 		return err
 	}
 
-	tr, err := openTracer(filter.PIDs, f.debug)
+	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug})
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	ctx, stop := interrupted()
+	ctx, stop := interrupted(f.duration)
 	defer stop()
-	if f.duration > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, f.duration)
-		defer cancel()
-	}
 
 	out := newStreamOutput(os.Stdout, &filter, f.json, f.existing)
 	started := time.Now()
