@@ -78,6 +78,8 @@ type Tracer struct {
 	lastPortWalk time.Time
 	// in is the input that ring-buffer records are decoded into.
 	in Input
+	// deadline is the ring-buffer reader's current deadline.
+	deadline time.Time
 	// missedRepaired is the Missed() count the last repair accounted for.
 	missedRepaired uint64
 	wanted         []uint64
@@ -224,7 +226,11 @@ func (t *Tracer) Run(ctx context.Context, emit func(*Event), tick func()) error 
 		n            uint
 	)
 	for ctx.Err() == nil {
-		t.rd.SetDeadline(nextTick)
+		if !t.deadline.Equal(nextTick) {
+			// SetDeadline takes the reader's lock: only when the tick moves.
+			t.deadline = nextTick
+			t.rd.SetDeadline(t.deadline)
+		}
 		err := t.rd.ReadInto(&rec)
 		if err == nil {
 			t.stats.Events++
@@ -278,7 +284,8 @@ func (t *Tracer) finish(emit func(*Event)) error {
 // drain applies every event already in the ring buffer.
 func (t *Tracer) drain(emit func(*Event)) error {
 	var rec ringbuf.Record
-	t.rd.SetDeadline(time.Now())
+	t.deadline = time.Now()
+	t.rd.SetDeadline(t.deadline)
 	for {
 		err := t.rd.ReadInto(&rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrClosed) {
