@@ -42,8 +42,9 @@ var recordNames = map[byte]string{
 // encoder appends values to a record's payload. Times are deltas from the
 // previous time written, so that the stream stays small.
 type encoder struct {
-	b    []byte
-	last int64 // UnixNano of the previous time
+	b      []byte
+	last   int64             // UnixNano of the previous time
+	strIDs map[string]uint64 // the file's string table
 }
 
 func (e *encoder) uvarint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
@@ -58,7 +59,24 @@ func (e *encoder) bool(v bool) {
 	}
 }
 
+// str writes a string through the file's string table: the first time a
+// string appears it is defined (odd reference, then its bytes); later it is
+// referred to by number (even reference). The empty string is 0.
 func (e *encoder) str(s string) {
+	if s == "" {
+		e.b = append(e.b, 0)
+		return
+	}
+	if id, ok := e.strIDs[s]; ok {
+		e.uvarint(id << 1)
+		return
+	}
+	if e.strIDs == nil {
+		e.strIDs = map[string]uint64{}
+	}
+	id := uint64(len(e.strIDs)) + 1
+	e.strIDs[s] = id
+	e.uvarint(id<<1 | 1)
 	e.uvarint(uint64(len(s)))
 	e.b = append(e.b, s...)
 }
@@ -173,11 +191,8 @@ type decoder struct {
 	b    []byte
 	last int64
 	err  error
-	// strs interns strings so that steady-state decoding allocates little;
-	// recent holds the last few returned.
-	strs   map[string]string
-	recent [4]string
-	next   int
+	// strs is the file's string table: string number k is strs[k-1].
+	strs []string
 }
 
 func (d *decoder) fail() {
@@ -236,36 +251,13 @@ func (d *decoder) raw(n uint64) []byte {
 }
 
 func (d *decoder) str() string {
-	b := d.raw(d.uvarint())
-	if len(b) == 0 {
+	v, i := d.strAt(d.b, 0)
+	if i > len(d.b) {
+		d.fail()
 		return ""
 	}
-	return d.intern(b)
-}
-
-// intern returns b as a string, shared with earlier equal strings: the same
-// few names repeat from event to event, so the last few are checked first.
-func (d *decoder) intern(b []byte) string {
-	for _, s := range d.recent {
-		if s == string(b) {
-			return s
-		}
-	}
-	if s, ok := d.strs[string(b)]; ok {
-		d.remember(s)
-		return s
-	}
-	s := string(b)
-	if len(d.strs) < 65536 {
-		d.strs[s] = s
-	}
-	d.remember(s)
-	return s
-}
-
-func (d *decoder) remember(s string) {
-	d.recent[d.next%len(d.recent)] = s
-	d.next++
+	d.b = d.b[i:]
+	return v
 }
 
 func (d *decoder) time() time.Time {
@@ -393,15 +385,25 @@ func sv(p []byte, i int) (int64, int) {
 	return int64(u>>1) ^ -int64(u&1), i
 }
 
+// strAt reads a string reference (see encoder.str).
 func (d *decoder) strAt(p []byte, i int) (string, int) {
-	n, i := uv(p, i)
-	if n == 0 || i > len(p) {
+	ref, i := uv(p, i)
+	switch {
+	case i > len(p) || ref == 0:
 		return "", i
-	}
-	if n > uint64(len(p)-i) {
+	case ref&1 == 0:
+		if k := ref >> 1; k <= uint64(len(d.strs)) {
+			return d.strs[k-1], i
+		}
 		return "", len(p) + 1
 	}
-	return d.intern(p[i : i+int(n)]), i + int(n)
+	n, i := uv(p, i)
+	if i > len(p) || n > uint64(len(p)-i) || ref>>1 != uint64(len(d.strs))+1 {
+		return "", len(p) + 1
+	}
+	s := string(p[i : i+int(n)])
+	d.strs = append(d.strs, s)
+	return s, i + int(n)
 }
 
 func (d *decoder) timeAt(p []byte, i int) (time.Time, int) {

@@ -58,7 +58,6 @@ func (e *FormatError) Error() string {
 func NewReader(r io.Reader) (*Reader, error) {
 	rd := &Reader{
 		r: bufio.NewReaderSize(r, 1<<20), Processes: map[uint32]Process{}, Origins: map[originKey][]tracer.Frame{},
-		dec: decoder{strs: map[string]string{}},
 	}
 	start := make([]byte, len(Magic)+2)
 	n, err := io.ReadFull(rd.r, start)
