@@ -205,20 +205,23 @@ const (
 
 // Event is one thing tcptrace saw happen to a TCP connection.
 type Event struct {
-	Kind   Kind      `json:"type"`
-	Time   time.Time `json:"time"`
-	Cookie uint64    `json:"conn"` // the kernel's socket cookie: unique per socket while the host runs
-	Inode  uint64    `json:"inode,omitempty"`
-	NetNS  uint32    `json:"netns"`
+	Kind Kind
+	Time time.Time
+	// Cookie is the kernel's socket cookie: unique per socket while the host runs.
+	Cookie uint64
+	Inode  uint64
+	NetNS  uint32
 	Local  netip.AddrPort
 	Remote netip.AddrPort
-	Old    State `json:"old"`
-	New    State `json:"new"`
-	// InOld is how long the connection was in Old; with OldSince true it is
-	// a lower bound (the state began before tracing did).
-	InOld    time.Duration `json:"-"`
-	OldSince bool          `json:"-"`
-	Running  Task          `json:"running"` // the task that was on the CPU
+	Old    State
+	New    State
+	// InOld is how long the connection was in Old (-1: unknown); with
+	// OldSince it is a lower bound (the state began before tracing did).
+	InOld    time.Duration
+	OldSince bool
+	// Running is the task that was on the CPU; Owner, the process that owns the socket.
+	Running Task
+	Owner   Owner
 	// FD is the fd accept() returned or close() closed, else -1.
 	FD int32
 	// ResetReason is why the kernel sent a RST (its enum sk_rst_reason, less
@@ -232,13 +235,12 @@ type Event struct {
 	// the port was not examined (at most one failed bind a second is).
 	PortHolders []SocketSnapshot
 	// Origin is set on accept events and on the CLOSE -> SYN_SENT of connect().
-	Origin Origin `json:"-"`
-	Owner  Owner  `json:"owner"`
-	Source Source `json:"source"`
-	Flags  uint8  `json:"-"`
-	Errno  int32  `json:"-"`
+	Origin Origin
+	Source Source
+	Flags  uint8 // FlagError, FlagOrphan
+	Errno  int32 // the socket's error at the transition
 	// TimeWaitLeft is the time left on a timewait socket's timer when it was seen.
-	TimeWaitLeft time.Duration `json:"-"`
+	TimeWaitLeft time.Duration
 }
 
 // Family is 4 or 6.
