@@ -16,7 +16,12 @@ const streamHelp = `tcptrace: every TCP state transition on this host, credited 
 that owns the socket (not the task that happened to be on the CPU).
 
 Usage:
-  sudo tcptrace [flags]
+  sudo tcptrace [flags]           the live stream (this page)
+  sudo tcptrace leaks [flags]     who holds sockets in CLOSE_WAIT, stuck closes, TIME_WAIT
+  sudo tcptrace record -o FILE    keep a trace for postmortems
+  tcptrace report FILE            the leaks analyses of a trace, or connection timelines
+  tcptrace replay FILE            a trace, shown as the live stream showed it
+Each command has --help.
 
 Examples:
   sudo tcptrace                         # every transition, live
