@@ -242,10 +242,7 @@ func TestBPFTimeWaitStorm(t *testing.T) {
 // names the local peer that holds the other end in CLOSE_WAIT.
 func TestBPFStuckFinWait2(t *testing.T) {
 	r := startTracer(t, Config{})
-	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-	client := testenv.StartPeer(t, "client", server.ListenAddr())
-	cli := client.Conn("connected")
-	srv := server.Conn("accepted")
+	server, client, srv, cli := testenv.Pair(t, "127.0.0.1:0")
 	client.Send("shutdown")
 	server.Expect("eof")
 	r.waitFor("client FIN_WAIT2", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateFinWait1, StateFinWait2))
@@ -281,10 +278,7 @@ func TestBPFStuckFinWait2(t *testing.T) {
 // reported as having sent the RST, the server's as having received it.
 func TestBPFAbortiveClose(t *testing.T) {
 	r := startTracer(t, Config{})
-	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-	client := testenv.StartPeer(t, "client", server.ListenAddr())
-	cli := client.Conn("connected")
-	srv := server.Conn("accepted")
+	_, client, srv, cli := testenv.Pair(t, "127.0.0.1:0")
 	client.Send("abort")
 	client.Expect("aborted")
 	sent := r.waitFor("client RST sent", 5*time.Second, func(ev *Event) bool {
@@ -391,10 +385,7 @@ func TestBPFBindInUse(t *testing.T) {
 // the client's ACK of the server's FIN: the server's end stays in LAST_ACK.
 func TestBPFStuckLastAck(t *testing.T) {
 	r := startTracer(t, Config{})
-	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-	client := testenv.StartPeer(t, "client", server.ListenAddr())
-	cli := client.Conn("connected")
-	srv := server.Conn("accepted")
+	server, client, srv, cli := testenv.Pair(t, "127.0.0.1:0")
 	client.Send("close")
 	server.Expect("eof")
 

@@ -70,10 +70,7 @@ func TestBPFLifecycle(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := startTracer(t, Config{})
-			server := testenv.StartPeer(t, "server", tc.addr)
-			client := testenv.StartPeer(t, "client", server.ListenAddr())
-			cli := client.Conn("connected")
-			srv := server.Conn("accepted")
+			server, client, srv, cli := testenv.Pair(t, tc.addr)
 
 			// The client's connect() runs in the client; the server's child is
 			// born in the server's listener and accepted by the server.
@@ -206,10 +203,7 @@ func TestBPFPidFilter(t *testing.T) {
 // started is seeded with its owners, and its later transitions credited to them.
 func TestBPFExistingConnection(t *testing.T) {
 	testenv.RequireBPF(t)
-	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-	client := testenv.StartPeer(t, "client", server.ListenAddr())
-	cli := client.Conn("connected")
-	srv := server.Conn("accepted")
+	server, client, srv, cli := testenv.Pair(t, "127.0.0.1:0")
 
 	r := startTracer(t, Config{})
 	for _, c := range []testenv.Conn{cli, srv} {
@@ -238,10 +232,7 @@ func TestBPFClassicFallback(t *testing.T) {
 	if !r.tr.Classic() {
 		t.Fatal("tracer did not use the classic tracepoint")
 	}
-	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-	client := testenv.StartPeer(t, "client", server.ListenAddr())
-	cli := client.Conn("connected")
-	srv := server.Conn("accepted")
+	server, client, srv, cli := testenv.Pair(t, "127.0.0.1:0")
 	r.waitFor("server accept", 5*time.Second, on(srv.Local, srv.Remote, KindAccept, 0, 0))
 	r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateSynSent, StateEstablished))
 	agreeWithSS(t, r, cli, StateEstablished)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -53,6 +54,23 @@ func runTcptrace(t *testing.T, attr *syscall.SysProcAttr, args ...string) (stdou
 		t.Fatal(err)
 	}
 	return o.String(), e.String(), code
+}
+
+// startTcptrace runs tcptrace in the background; the test ends it.
+func startTcptrace(t *testing.T, args ...string) (*exec.Cmd, io.Reader, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(tcptraceBinary, args...)
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stderr := &bytes.Buffer{}
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	return cmd, stdout, stderr
 }
 
 // TestBadInput: every bad value is one line on stderr and exit status 2, before
@@ -148,17 +166,7 @@ func TestBPFCommand(t *testing.T) {
 	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
 	addr := netip.MustParseAddrPort(server.ListenAddr())
 
-	cmd := exec.Command(tcptraceBinary, "--json", "--existing", "--port", fmt.Sprint(addr.Port()))
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	cmd, stdout, stderr := startTcptrace(t, "--json", "--existing", "--port", fmt.Sprint(addr.Port()))
 	lines := make(chan map[string]any, 100)
 	go func() {
 		sc := bufio.NewScanner(stdout)
@@ -274,17 +282,7 @@ func TestBPFLeaksOnce(t *testing.T) {
 // function that accepted the connections.
 func TestBPFLeaksLive(t *testing.T) {
 	testenv.RequireBPF(t)
-	cmd := exec.Command(tcptraceBinary, "leaks", "--json", "--threshold", "1s", "--interval", "500ms")
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
+	cmd, stdout, stderr := startTcptrace(t, "leaks", "--json", "--threshold", "1s", "--interval", "500ms")
 	reports := make(chan tracer.LeakReport, 100)
 	go func() {
 		sc := bufio.NewScanner(stdout)

@@ -82,6 +82,17 @@ func StartPeer(t *testing.T, mode, addr string, args ...string) *Peer {
 	return StartProcess(t, PeerBinary, append([]string{mode, addr}, args...)...)
 }
 
+// Pair starts a testpeer server on addr and a client connected to it, and
+// returns both with the two ends of their connection.
+func Pair(t *testing.T, addr string) (server, client *Peer, srv, cli Conn) {
+	t.Helper()
+	server = StartPeer(t, "server", addr)
+	client = StartPeer(t, "client", server.ListenAddr())
+	cli = client.Conn("connected")
+	srv = server.Conn("accepted")
+	return server, client, srv, cli
+}
+
 // StartProcess starts a program that speaks testpeer's line protocol.
 func StartProcess(t *testing.T, path string, args ...string) *Peer {
 	t.Helper()
