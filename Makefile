@@ -4,7 +4,7 @@
 GO ?= go
 BIN := bin/tcptrace
 
-.PHONY: all build generate vmlinux test check-generated lint clean deps
+.PHONY: all build generate vmlinux test check-generated lint clean deps bench
 
 all: build
 
@@ -37,6 +37,15 @@ lint:
 # skip (when not root) into a failure.
 test:
 	TCPTRACE_REQUIRE_BPF=1 $(GO) test -count=1 -timeout 10m ./...
+
+# The overhead table of BENCHMARKS.md: the churn load with no tracer, then under
+# each tracer (as root; libbpf-tools and bpftrace from Debian are the peers).
+bench: build
+	$(GO) build -o bin/churn ./bench/churn
+	$(GO) build -o bin/harness ./bench/harness
+	command -v bpftrace >/dev/null && test -x /usr/sbin/tcpstates || \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bpftrace libbpf-tools
+	bin/harness -tcptrace bin/tcptrace -churn bin/churn $(BENCHFLAGS)
 
 clean:
 	rm -rf bin

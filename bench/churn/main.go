@@ -1,6 +1,8 @@
 // Command churn is a loopback connection-churn load: it starts an echo server
-// as a child process, opens -n short connections from -workers goroutines
-// (each sends one byte, reads it back, and closes first), and prints the rate.
+// as a child process, opens -n short connections from -workers goroutines,
+// each sending one byte and reading it back, and prints the rate. -shape says
+// how each connection ends: client-close (the client closes first),
+// server-close (the server does), or rst (the client closes with SO_LINGER 0).
 // It stops after -n connections or -timeout, whichever comes first.
 package main
 
@@ -20,21 +22,26 @@ import (
 
 func main() {
 	serve := flag.String("serve", "", "run as the echo server on this address (internal)")
+	shape := flag.String("shape", "client-close", "how connections end: client-close, server-close or rst")
 	n := flag.Int("n", 20000, "connections to open")
 	workers := flag.Int("workers", 4, "parallel dialers")
 	timeout := flag.Duration("timeout", 60*time.Second, "stop after this long")
 	flag.Parse()
+	if *shape != "client-close" && *shape != "server-close" && *shape != "rst" {
+		fmt.Fprintf(os.Stderr, "churn: unknown -shape %q\n", *shape)
+		os.Exit(2)
+	}
 	if *serve != "" {
-		runServer(*serve)
+		runServer(*serve, *shape == "server-close")
 		return
 	}
-	if err := run(*n, *workers, *timeout); err != nil {
+	if err := run(*n, *workers, *timeout, *shape); err != nil {
 		fmt.Fprintln(os.Stderr, "churn:", err)
 		os.Exit(1)
 	}
 }
 
-func runServer(addr string) {
+func runServer(addr string, closeFirst bool) {
 	var lc net.ListenConfig
 	lc.SetMultipathTCP(false)
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
@@ -50,17 +57,25 @@ func runServer(addr string) {
 		}
 		go func() {
 			defer c.Close()
+			if closeFirst {
+				// Echo the one byte, then close before the client does.
+				one := make([]byte, 1)
+				if _, err := io.ReadFull(c, one); err == nil {
+					c.Write(one)
+				}
+				return
+			}
 			_, _ = io.Copy(c, c)
 		}()
 	}
 }
 
-func run(n, workers int, timeout time.Duration) error {
+func run(n, workers int, timeout time.Duration, shape string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
 	}
-	srv := exec.Command(self, "-serve", "127.0.0.1:0")
+	srv := exec.Command(self, "-serve", "127.0.0.1:0", "-shape", shape)
 	out, err := srv.StdoutPipe()
 	if err != nil {
 		return err
@@ -97,6 +112,12 @@ func run(n, workers int, timeout time.Duration) error {
 					failed.Add(1)
 				} else {
 					done.Add(1)
+				}
+				switch shape {
+				case "server-close":
+					_, _ = c.Read(one) // wait for the server's FIN
+				case "rst":
+					c.(*net.TCPConn).SetLinger(0)
 				}
 				c.Close()
 			}
