@@ -14,22 +14,6 @@ import (
 	"github.com/tcptrace/tcptrace/internal/testenv"
 )
 
-// leakyServer starts a server and n clients that connect and close: the
-// server reads EOF and, unless told to close, leaves the sockets in CLOSE_WAIT.
-func leakyServer(t *testing.T, n int) (*testenv.Peer, []testenv.Conn) {
-	t.Helper()
-	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-	var conns []testenv.Conn
-	for i := 0; i < n; i++ {
-		client := testenv.StartPeer(t, "client", server.ListenAddr())
-		client.Expect("connected")
-		conns = append(conns, server.Conn("accepted"))
-		client.Send("close")
-		server.Expect("eof")
-	}
-	return server, conns
-}
-
 // ssCloseWaitFDs lists, per pid, the fds ss shows in CLOSE-WAIT on these local addresses.
 func ssCloseWaitFDs(t *testing.T, locals []string) map[int][]int32 {
 	out := map[int][]int32{}
@@ -52,13 +36,13 @@ func ssCloseWaitFDs(t *testing.T, locals []string) map[int][]int32 {
 // with a child process, and a server that closes properly and must not appear.
 func TestBPFLeaks(t *testing.T) {
 	testenv.RequireBPF(t)
-	before, _ := leakyServer(t, 2)
-	good, _ := leakyServer(t, 1)
+	before, _ := testenv.LeakyServer(t, 2)
+	good, _ := testenv.LeakyServer(t, 1)
 	good.Send("close")
 	good.Expect("closed")
 
 	r := startTracer(t, Config{})
-	after, afterConns := leakyServer(t, 2)
+	after, afterConns := testenv.LeakyServer(t, 2)
 	after.Send("share")
 	child := after.Expect("shared")[0]
 

@@ -231,15 +231,7 @@ func TestBPFLeaksOnce(t *testing.T) {
 	testenv.RequireBPF(t)
 	servers := map[string]*testenv.Peer{}
 	for _, name := range []string{"leaky", "good"} {
-		server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-		for i := 0; i < 2; i++ {
-			client := testenv.StartPeer(t, "client", server.ListenAddr())
-			client.Expect("connected")
-			server.Expect("accepted")
-			client.Send("close")
-			server.Expect("eof")
-		}
-		servers[name] = server
+		servers[name], _ = testenv.LeakyServer(t, 2)
 	}
 	servers["good"].Send("close")
 	servers["good"].Expect("closed")
@@ -299,14 +291,7 @@ func TestBPFLeaksLive(t *testing.T) {
 	}()
 	<-reports // tracing has started
 
-	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-	for i := 0; i < 2; i++ {
-		client := testenv.StartPeer(t, "client", server.ListenAddr())
-		client.Expect("connected")
-		server.Expect("accepted")
-		client.Send("close")
-		server.Expect("eof")
-	}
+	server, _ := testenv.LeakyServer(t, 2)
 	timeout := time.After(10 * time.Second)
 	for {
 		select {

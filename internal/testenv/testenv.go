@@ -93,6 +93,22 @@ func Pair(t *testing.T, addr string) (server, client *Peer, srv, cli Conn) {
 	return server, client, srv, cli
 }
 
+// LeakyServer starts a server and n clients that connect and close: the
+// server reads EOF and, unless told to close, leaves the sockets in CLOSE_WAIT.
+func LeakyServer(t *testing.T, n int) (*Peer, []Conn) {
+	t.Helper()
+	server := StartPeer(t, "server", "127.0.0.1:0")
+	var conns []Conn
+	for i := 0; i < n; i++ {
+		client := StartPeer(t, "client", server.ListenAddr())
+		client.Expect("connected")
+		conns = append(conns, server.Conn("accepted"))
+		client.Send("close")
+		server.Expect("eof")
+	}
+	return server, conns
+}
+
 // StartProcess starts a program that speaks testpeer's line protocol.
 func StartProcess(t *testing.T, path string, args ...string) *Peer {
 	t.Helper()
