@@ -109,14 +109,18 @@ struct {
 } counters SEC(".maps");
 
 /*
- * The reader polls every 100 ms anyway: waking it for each event would cost a
- * context switch per event under load, so wake it only when data piles up.
+ * The reader polls every 100 ms anyway: waking it costs an interrupt (a VM
+ * exit in a guest), so only the record that takes the unread data past
+ * WAKEUP_BYTES wakes it, once per batch rather than once per record.
  */
 #define WAKEUP_BYTES (256 << 10)
+/* Ring-buffer space of one event: an 8-byte header, rounded up to 8 bytes. */
+#define EVENT_SPAN ((sizeof(struct event) + 8 + 7) & ~7UL)
 
 static __always_inline void submit(struct event *e)
 {
-	__u64 flags = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES
+	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
+	__u64 flags = avail >= WAKEUP_BYTES && avail < WAKEUP_BYTES + EVENT_SPAN
 			      ? BPF_RB_FORCE_WAKEUP
 			      : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, flags);
@@ -149,10 +153,29 @@ static __always_inline __u64 sock_inode(const struct sock *sk)
 	return BPF_CORE_READ(sa, vfs_inode.i_ino);
 }
 
-static __always_inline void fill_addrs(const struct sock_common *skc, __u16 family, __u8 *saddr,
-				       __u8 *daddr)
+/*
+ * Reads a field of a socket: a plain load where sk is a BTF pointer (the
+ * tp_btf program), a probe read where it is only an address. btf is a
+ * constant in every caller, so only one branch is compiled.
+ */
+#define SK_READ(btf, sk, field) ((btf) ? (sk)->field : BPF_CORE_READ(sk, field))
+
+static __always_inline __u32 sock_netns(const struct sock *sk, bool btf)
 {
-	if (family == AF_INET) {
+	return btf ? sk->__sk_common.skc_net.net->ns.inum
+		   : BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+}
+
+static __always_inline void fill_addrs(const struct sock_common *skc, __u16 family, __u8 *saddr,
+				       __u8 *daddr, bool btf)
+{
+	if (btf && family == AF_INET) {
+		*(__u32 *)saddr = skc->skc_rcv_saddr;
+		*(__u32 *)daddr = skc->skc_daddr;
+	} else if (btf) {
+		__builtin_memcpy(saddr, &skc->skc_v6_rcv_saddr, 16);
+		__builtin_memcpy(daddr, &skc->skc_v6_daddr, 16);
+	} else if (family == AF_INET) {
 		BPF_CORE_READ_INTO((__u32 *)saddr, skc, skc_rcv_saddr);
 		BPF_CORE_READ_INTO((__u32 *)daddr, skc, skc_daddr);
 	} else {
@@ -162,7 +185,7 @@ static __always_inline void fill_addrs(const struct sock_common *skc, __u16 fami
 }
 
 /* Fills the fields every record about a socket carries. */
-static __always_inline void fill_sock(struct event *e, const struct sock *sk)
+static __always_inline void fill_sock(struct event *e, const struct sock *sk, bool btf)
 {
 	__u64 id = bpf_get_current_pid_tgid();
 
@@ -171,13 +194,13 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk)
 	e->pid = id >> 32;
 	e->tid = (__u32)id;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
-	e->family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	e->netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
+	e->family = SK_READ(btf, sk, __sk_common.skc_family);
+	e->netns = sock_netns(sk, btf);
 	e->inode = sock_inode(sk);
 	/* skc_num is already 0 at the CLOSE transition; inet_sport is not. */
 	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
-	e->dport = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	fill_addrs(&sk->__sk_common, e->family, e->saddr, e->daddr);
+	e->dport = bpf_ntohs(SK_READ(btf, sk, __sk_common.skc_dport));
+	fill_addrs(&sk->__sk_common, e->family, e->saddr, e->daddr, btf);
 }
 
 /* The key of a socket whose cookie, if any, was already assigned. */
@@ -193,7 +216,7 @@ static __always_inline __u64 sock_key(const void *sk)
  * the caller sets the rest and submits it. NULL when the ring is full.
  */
 static __always_inline struct event *new_event(const struct sock *sk, __u8 kind, __u64 cookie,
-					       const struct owner *owner)
+					       const struct owner *owner, bool btf)
 {
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
 
@@ -201,12 +224,12 @@ static __always_inline struct event *new_event(const struct sock *sk, __u8 kind,
 		count(COUNTER_RINGBUF_DROPS);
 		return NULL;
 	}
-	fill_sock(e, sk);
+	fill_sock(e, sk, btf);
 	e->kind = kind;
 	e->cookie = cookie;
 	e->fd = -1;
 	e->reason = 0;
-	e->oldstate = BPF_CORE_READ(sk, __sk_common.skc_state);
+	e->oldstate = SK_READ(btf, sk, __sk_common.skc_state);
 	e->newstate = e->oldstate;
 	e->owner = *owner;
 	e->origin.stack_id = -1;
@@ -223,16 +246,16 @@ static __always_inline bool owner_wanted(const struct owner *owner)
 	return owner->source ? pid_wanted(owner->pid) : !filter_pids;
 }
 
-static __always_inline bool is_inet_tcp(const struct sock *sk)
+static __always_inline bool is_inet_tcp(const struct sock *sk, bool btf)
 {
-	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
-	return BPF_CORE_READ(sk, sk_protocol) == IPPROTO_TCP &&
+	__u16 family = SK_READ(btf, sk, __sk_common.skc_family);
+	return SK_READ(btf, sk, sk_protocol) == IPPROTO_TCP &&
 	       (family == AF_INET || family == AF_INET6);
 }
 
 /* Reports a TCP transition and keeps the owner maps up to date. */
 static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int oldstate,
-					int newstate)
+					int newstate, bool btf)
 {
 	struct owner owner = {.fd = -1};
 	struct origin origin = {.stack_id = -1};
@@ -258,8 +281,8 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
 		/* A child of a listener: owned by the listener's process until accepted. */
 		struct listener_key key = {
-			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
-			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+			.netns = sock_netns(sk, btf),
+			.port = SK_READ(btf, sk, __sk_common.skc_num),
 		};
 		struct listen_owner *l = bpf_map_lookup_elem(&listeners, &key);
 
@@ -275,14 +298,14 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 
 	if (newstate == TCP_LISTEN) {
 		struct listener_key key = {
-			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
-			.port = BPF_CORE_READ(sk, __sk_common.skc_num),
+			.netns = sock_netns(sk, btf),
+			.port = SK_READ(btf, sk, __sk_common.skc_num),
 		};
 		struct listen_owner l = {.cookie = cookie, .owner = owner};
 		bpf_map_update_elem(&listeners, &key, &l, BPF_ANY);
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_CLOSE) {
 		struct listener_key key = {
-			.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum),
+			.netns = sock_netns(sk, btf),
 			.port = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)),
 		};
 		struct listen_owner *l = bpf_map_lookup_elem(&listeners, &key);
@@ -296,18 +319,18 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 	if (!owner_wanted(&owner))
 		return 0;
 
-	struct event *e = new_event(sk, EVENT_STATE, cookie, &owner);
+	struct event *e = new_event(sk, EVENT_STATE, cookie, &owner, btf);
 	if (!e)
 		return 0;
 	e->oldstate = oldstate;
 	e->newstate = newstate;
 	e->origin = origin;
-	e->sk_err = BPF_CORE_READ(sk, sk_err);
+	e->sk_err = SK_READ(btf, sk, sk_err);
 
 	__u8 flags = owner.flags;
 	if (e->sk_err)
 		flags |= FLAG_SOCK_ERR;
-	if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
+	if (SK_READ(btf, sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
 		flags |= FLAG_ORPHAN;
 	e->flags = flags;
 	submit(e);
@@ -317,9 +340,9 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 SEC("tp_btf/inet_sock_set_state")
 int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate)
 {
-	if (!is_inet_tcp(sk))
+	if (!is_inet_tcp(sk, true))
 		return 0;
-	return on_set_state(sk, bpf_get_socket_cookie((void *)sk), oldstate, newstate);
+	return on_set_state(sk, bpf_get_socket_cookie((void *)sk), oldstate, newstate, true);
 }
 
 /* The fallback where BTF-typed tracepoints cannot be attached. */
@@ -330,7 +353,7 @@ int handle_set_state_classic(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP || (ctx->family != AF_INET && ctx->family != AF_INET6))
 		return 0;
-	return on_set_state(sk, sock_key(sk), ctx->oldstate, ctx->newstate);
+	return on_set_state(sk, sock_key(sk), ctx->oldstate, ctx->newstate, false);
 }
 
 /* Follows current->files to the TCP socket behind fd, or returns NULL. */
@@ -438,7 +461,7 @@ static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd
 		return NULL;
 
 	struct owner none = {.fd = -1};
-	struct event *e = new_event(sk, kind, cookie, *known ? *known : &none);
+	struct event *e = new_event(sk, kind, cookie, *known ? *known : &none, false);
 	if (e)
 		e->fd = fd;
 	return e;
@@ -511,7 +534,7 @@ static __always_inline int on_reset(const struct sock *sk, bool sent, __u32 reas
 	__u8 state = BPF_CORE_READ(sk, __sk_common.skc_state);
 
 	/* Timewait and request sockets answer with RSTs too; they have no owner. */
-	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || !is_inet_tcp(sk))
+	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || !is_inet_tcp(sk, false))
 		return 0;
 	__u64 cookie = sock_key(sk);
 	struct owner owner = {.fd = -1};
@@ -521,7 +544,7 @@ static __always_inline int on_reset(const struct sock *sk, bool sent, __u32 reas
 	if (!owner_wanted(&owner))
 		return 0;
 
-	struct event *e = new_event(sk, EVENT_RESET, cookie, &owner);
+	struct event *e = new_event(sk, EVENT_RESET, cookie, &owner, false);
 	if (!e)
 		return 0;
 	e->reason = reason;
@@ -611,7 +634,7 @@ int handle_bind_exit(struct trace_event_raw_sys_exit *ctx)
 
 	struct owner owner = {.fd = bind.fd};
 	fill_current(&owner);
-	struct event *e = new_event(sk, EVENT_BIND_FAIL, 0, &owner);
+	struct event *e = new_event(sk, EVENT_BIND_FAIL, 0, &owner, false);
 	if (!e)
 		return 0;
 	e->fd = bind.fd;
@@ -634,7 +657,7 @@ static __always_inline void fill_record(struct sock_record *r, struct sock_commo
 	r->jiffies = bpf_jiffies64();
 	r->last_rcv = 0;
 	r->reuse = BPF_CORE_READ_BITFIELD_PROBED(skc, skc_reuse);
-	fill_addrs(skc, r->family, r->saddr, r->daddr);
+	fill_addrs(skc, r->family, r->saddr, r->daddr, false);
 }
 
 /*
