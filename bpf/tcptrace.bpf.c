@@ -22,6 +22,9 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 /* Set by the loader: only sockets owned by pids in pid_filter are reported. */
 const volatile __u8 filter_pids = 0;
 
+/* Set by the loader when user stacks are wanted at connect() and accept(). */
+const volatile __u8 want_origins = 0;
+
 /*
  * Set by the loader when only the classic tracepoint can be attached: it may
  * not ask for socket cookies, so sockets are keyed by their address instead.
@@ -433,7 +436,7 @@ static __always_inline int remember_pending(void *ctx, int fd, bool want_origin)
 SEC("tracepoint/syscalls/sys_enter_connect")
 int handle_connect(struct trace_event_raw_sys_enter *ctx)
 {
-	return remember_pending(ctx, (int)ctx->args[0], true);
+	return remember_pending(ctx, (int)ctx->args[0], want_origins);
 }
 
 SEC("tracepoint/syscalls/sys_enter_listen")
@@ -485,7 +488,8 @@ static __always_inline int handle_accept_exit(struct trace_event_raw_sys_exit *c
 	e->owner.fd = fd;
 	e->owner.source = OWNER_ACCEPT;
 	e->owner.flags = 0;
-	capture_origin(ctx, &e->origin);
+	if (want_origins)
+		capture_origin(ctx, &e->origin);
 	/* Map helpers may not take two pointers into the same ring-buffer record. */
 	__u64 cookie = e->cookie;
 	struct owner owner = e->owner;

@@ -201,6 +201,7 @@ const (
 	tcptraceVarUnusedFileRecord       = "unused_file_record"
 	tcptraceVarUnusedOwnerSource      = "unused_owner_source"
 	tcptraceVarUnusedSockRecord       = "unused_sock_record"
+	tcptraceVarWantOrigins            = "want_origins"
 )
 
 // loadTcptrace returns the embedded CollectionSpec for tcptrace.
@@ -289,6 +290,7 @@ type tcptraceVariableSpecs struct {
 	UnusedFileRecord  *ebpf.VariableSpec `ebpf:"unused_file_record"`
 	UnusedOwnerSource *ebpf.VariableSpec `ebpf:"unused_owner_source"`
 	UnusedSockRecord  *ebpf.VariableSpec `ebpf:"unused_sock_record"`
+	WantOrigins       *ebpf.VariableSpec `ebpf:"want_origins"`
 }
 
 // tcptraceObjects contains all objects after they have been loaded into the kernel.
@@ -349,6 +351,7 @@ type tcptraceVariables struct {
 	UnusedFileRecord  *ebpf.Variable `ebpf:"unused_file_record"`
 	UnusedOwnerSource *ebpf.Variable `ebpf:"unused_owner_source"`
 	UnusedSockRecord  *ebpf.Variable `ebpf:"unused_sock_record"`
+	WantOrigins       *ebpf.Variable `ebpf:"want_origins"`
 }
 
 // tcptracePrograms contains all programs after they have been loaded into the kernel.

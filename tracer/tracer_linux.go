@@ -29,6 +29,9 @@ type Config struct {
 	RingBufferBytes int
 	// Recorder, if set, gets every input before the timeline does.
 	Recorder Recorder
+	// NoOrigins skips the user stacks taken at connect() and accept(), the
+	// costliest work in the kernel, for modes that never show them.
+	NoOrigins bool
 }
 
 // Recorder keeps the inputs of a trace, in order.
@@ -114,6 +117,11 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 	if len(cfg.PIDs) > 0 {
 		if err := spec.Variables["filter_pids"].Set(uint8(1)); err != nil {
 			return nil, fmt.Errorf("set pid filter: %w", err)
+		}
+	}
+	if !cfg.NoOrigins {
+		if err := spec.Variables["want_origins"].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set origin capture: %w", err)
 		}
 	}
 	if classic {

@@ -87,7 +87,7 @@ func runStream(args []string) error {
 		return err
 	}
 
-	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug})
+	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true})
 	if err != nil {
 		return err
 	}
