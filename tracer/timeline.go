@@ -83,6 +83,13 @@ type Timeline struct {
 	// LastTable is the latest walk of the socket table; Stats the latest counts.
 	LastTable Table
 	Stats     StatsAt
+	// Spare Conns (dropped from recent) and held events (shown) are reused,
+	// so that a steady churn allocates nothing; scratch is the event that
+	// timewait sightings are reported in. emit callbacks never keep the
+	// pointer they are given.
+	spareConns  []*Conn
+	spareEvents []*Event
+	scratch     Event
 }
 
 // Bounds of what the timeline keeps of closed connections, resets and bind failures.
@@ -99,8 +106,14 @@ func (t *Timeline) forget(cookie uint64) {
 	}
 	delete(t.conns, cookie)
 	if len(t.recentOrder) >= recentMax {
-		delete(t.recent, t.recentOrder[0])
-		t.recentOrder = t.recentOrder[1:]
+		old := t.recentOrder[0]
+		if c := t.recent[old]; c != nil {
+			delete(t.recent, old)
+			t.spareConns = append(t.spareConns, c)
+		}
+		// Slide the window in place rather than letting append reallocate it.
+		n := copy(t.recentOrder, t.recentOrder[1:])
+		t.recentOrder = t.recentOrder[:n]
 	}
 	t.recent[cookie] = c
 	t.recentOrder = append(t.recentOrder, cookie)
@@ -135,7 +148,13 @@ func (t *Timeline) Each(fn func(*Conn)) {
 func (t *Timeline) conn(ev *Event) *Conn {
 	c := t.conns[ev.Cookie]
 	if c == nil {
-		c = &Conn{Cookie: ev.Cookie, State: StateUnknown}
+		if n := len(t.spareConns); n > 0 {
+			c = t.spareConns[n-1]
+			t.spareConns = t.spareConns[:n-1]
+			*c = Conn{Cookie: ev.Cookie, State: StateUnknown}
+		} else {
+			c = &Conn{Cookie: ev.Cookie, State: StateUnknown}
+		}
 		t.conns[ev.Cookie] = c
 	}
 	if ev.Inode != 0 {
@@ -261,6 +280,7 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 		t.held--
 		c.enter(StateClose, h.Time, true)
 		emit(h)
+		t.spareEvent(h)
 	}
 	if ev.Owner.Known() {
 		closed := c.Owner.Closed && c.Owner.PID == ev.Owner.PID && c.Owner.FD == ev.Owner.FD
@@ -270,8 +290,8 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	c.fill(ev)
 	c.timeInOld(ev)
 	if mayEnterTimeWait(ev) {
-		held := *ev
-		c.held = &held
+		c.held = t.newEvent()
+		*c.held = *ev
 		t.held++
 		c.lastUpdate = ev.Time
 		return
@@ -282,6 +302,17 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 		t.forget(ev.Cookie)
 	}
 }
+
+func (t *Timeline) newEvent() *Event {
+	if n := len(t.spareEvents); n > 0 {
+		ev := t.spareEvents[n-1]
+		t.spareEvents = t.spareEvents[:n-1]
+		return ev
+	}
+	return new(Event)
+}
+
+func (t *Timeline) spareEvent(ev *Event) { t.spareEvents = append(t.spareEvents, ev) }
 
 // TimeWaitChecks lists the connections a timewait walk at now should look for:
 // those whose CLOSE may have been a move into TIME_WAIT, those whose timewait
@@ -316,6 +347,7 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 	if h := c.held; h != nil {
 		c.held = nil
 		t.held--
+		defer t.spareEvent(h)
 		if !s.Seen {
 			// No timewait socket: the connection really closed.
 			c.enter(StateClose, h.Time, true)
@@ -339,24 +371,25 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 	if c.TimeWaitExpiry.IsZero() {
 		return
 	}
-	ev := Event{Kind: KindTransition, Cookie: c.Cookie, NetNS: c.NetNS, Old: c.State, Source: SourceTimeWait}
-	c.fill(&ev)
+	ev := &t.scratch
+	*ev = Event{Kind: KindTransition, Cookie: c.Cookie, NetNS: c.NetNS, Old: c.State, Source: SourceTimeWait}
+	c.fill(ev)
 	switch {
 	case !s.Seen:
 		ev.New = StateClose
 		ev.Time = s.At
-		c.timeInOld(&ev)
-		emit(&ev)
+		c.timeInOld(ev)
+		emit(ev)
 		t.forget(s.Cookie)
 	case s.Substate == StateTimeWait && c.State != StateTimeWait:
 		// The peer's FIN reached an orphan: its timer restarted at TIME_WAIT's length.
 		ev.New = StateTimeWait
 		ev.Time = s.Expiry.Add(-TimeWaitLen)
 		ev.TimeWaitLeft = s.Expiry.Sub(s.At)
-		c.timeInOld(&ev)
+		c.timeInOld(ev)
 		c.enter(StateTimeWait, ev.Time, true)
 		t.setTimeWait(c, s)
-		emit(&ev)
+		emit(ev)
 	default:
 		t.setTimeWait(c, s)
 	}
@@ -392,6 +425,7 @@ func (t *Timeline) FlushHeld(emit func(*Event)) {
 			c.held = nil
 			t.held--
 			emit(h)
+			t.spareEvent(h)
 			t.forget(cookie)
 		}
 	}

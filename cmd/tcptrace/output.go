@@ -75,63 +75,102 @@ func (p *printer) print(ev *tracer.Event) {
 	p.w.Write(p.buf)
 }
 
-func formatAddr(ap netip.AddrPort) string {
+func formatAddr(ap netip.AddrPort) string { return string(appendAddr(nil, ap)) }
+
+func appendAddr(b []byte, ap netip.AddrPort) []byte {
 	if !ap.IsValid() {
-		return "-"
+		return append(b, '-')
 	}
-	return ap.String()
+	return ap.AppendTo(b)
 }
 
-func pad(b []byte, s string, width int, left bool) []byte {
-	if !left {
-		for i := len(s); i < width; i++ {
-			b = append(b, ' ')
-		}
+// padTo pads what was appended to b since start with spaces to width
+// columns, on the right (left-aligned) or, moving it, on the left.
+func padTo(b []byte, start, width int, left bool) []byte {
+	n := width - (len(b) - start)
+	for i := 0; i < n; i++ {
+		b = append(b, ' ')
 	}
-	b = append(b, s...)
-	if left {
-		for i := len(s); i < width; i++ {
-			b = append(b, ' ')
+	if !left && n > 0 {
+		copy(b[start+n:], b[start:len(b)-n])
+		for i := start; i < start+n; i++ {
+			b[i] = ' '
 		}
 	}
 	return b
 }
 
 // formatDuration is short and human: 850us, 12ms, 1.2s, 3m05s, 2h01m.
-func formatDuration(d time.Duration) string {
+func formatDuration(d time.Duration) string { return string(appendDuration(nil, d)) }
+
+func appendDuration(b []byte, d time.Duration) []byte {
 	switch {
 	case d < time.Millisecond:
-		return strconv.FormatInt(d.Microseconds(), 10) + "us"
+		return append(strconv.AppendInt(b, d.Microseconds(), 10), "us"...)
 	case d < time.Second:
-		return strconv.FormatInt(d.Milliseconds(), 10) + "ms"
+		return append(strconv.AppendInt(b, d.Milliseconds(), 10), "ms"...)
 	case d < time.Minute:
-		return strconv.FormatFloat(d.Seconds(), 'f', 1, 64) + "s"
+		return append(strconv.AppendFloat(b, d.Seconds(), 'f', 1, 64), 's')
 	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+		return fmt.Appendf(b, "%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
 	default:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+		return fmt.Appendf(b, "%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
 	}
 }
 
-func appendText(b []byte, ev *tracer.Event) []byte {
-	b = ev.Time.AppendFormat(b, "15:04:05.000000")
-	b = append(b, ' ')
-	pid, comm, fd := "-", "?", "-"
-	if ev.Owner.Known() {
-		pid, comm = strconv.FormatUint(uint64(ev.Owner.PID), 10), ev.Owner.Comm
-		if ev.Owner.FD >= 0 {
-			fd = strconv.Itoa(int(ev.Owner.FD))
+// appendDigits appends v zero-padded to n digits.
+func appendDigits(b []byte, v, n int) []byte {
+	for d := n - 1; d >= 0; d-- {
+		p := 1
+		for i := 0; i < d; i++ {
+			p *= 10
 		}
+		b = append(b, byte('0'+v/p%10))
 	}
-	b = pad(b, pid, 7, false)
+	return b
+}
+
+// appendText writes an event as a line of the stream's table. It is the
+// stream's hot path, so it formats without time.Format or allocations.
+func appendText(b []byte, ev *tracer.Event) []byte {
+	h, m, s := ev.Time.Clock()
+	b = appendDigits(b, h, 2)
+	b = append(b, ':')
+	b = appendDigits(b, m, 2)
+	b = append(b, ':')
+	b = appendDigits(b, s, 2)
+	b = append(b, '.')
+	b = appendDigits(b, ev.Time.Nanosecond()/1000, 6)
 	b = append(b, ' ')
-	b = pad(b, comm, 15, true)
+	start := len(b)
+	if ev.Owner.Known() {
+		b = strconv.AppendUint(b, uint64(ev.Owner.PID), 10)
+	} else {
+		b = append(b, '-')
+	}
+	b = padTo(b, start, 7, false)
 	b = append(b, ' ')
-	b = pad(b, fd, 4, false)
+	start = len(b)
+	if ev.Owner.Known() {
+		b = append(b, ev.Owner.Comm...)
+	} else {
+		b = append(b, '?')
+	}
+	b = padTo(b, start, 15, true)
 	b = append(b, ' ')
-	b = pad(b, formatAddr(ev.Local), 23, true)
+	start = len(b)
+	if ev.Owner.Known() && ev.Owner.FD >= 0 {
+		b = strconv.AppendInt(b, int64(ev.Owner.FD), 10)
+	} else {
+		b = append(b, '-')
+	}
+	b = padTo(b, start, 4, false)
 	b = append(b, ' ')
-	b = pad(b, formatAddr(ev.Remote), 23, true)
+	start = len(b)
+	b = padTo(appendAddr(b, ev.Local), start, 23, true)
+	b = append(b, ' ')
+	start = len(b)
+	b = padTo(appendAddr(b, ev.Remote), start, 23, true)
 	b = append(b, ' ')
 	return appendWhat(b, ev)
 }
@@ -186,11 +225,11 @@ func appendWhat(b []byte, ev *tracer.Event) []byte {
 		if ev.OldSince {
 			b = append(b, '>')
 		}
-		b = append(b, formatDuration(ev.InOld)...)
+		b = appendDuration(b, ev.InOld)
 	}
 	if ev.TimeWaitLeft > 0 {
 		b = append(b, "  (expires in "...)
-		b = append(b, formatDuration(ev.TimeWaitLeft)...)
+		b = appendDuration(b, ev.TimeWaitLeft)
 		b = append(b, ')')
 	}
 	if ev.Kind == tracer.KindTransition && ev.New == tracer.StateClose && ev.Flags&tracer.FlagError != 0 {
@@ -222,9 +261,9 @@ func appendJSON(b []byte, ev *tracer.Event) []byte {
 	b = append(b, `,"family":`...)
 	b = strconv.AppendInt(b, int64(ev.Family()), 10)
 	b = append(b, `,"local":"`...)
-	b = append(b, formatAddr(ev.Local)...)
+	b = appendAddr(b, ev.Local)
 	b = append(b, `","remote":"`...)
-	b = append(b, formatAddr(ev.Remote)...)
+	b = appendAddr(b, ev.Remote)
 	b = append(b, `","old":"`...)
 	b = append(b, ev.Old.String()...)
 	b = append(b, `","new":"`...)
@@ -283,16 +322,17 @@ func appendJSON(b []byte, ev *tracer.Event) []byte {
 
 // summary counts what was shown, for the report at exit.
 type summary struct {
-	transitions map[[2]tracer.State]uint64
+	// transitions counts by old and new state (the kernel's numbers are small).
+	transitions [16][16]uint64
 	events      uint64
 }
 
-func newSummary() *summary { return &summary{transitions: make(map[[2]tracer.State]uint64)} }
+func newSummary() *summary { return &summary{} }
 
 func (s *summary) add(ev *tracer.Event) {
 	s.events++
 	if ev.Kind == tracer.KindTransition {
-		s.transitions[[2]tracer.State{ev.Old, ev.New}]++
+		s.transitions[ev.Old&15][ev.New&15]++
 	}
 }
 
@@ -303,9 +343,13 @@ func (s *summary) print(w io.Writer, st tracer.Stats, elapsed time.Duration) {
 	}
 	var rows []row
 	var total uint64
-	for k, n := range s.transitions {
-		rows = append(rows, row{k[0], k[1], n})
-		total += n
+	for from := range s.transitions {
+		for to, n := range s.transitions[from] {
+			if n > 0 {
+				rows = append(rows, row{tracer.State(from), tracer.State(to), n})
+				total += n
+			}
+		}
 	}
 	sort.Slice(rows, func(i, j int) bool {
 		if rows[i].n != rows[j].n {
