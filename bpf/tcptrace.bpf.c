@@ -199,9 +199,18 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk, bo
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	e->family = SK_READ(btf, sk, __sk_common.skc_family);
 	e->netns = sock_netns(sk, btf);
-	e->inode = sock_inode(sk);
+	if (btf) {
+		/* A socket's file and its socket_alloc share the inode. */
+		struct socket *sock = sk->sk_socket;
+		e->inode = sock && sock->file ? sock->file->f_inode->i_ino : 0;
+		e->sport = sk->__sk_common.skc_num;
+	} else {
+		e->inode = sock_inode(sk);
+		e->sport = 0;
+	}
 	/* skc_num is already 0 at the CLOSE transition; inet_sport is not. */
-	e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
+	if (!e->sport)
+		e->sport = bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport));
 	e->dport = bpf_ntohs(SK_READ(btf, sk, __sk_common.skc_dport));
 	fill_addrs(&sk->__sk_common, e->family, e->saddr, e->daddr, btf);
 }
