@@ -3,7 +3,9 @@
 // each sending one byte and reading it back, and prints the rate. -shape says
 // how each connection ends: client-close (the client closes first),
 // server-close (the server does), or rst (the client closes with SO_LINGER 0).
-// It stops after -n connections or -timeout, whichever comes first.
+// The long-lived shape instead keeps -conns connections per worker open and
+// makes -n one-byte round trips over them. It stops after -n connections (or
+// round trips) or -timeout, whichever comes first.
 package main
 
 import (
@@ -25,9 +27,10 @@ func main() {
 	shape := flag.String("shape", "client-close", "how connections end: client-close, server-close or rst")
 	n := flag.Int("n", 20000, "connections to open")
 	workers := flag.Int("workers", 4, "parallel dialers")
+	conns := flag.Int("conns", 25, "long-lived: connections each worker keeps open")
 	timeout := flag.Duration("timeout", 60*time.Second, "stop after this long")
 	flag.Parse()
-	if *shape != "client-close" && *shape != "server-close" && *shape != "rst" {
+	if *shape != "client-close" && *shape != "server-close" && *shape != "rst" && *shape != "long-lived" {
 		fmt.Fprintf(os.Stderr, "churn: unknown -shape %q\n", *shape)
 		os.Exit(2)
 	}
@@ -35,7 +38,7 @@ func main() {
 		runServer(*serve, *shape == "server-close")
 		return
 	}
-	if err := run(*n, *workers, *timeout, *shape); err != nil {
+	if err := run(*n, *workers, *conns, *timeout, *shape); err != nil {
 		fmt.Fprintln(os.Stderr, "churn:", err)
 		os.Exit(1)
 	}
@@ -70,7 +73,7 @@ func runServer(addr string, closeFirst bool) {
 	}
 }
 
-func run(n, workers int, timeout time.Duration, shape string) error {
+func run(n, workers, conns int, timeout time.Duration, shape string) error {
 	self, err := os.Executable()
 	if err != nil {
 		return err
@@ -95,6 +98,18 @@ func run(n, workers int, timeout time.Duration, shape string) error {
 	deadline := time.Now().Add(timeout)
 	start := time.Now()
 	var wg sync.WaitGroup
+	if shape == "long-lived" {
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				roundTrips(addr, conns, int64(n), deadline, &done, &failed)
+			}()
+		}
+		wg.Wait()
+		report("round-trips", done.Load(), failed.Load(), time.Since(start))
+		return nil
+	}
 	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
@@ -124,7 +139,41 @@ func run(n, workers int, timeout time.Duration, shape string) error {
 		}()
 	}
 	wg.Wait()
-	elapsed := time.Since(start)
-	fmt.Printf("connections %d failed %d seconds %.3f rate %.0f/s\n", done.Load(), failed.Load(), elapsed.Seconds(), float64(done.Load())/elapsed.Seconds())
+	report("connections", done.Load(), failed.Load(), time.Since(start))
 	return nil
+}
+
+func report(unit string, done, failed int64, elapsed time.Duration) {
+	fmt.Printf("%s %d failed %d seconds %.3f rate %.0f/s\n", unit, done, failed, elapsed.Seconds(), float64(done)/elapsed.Seconds())
+}
+
+// roundTrips opens conns connections and sends one byte at a time over them
+// in turn, reading each echo, until n round trips were made in all (done
+// and failed are shared by every worker) or the deadline.
+func roundTrips(addr string, conns int, n int64, deadline time.Time, done, failed *atomic.Int64) {
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	for i := 0; i < conns; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			failed.Add(1)
+			continue
+		}
+		open = append(open, c)
+	}
+	one := []byte{1}
+	for i := 0; len(open) > 0 && done.Load()+failed.Load() < n && time.Now().Before(deadline); i++ {
+		c := open[i%len(open)]
+		if _, err := c.Write(one); err != nil {
+			failed.Add(1)
+		} else if _, err := io.ReadFull(c, one); err != nil {
+			failed.Add(1)
+		} else {
+			done.Add(1)
+		}
+	}
 }

@@ -1,7 +1,8 @@
 // Command harness runs the loopback churn load (bench/churn) with no tracer,
-// then under each tracer in turn, and prints one Markdown table: the workload
-// rate against no tracer, transitions delivered, events lost, tracer CPU per
-// million transitions, peak RSS, and BPF run time per program call.
+// then under each tracer in turn, several times, and prints a Markdown table
+// per load shape: the workload rate (median of the runs) against no tracer,
+// transitions expected and delivered, events lost, tracer CPU per million
+// transitions, peak RSS, and BPF run time per program call.
 //
 // It must run as root: the tracers load BPF programs, and it turns on
 // kernel.bpf_stats_enabled for the runs (and restores it).
@@ -34,7 +35,7 @@ var (
 	shownRe    = regexp.MustCompile(`(\d+) transitions shown`)
 	recordedRe = regexp.MustCompile(`recorded (\d+) events`)
 	lostRe     = regexp.MustCompile(`lost: (\d+) ring-buffer drops, (\d+) state-program recursion misses, (\d+) syscall-program recursion misses`)
-	rateRe     = regexp.MustCompile(`connections (\d+) failed (\d+) seconds ([0-9.]+) rate (\d+)/s`)
+	rateRe     = regexp.MustCompile(`([a-z-]+) (\d+) failed (\d+) seconds ([0-9.]+) rate (\d+)/s`)
 )
 
 func tcptraceLost(stderr []byte) int64 {
@@ -58,9 +59,10 @@ func countLines(b []byte, skip int) int64 {
 func main() {
 	tcptrace := flag.String("tcptrace", "bin/tcptrace", "the tcptrace binary")
 	churn := flag.String("churn", "bin/churn", "the churn load generator")
-	n := flag.Int("n", 20000, "connections per run")
+	n := flag.Int("n", 20000, "connections per run (round trips for long-lived: 10 times this)")
 	workers := flag.Int("workers", 4, "parallel dialers")
-	shape := flag.String("shape", "client-close", "load shape (see churn -h)")
+	shapes := flag.String("shape", "client-close,server-close,rst,long-lived", "load shapes, comma-separated (see churn -h)")
+	runs := flag.Int("runs", 3, "runs of each tracer per shape; the table shows the median")
 	settle := flag.Duration("settle", 2*time.Second, "how long a tracer gets to start before the load")
 	flag.Parse()
 
@@ -69,7 +71,7 @@ func main() {
 		fail(err)
 	}
 	defer os.RemoveAll(tmp)
-	runs := []tracerRun{
+	tracers := []tracerRun{
 		{name: "no tracer"},
 		{name: "tcptrace (stream to a file)", args: []string{*tcptrace, "--color", "never"},
 			delivered: func(_, stderr []byte) (int64, int64, bool) {
@@ -99,25 +101,83 @@ func main() {
 
 	restore := enableBPFStats()
 	defer restore()
+	for _, shape := range strings.Split(*shapes, ",") {
+		load := load{churn: *churn, n: *n, workers: *workers, shape: shape}
+		if shape == "long-lived" {
+			load.n = 10 * *n
+		}
+		benchShape(tracers, load, tmp, *runs, *settle)
+	}
+}
+
+type load struct {
+	churn      string
+	n, workers int
+	shape      string
+}
+
+// transitions is how many transitions the tracepoint reports for each connection
+// a load of a shape makes, both ends together: 5 + 5 per connection, 3 + 3
+// when the client resets; units is the connections (or round trips) made.
+func (l load) transitions(units int64) int64 {
+	switch l.shape {
+	case "rst":
+		return 6 * units
+	case "long-lived":
+		return 10 * int64(l.workers) * 25 // churn's -conns default
+	}
+	return 10 * units
+}
+
+// benchShape runs every tracer runs times, in turn so that drift of the
+// machine spreads over all of them, and prints the shape's table.
+func benchShape(tracers []tracerRun, l load, tmp string, runs int, settle time.Duration) {
+	results := make([][]result, len(tracers))
+	for i := 0; i < runs; i++ {
+		for j, r := range tracers {
+			res, err := run(r, tmp, l, settle)
+			if err != nil {
+				fmt.Fprintf(os.Stderr, "harness: %s, %s: %v\n", l.shape, r.name, err)
+				continue
+			}
+			results[j] = append(results[j], res)
+		}
+	}
+	fmt.Printf("\n### Shape %s: %d %s, %d workers, loopback; median of %d runs\n\n", l.shape, l.n, unitsOf(l), l.workers, runs)
+	fmt.Println("| tracer | rate /s (min-max) | vs no tracer | transitions expected | delivered | lost or missed | tracer CPU ms per 1M transitions | peak RSS MiB | BPF ns per call |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	var base float64
-	fmt.Printf("Load: %d connections, %d dialers, shape %s, loopback. Each row is one run.\n\n", *n, *workers, *shape)
-	fmt.Println("| tracer | conn/s | vs no tracer | transitions delivered | lost or missed | tracer CPU ms per 1M transitions | peak RSS MiB | BPF ns per call |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
-	for _, r := range runs {
-		row, rate, err := run(r, tmp, *churn, *n, *workers, *shape, *settle)
-		if err != nil {
-			fmt.Printf("| %s | failed: %v |\n", r.name, err)
+	for j, r := range tracers {
+		rs := results[j]
+		if len(rs) == 0 {
+			fmt.Printf("| %s | failed |\n", r.name)
 			continue
 		}
+		sort.Slice(rs, func(a, b int) bool { return rs[a].rate < rs[b].rate })
+		med := rs[len(rs)/2]
 		if r.args == nil {
-			base = rate
+			base = med.rate
 		}
 		ratio := "-"
 		if base > 0 {
-			ratio = fmt.Sprintf("%.2f", rate/base)
+			ratio = fmt.Sprintf("%.2f", med.rate/base)
 		}
-		fmt.Printf("| %s | %.0f | %s | %s |\n", r.name, rate, ratio, row)
+		fmt.Printf("| %s | %.0f (%.0f-%.0f) | %s | %d | %s |\n", r.name, med.rate, rs[0].rate, rs[len(rs)-1].rate, ratio,
+			l.transitions(med.units), med.cells)
 	}
+}
+
+func unitsOf(l load) string {
+	if l.shape == "long-lived" {
+		return "round trips"
+	}
+	return "connections"
+}
+
+type result struct {
+	rate  float64
+	units int64 // connections or round trips made
+	cells string
 }
 
 func fail(err error) {
@@ -137,8 +197,8 @@ func enableBPFStats() func() {
 }
 
 // run starts a tracer (if any), runs the load, stops the tracer with SIGINT,
-// and measures. It returns the table cells after the rate.
-func run(r tracerRun, tmp, churn string, n, workers int, shape string, settle time.Duration) (string, float64, error) {
+// and measures: the rate, and the table cells from "delivered" on.
+func run(r tracerRun, tmp string, l load, settle time.Duration) (result, error) {
 	var cmd *exec.Cmd
 	var stdout, stderr bytes.Buffer
 	before := map[int]bool{}
@@ -150,30 +210,32 @@ func run(r tracerRun, tmp, churn string, n, workers int, shape string, settle ti
 	if r.args != nil {
 		out, err := os.Create(filepath.Join(tmp, "stdout"))
 		if err != nil {
-			return "", 0, err
+			return result{}, err
 		}
 		defer out.Close()
 		cmd = exec.Command(r.args[0], r.args[1:]...)
 		cmd.Stdout, cmd.Stderr = out, &stderr
 		if err := cmd.Start(); err != nil {
-			return "", 0, err
+			return result{}, err
 		}
 		time.Sleep(settle)
 	}
-	load, err := exec.Command(churn, "-n", strconv.Itoa(n), "-workers", strconv.Itoa(workers), "-shape", shape).Output()
+	load, err := exec.Command(l.churn, "-n", strconv.Itoa(l.n), "-workers", strconv.Itoa(l.workers), "-shape", l.shape).Output()
 	if err != nil {
 		if cmd != nil {
 			cmd.Process.Kill()
 		}
-		return "", 0, fmt.Errorf("churn: %v", err)
+		return result{}, fmt.Errorf("churn: %v", err)
 	}
 	m := rateRe.FindSubmatch(load)
 	if m == nil {
-		return "", 0, fmt.Errorf("churn printed %q", load)
+		return result{}, fmt.Errorf("churn printed %q", load)
 	}
-	rate, _ := strconv.ParseFloat(string(m[4]), 64)
+	units, _ := strconv.ParseInt(string(m[2]), 10, 64)
+	rate, _ := strconv.ParseFloat(string(m[5]), 64)
+	res := result{rate: rate, units: units, cells: "- | - | - | - | -"}
 	if cmd == nil {
-		return "- | - | - | - | -", rate, nil
+		return res, nil
 	}
 	bpf := bpfRunTimes(before)
 	time.Sleep(500 * time.Millisecond) // let the tracer read what is queued
@@ -208,7 +270,8 @@ func run(r tracerRun, tmp, churn string, n, workers int, shape string, settle ti
 		}
 		rss = fmt.Sprintf("%.0f", float64(usage.Maxrss)/1024)
 	}
-	return fmt.Sprintf("%s | %s | %s | %s | %s", delivered, lost, cpu, rss, bpf), rate, nil
+	res.cells = fmt.Sprintf("%s | %s | %s | %s | %s", delivered, lost, cpu, rss, bpf)
+	return res, nil
 }
 
 type bpfProg struct {
