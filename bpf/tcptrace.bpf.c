@@ -144,6 +144,7 @@ static __always_inline bool pid_wanted(__u32 pid)
 static __always_inline void fill_current(struct owner *o)
 {
 	o->pid = bpf_get_current_pid_tgid() >> 32;
+	o->cgroup = bpf_get_current_cgroup_id();
 	bpf_get_current_comm(o->comm, sizeof(o->comm));
 }
 
@@ -756,6 +757,7 @@ int dump_files(struct bpf_iter__task_file *ctx)
 	r.cookie = sock_key(sk);
 	r.pid = task->tgid;
 	r.fd = ctx->fd;
+	r.cgroup = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
 	r.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	r.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	r.state = BPF_CORE_READ(sk, __sk_common.skc_state);

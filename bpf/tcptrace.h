@@ -47,6 +47,7 @@ enum counter {
 };
 
 struct owner {
+	__u64 cgroup; /* the owner's cgroup v2 id */
 	__u32 pid;
 	__s32 fd;    /* -1 while unknown */
 	__u8 source; /* enum owner_source */
@@ -115,6 +116,7 @@ struct sock_record {
 struct file_record {
 	__u64 inode;
 	__u64 cookie;
+	__u64 cgroup; /* the task's cgroup v2 id */
 	__u32 pid;
 	__s32 fd;
 	__u32 netns;

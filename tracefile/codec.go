@@ -14,9 +14,10 @@ import (
 )
 
 // Magic opens every trace file; Version follows it as a little-endian uint16.
+// Version 2 added the cgroup and container of owners.
 const (
 	Magic   = "tcptrace"
-	Version = 1
+	Version = 2
 )
 
 // Record types.
@@ -119,6 +120,8 @@ func (e *encoder) owner(o tracer.Owner) {
 	e.varint(int64(o.FD))
 	e.byte1(uint8(o.Via))
 	e.bool(o.Closed)
+	e.uvarint(o.Cgroup)
+	e.str(o.Container)
 }
 
 func (e *encoder) snapshot(s *tracer.SocketSnapshot) {
@@ -290,10 +293,12 @@ func (d *decoder) addrPort() netip.AddrPort {
 }
 
 func (d *decoder) owner() tracer.Owner {
-	return tracer.Owner{
+	o := tracer.Owner{
 		PID: uint32(d.uvarint()), Comm: d.str(), FD: int32(d.varint()),
 		Via: tracer.OwnerSource(d.byte1()), Closed: d.bool(),
 	}
+	o.Cgroup, o.Container = d.uvarint(), d.str()
+	return o
 }
 
 func (d *decoder) snapshot(s *tracer.SocketSnapshot) {
@@ -451,6 +456,8 @@ func (d *decoder) ownerAt(p []byte, i int) (tracer.Owner, int) {
 	o.Via = tracer.OwnerSource(b)
 	b, i = u8(p, i)
 	o.Closed = b != 0
+	o.Cgroup, i = uv(p, i)
+	o.Container, i = d.strAt(p, i)
 	return o, i
 }
 

@@ -21,7 +21,7 @@ var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 func sampleInputs() []tracer.Input {
 	local := netip.MustParseAddrPort("127.0.0.1:8080")
 	remote := netip.MustParseAddrPort("[::1]:40000")
-	holder := tracer.Owner{PID: 42, Comm: "server", FD: 7, Via: tracer.OwnerSeed}
+	holder := tracer.Owner{PID: 42, Comm: "server", FD: 7, Via: tracer.OwnerSeed, Cgroup: 4242, Container: "3f1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"}
 	sock := tracer.SocketSnapshot{Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote, State: tracer.StateCloseWait,
 		LastReceived: t0.Add(-time.Minute), Reuse: true, Holders: []tracer.Owner{holder, {PID: 43, Comm: "child", FD: 3, Via: tracer.OwnerSeed}}}
 	tw := sock
@@ -31,7 +31,7 @@ func sampleInputs() []tracer.Input {
 		{Kind: tracer.InputEvent, Event: tracer.Event{
 			Kind: tracer.KindTransition, Time: t0.Add(time.Second), Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote,
 			Old: tracer.StateEstablished, New: tracer.StateCloseWait, Running: tracer.Task{PID: 5, TID: 6, Comm: "client"},
-			Owner: tracer.Owner{PID: 42, Comm: "server", FD: 7, Via: tracer.OwnerAccept, Closed: true}, Source: tracer.SourceKernel,
+			Owner: tracer.Owner{PID: 42, Comm: "server", FD: 7, Via: tracer.OwnerAccept, Closed: true, Cgroup: 77}, Source: tracer.SourceKernel,
 			Flags: tracer.FlagOrphan, Errno: 104, FD: -1, TimeWaitLeft: 59 * time.Second,
 			Origin: tracer.Origin{StackID: 3, Leaf: 0x401000, PID: 42}, ResetReason: "TCP_ABORT_ON_CLOSE", ResetSent: true, ReuseAddr: true,
 			PortHolders: []tracer.SocketSnapshot{tw},
@@ -189,7 +189,7 @@ func TestCorrupt(t *testing.T) {
 	}{
 		{"empty", nil, "the file is empty"},
 		{"not a trace", []byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "not a tcptrace trace"},
-		{"future version", append([]byte(Magic), 9, 0), "trace format version 9; this tcptrace reads version 1"},
+		{"future version", append([]byte(Magic), 9, 0), "trace format version 9; this tcptrace reads version 2"},
 		{"short", []byte("tcp"), "too short"},
 	} {
 		_, _, err := readAll(tc.data)

@@ -94,11 +94,13 @@ func (t *Tracer) decode(raw []byte, ev *Event) bool {
 	}
 	if r.Owner.Source != 0 {
 		ev.Owner = Owner{
-			PID:    r.Owner.Pid,
-			Comm:   t.comms.name(r.Owner.Comm),
-			FD:     r.Owner.Fd,
-			Via:    OwnerSource(r.Owner.Source),
-			Closed: r.Flags&uint8(tcptraceEventFlagFLAG_OWNER_CLOSED) != 0,
+			PID:       r.Owner.Pid,
+			Comm:      t.comms.name(r.Owner.Comm),
+			FD:        r.Owner.Fd,
+			Via:       OwnerSource(r.Owner.Source),
+			Closed:    r.Flags&uint8(tcptraceEventFlagFLAG_OWNER_CLOSED) != 0,
+			Cgroup:    r.Owner.Cgroup,
+			Container: t.cgroups.container(r.Owner.Cgroup, r.Owner.Pid),
 		}
 	}
 	switch ev.Kind {
@@ -109,7 +111,8 @@ func (t *Tracer) decode(raw []byte, ev *Event) bool {
 		}
 	case KindBindFail:
 		ev.ReuseAddr = r.Flags&uint8(tcptraceEventFlagFLAG_REUSEADDR) != 0
-		ev.Owner = Owner{PID: r.Owner.Pid, Comm: t.comms.name(r.Owner.Comm), FD: r.Owner.Fd}
+		ev.Owner = Owner{PID: r.Owner.Pid, Comm: t.comms.name(r.Owner.Comm), FD: r.Owner.Fd,
+			Cgroup: r.Owner.Cgroup, Container: t.cgroups.container(r.Owner.Cgroup, r.Owner.Pid)}
 	}
 	return true
 }

@@ -181,6 +181,10 @@ type Owner struct {
 	FD     int32       `json:"fd"` // -1 while not known (not yet accepted)
 	Via    OwnerSource `json:"via"`
 	Closed bool        `json:"fd_closed,omitempty"` // the owner closed that fd
+	// Cgroup is the owner's cgroup v2 id; Container, the container id its
+	// cgroup path names, if any.
+	Cgroup    uint64 `json:"cgroup,omitempty"`
+	Container string `json:"container,omitempty"`
 }
 
 // Known reports whether tcptrace knows who owns the socket.

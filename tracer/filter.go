@@ -17,6 +17,11 @@ type Filter struct {
 	Addr   netip.Prefix // local or remote address
 	Family int          // 4, 6, or 0 for both
 	States []State      // the old or the new state is one of these
+	// NetNS is a network namespace's inode number; Cgroups, cgroup v2 ids;
+	// Container, a container id or its prefix. Zero values select all.
+	NetNS     uint32
+	Cgroups   map[uint64]bool
+	Container string
 }
 
 // ParsePort accepts a TCP port number, 1 to 65535.
@@ -53,6 +58,12 @@ func (f *Filter) Match(ev *Event) bool {
 	if f.Comm != "" && ev.Owner.Comm != f.Comm {
 		return false
 	}
+	if f.NetNS != 0 && ev.NetNS != f.NetNS {
+		return false
+	}
+	if !f.matchPlace(ev.Owner) {
+		return false
+	}
 	if !f.matchEnds(ev.Local, ev.Remote) {
 		return false
 	}
@@ -65,18 +76,26 @@ func (f *Filter) Match(ev *Event) bool {
 // MatchSocket reports whether the filter selects a socket of the socket
 // table and at least one of its holders; states are not compared.
 func (f *Filter) MatchSocket(s *SocketSnapshot) bool {
-	if !f.matchEnds(s.Local, s.Remote) {
+	if !f.matchEnds(s.Local, s.Remote) || (f.NetNS != 0 && s.NetNS != f.NetNS) {
 		return false
 	}
-	if len(f.PIDs) == 0 && f.Comm == "" {
+	if len(f.PIDs) == 0 && f.Comm == "" && f.Cgroups == nil && f.Container == "" {
 		return true
 	}
 	for _, h := range s.Holders {
-		if (len(f.PIDs) == 0 || slices.Contains(f.PIDs, h.PID)) && (f.Comm == "" || h.Comm == f.Comm) {
+		if (len(f.PIDs) == 0 || slices.Contains(f.PIDs, h.PID)) && (f.Comm == "" || h.Comm == f.Comm) && f.matchPlace(h) {
 			return true
 		}
 	}
 	return false
+}
+
+// matchPlace applies the cgroup and container filters to an owner.
+func (f *Filter) matchPlace(o Owner) bool {
+	if f.Cgroups != nil && !f.Cgroups[o.Cgroup] {
+		return false
+	}
+	return f.Container == "" || strings.HasPrefix(o.Container, f.Container)
 }
 
 // matchEnds applies the port, address and family filters.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"time"
 	"unsafe"
@@ -18,6 +19,8 @@ import (
 type iterators struct {
 	tcp, timewait, files *link.Iter
 	nsPerJiffy           int64
+	// netns, when set, is the network namespace whose sockets are walked.
+	netns *os.File
 }
 
 func openIterators(objs *tcptraceObjects) (iterators, error) {
@@ -48,12 +51,16 @@ func (it *iterators) close() error {
 			errs = append(errs, l.Close())
 		}
 	}
+	if it.netns != nil {
+		errs = append(errs, it.netns.Close())
+	}
 	return errors.Join(errs...)
 }
 
-// readRecords runs an iterator and calls fn with each fixed-size record it writes.
-func readRecords[T any](it *link.Iter, fn func(*T)) error {
-	rc, err := it.Open()
+// readRecords runs an iterator in netns (nil: the tracer's own) and calls fn
+// with each fixed-size record it writes.
+func readRecords[T any](netns *os.File, it *link.Iter, fn func(*T)) error {
+	rc, err := openIn(netns, it)
 	if err != nil {
 		return fmt.Errorf("run iterator: %w", err)
 	}
@@ -102,12 +109,13 @@ func (t *Tracer) snapshot() ([]SocketSnapshot, error) {
 	t.stats.Snapshots++
 	holders := make(map[uint64][]Owner)
 	var listeners []tcptraceFileRecord
-	err := readRecords(t.iters.files, func(r *tcptraceFileRecord) {
+	err := readRecords(nil, t.iters.files, func(r *tcptraceFileRecord) {
 		if r.State == uint8(StateListen) {
 			listeners = append(listeners, *r)
 		}
 		holders[r.Inode] = append(holders[r.Inode], Owner{
 			PID: r.Pid, Comm: t.comms.name(r.Comm), FD: r.Fd, Via: OwnerSeed,
+			Cgroup: r.Cgroup, Container: t.cgroups.container(r.Cgroup, r.Pid),
 		})
 	})
 	if err != nil {
@@ -115,7 +123,7 @@ func (t *Tracer) snapshot() ([]SocketSnapshot, error) {
 	}
 	at := time.Now()
 	var table []SocketSnapshot
-	err = readRecords(t.iters.tcp, func(r *tcptraceSockRecord) {
+	err = readRecords(t.iters.netns, t.iters.tcp, func(r *tcptraceSockRecord) {
 		s := t.iters.snapshotOf(r, at)
 		if s.Inode != 0 {
 			s.Holders = holders[s.Inode]
@@ -144,7 +152,7 @@ func (t *Tracer) teachOwners(table []SocketSnapshot, listeners []tcptraceFileRec
 			continue
 		}
 		h := s.Holders[0]
-		o := tcptraceOwner{Pid: h.PID, Fd: h.FD, Source: uint8(OwnerSeed)}
+		o := tcptraceOwner{Pid: h.PID, Fd: h.FD, Source: uint8(OwnerSeed), Cgroup: h.Cgroup}
 		copy(unsafe.Slice((*byte)(unsafe.Pointer(&o.Comm[0])), len(o.Comm)-1), h.Comm)
 		if err := t.objs.Owners.Update(s.Cookie, &o, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			t.stats.OwnerMapFull++
@@ -152,7 +160,7 @@ func (t *Tracer) teachOwners(table []SocketSnapshot, listeners []tcptraceFileRec
 	}
 	for _, l := range listeners {
 		key := tcptraceListenerKey{Netns: l.Netns, Port: l.Sport}
-		val := tcptraceListenOwner{Cookie: l.Cookie, Owner: tcptraceOwner{Pid: l.Pid, Fd: l.Fd, Source: uint8(OwnerSeed), Comm: l.Comm}}
+		val := tcptraceListenOwner{Cookie: l.Cookie, Owner: tcptraceOwner{Pid: l.Pid, Fd: l.Fd, Source: uint8(OwnerSeed), Comm: l.Comm, Cgroup: l.Cgroup}}
 		_ = t.objs.Listeners.Update(&key, &val, ebpf.UpdateNoExist)
 	}
 }
@@ -227,7 +235,7 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 	found := make(map[uint64]SocketSnapshot, len(t.wanted))
 	at := time.Now()
 	defer func() { t.nextWalk = time.Now().Add(max(tickEvery, walkCostFactor*time.Since(at))) }()
-	err := readRecords(t.iters.timewait, func(r *tcptraceSockRecord) {
+	err := readRecords(t.iters.netns, t.iters.timewait, func(r *tcptraceSockRecord) {
 		found[r.Cookie] = t.iters.snapshotOf(r, at)
 	})
 	if _, derr := t.objs.TwWanted.BatchDelete(t.wanted, nil); derr != nil && err == nil {

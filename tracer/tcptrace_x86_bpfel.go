@@ -43,6 +43,7 @@ type tcptraceEvent struct {
 	Saddr    [16]uint8
 	Daddr    [16]uint8
 	Comm     [16]int8
+	_        [4]byte
 	Owner    tcptraceOwner
 	Origin   struct {
 		_       structs.HostLayout
@@ -76,6 +77,7 @@ type tcptraceFileRecord struct {
 	_        structs.HostLayout
 	Inode    uint64
 	Cookie   uint64
+	Cgroup   uint64
 	Pid      uint32
 	Fd       int32
 	Netns    uint32
@@ -92,7 +94,6 @@ type tcptraceListenOwner struct {
 	_      structs.HostLayout
 	Cookie uint64
 	Owner  tcptraceOwner
-	_      [4]byte
 }
 
 type tcptraceListenerKey struct {
@@ -104,12 +105,14 @@ type tcptraceListenerKey struct {
 
 type tcptraceOwner struct {
 	_      structs.HostLayout
+	Cgroup uint64
 	Pid    uint32
 	Fd     int32
 	Source uint8
 	Flags  uint8
 	Pad    uint16
 	Comm   [16]int8
+	_      [4]byte
 }
 
 type tcptraceOwnerSource uint32

@@ -29,6 +29,9 @@ type Config struct {
 	RingBufferBytes int
 	// Recorder, if set, gets every input before the timeline does.
 	Recorder Recorder
+	// NetNS, when set, is the path of the network namespace whose socket
+	// table the tracer walks (seeding, TIME_WAIT); by default its own.
+	NetNS string
 	// NoOrigins skips the user stacks taken at connect() and accept(), the
 	// costliest work in the kernel, for modes that never show them.
 	NoOrigins bool
@@ -72,6 +75,7 @@ type Tracer struct {
 	timeline *Timeline
 	stats    Stats
 	comms    commCache
+	cgroups  cgroupCache
 	closed   bool
 	classic  bool
 	// symbolizer is made on the first leak report.
@@ -131,7 +135,7 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 		// The tp_btf program may not even load here: put the classic one in its place.
 		spec.Programs["handle_set_state"] = spec.Programs["handle_set_state_classic"].Copy()
 	}
-	t := &Tracer{cfg: cfg, comms: make(commCache), classic: classic}
+	t := &Tracer{cfg: cfg, comms: make(commCache), cgroups: make(cgroupCache), classic: classic}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		// A kernel without BTF-typed tracepoints rejects the tp_btf program itself.
 		var ve *ebpf.VerifierError
@@ -157,6 +161,12 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 	if t.iters, err = openIterators(&t.objs); err != nil {
 		t.Close()
 		return nil, err
+	}
+	if cfg.NetNS != "" {
+		if t.iters.netns, err = os.Open(cfg.NetNS); err != nil {
+			t.Close()
+			return nil, fmt.Errorf("open network namespace: %w", err)
+		}
 	}
 	t.clock = newClock()
 	t.timeline = NewTimeline(time.Now())

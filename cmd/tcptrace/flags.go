@@ -16,15 +16,20 @@ import (
 
 // filterFlags are the flags every mode uses to select connections.
 type filterFlags struct {
-	pids   []int
-	comm   string
-	port   string
-	lport  string
-	rport  string
-	addr   string
-	ipv4   bool
-	ipv6   bool
-	states []string
+	pids      []int
+	comm      string
+	port      string
+	lport     string
+	rport     string
+	addr      string
+	ipv4      bool
+	ipv6      bool
+	states    []string
+	netns     string
+	cgroup    string
+	container string
+	// netnsPath opens the --netns namespace, for the tracer's walks.
+	netnsPath string
 }
 
 func (f *filterFlags) register(fs *pflag.FlagSet) {
@@ -37,6 +42,9 @@ func (f *filterFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVarP(&f.ipv4, "ipv4", "4", false, "only IPv4")
 	fs.BoolVarP(&f.ipv6, "ipv6", "6", false, "only IPv6")
 	fs.StringSliceVar(&f.states, "state", nil, "only transitions from or to this state (repeatable, e.g. CLOSE_WAIT)")
+	fs.StringVar(&f.netns, "netns", "", "only sockets of this network namespace: a name from `ip netns list`, /proc/PID/ns/net, or an inode number")
+	fs.StringVar(&f.cgroup, "cgroup", "", "only sockets whose owner is in this cgroup v2 (a path, or an id) or below it")
+	fs.StringVar(&f.container, "container", "", "only sockets whose owner is in this container (an id or its prefix)")
 }
 
 // filter checks the flags and builds the filter for live tracing; every
@@ -96,6 +104,30 @@ func (f *filterFlags) build(live bool) (tracer.Filter, error) {
 			return out, usageError{err}
 		}
 		out.States = append(out.States, st)
+	}
+	if f.netns != "" {
+		ino, path, err := tracer.ResolveNetNS(f.netns)
+		if err != nil {
+			return out, usageError{err}
+		}
+		if live && path == "" {
+			return out, usagef("invalid --netns %q: no process is in that namespace; give its name or a path to it", f.netns)
+		}
+		out.NetNS, f.netnsPath = ino, path
+	}
+	if f.cgroup != "" {
+		ids, err := tracer.ResolveCgroup(f.cgroup)
+		if err != nil {
+			return out, usageError{err}
+		}
+		out.Cgroups = ids
+	}
+	if f.container != "" {
+		c := strings.ToLower(f.container)
+		if len(c) > 64 || strings.Trim(c, "0123456789abcdef") != "" {
+			return out, usagef("invalid --container %q: want a container id (hex digits) or its prefix", f.container)
+		}
+		out.Container = c
 	}
 	return out, nil
 }

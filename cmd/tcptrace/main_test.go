@@ -95,6 +95,10 @@ func TestBadInput(t *testing.T) {
 		{[]string{"leaks", "--state", "CLOSE_WAIT"}, "--state does not apply"},
 		{[]string{"leaks", "--pid", "999999999"}, "no process with pid 999999999"},
 		{[]string{"leaks", "--interval", "1ms"}, "invalid --interval"},
+		{[]string{"--netns", "no-such-namespace"}, "invalid --netns"},
+		{[]string{"--netns", "/etc/passwd"}, "not a network namespace"},
+		{[]string{"--cgroup", "/no/such/cgroup"}, "invalid --cgroup"},
+		{[]string{"--container", "xyz"}, "invalid --container"},
 	} {
 		_, stderr, code := runTcptrace(t, nil, tc.args...)
 		if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "tcptrace: ") || !strings.Contains(stderr, tc.want) {

@@ -172,7 +172,12 @@ func appendText(b []byte, ev *tracer.Event) []byte {
 	start = len(b)
 	b = padTo(appendAddr(b, ev.Remote), start, 23, true)
 	b = append(b, ' ')
-	return appendWhat(b, ev)
+	b = appendWhat(b, ev)
+	if ev.Owner.Container != "" {
+		b = append(b, "  container="...)
+		b = append(b, tracer.ShortContainerID(ev.Owner.Container)...)
+	}
+	return b
 }
 
 // appendWhat writes what happened: the transition, accept, close, RST or
@@ -285,6 +290,11 @@ func appendJSON(b []byte, ev *tracer.Event) []byte {
 	b = append(b, ev.Owner.Via.String()...)
 	b = append(b, `","fd_closed":`...)
 	b = strconv.AppendBool(b, ev.Owner.Closed)
+	b = append(b, `,"cgroup":`...)
+	b = strconv.AppendUint(b, ev.Owner.Cgroup, 10)
+	b = append(b, `,"container":"`...)
+	b = append(b, ev.Owner.Container...) // hex digits: nothing to escape
+	b = append(b, '"')
 	b = append(b, `},"running":{"pid":`...)
 	b = strconv.AppendUint(b, uint64(ev.Running.PID), 10)
 	b = append(b, `,"tid":`...)

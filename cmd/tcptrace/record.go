@@ -37,6 +37,7 @@ Flags:
 
 type recordFlags struct {
 	pids       []int
+	netns      string
 	output     string
 	force      bool
 	maxSize    string
@@ -50,6 +51,7 @@ func (f *recordFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.output, "output", "o", "", "the trace file to write (required)")
 	fs.BoolVar(&f.force, "force", false, "overwrite the file if it exists")
 	fs.IntSliceVarP(&f.pids, "pid", "p", nil, "only sockets owned by this process (repeatable; filtered in the kernel)")
+	fs.StringVar(&f.netns, "netns", "", "walk this network namespace's socket table (a name, /proc/PID/ns/net or an inode number); all are traced")
 	fs.StringVar(&f.maxSize, "max-size", "", "start a new file past this size (e.g. 500M, 2G); the old one becomes FILE.1")
 	fs.IntVar(&f.maxFiles, "max-files", 5, "with --max-size, how many old files to keep")
 	fs.DurationVar(&f.tableEvery, "table-interval", 10*time.Second, "how often to record a walk of the socket and fd tables")
@@ -88,7 +90,8 @@ func runRecord(args []string) error {
 	if f.output == "" {
 		return usagef("record needs -o FILE, the trace file to write")
 	}
-	filter, err := (&filterFlags{pids: f.pids}).filter()
+	ff := filterFlags{pids: f.pids, netns: f.netns}
+	filter, err := ff.filter()
 	if err != nil {
 		return err
 	}
@@ -114,7 +117,7 @@ func runRecord(args []string) error {
 	if err != nil {
 		return err
 	}
-	tr, err = openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w})
+	tr, err = openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w, NetNS: ff.netnsPath})
 	if err != nil {
 		w.Close()
 		os.Remove(f.output)

@@ -87,7 +87,7 @@ func runStream(args []string) error {
 		return err
 	}
 
-	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true})
+	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true, NetNS: f.netnsPath})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,161 @@
+package main
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+// TestBPFNetNSAndContainer runs a server and a client inside a network
+// namespace the test makes, the server in a cgroup named the way Docker
+// names a container's, while another pair talks in the host's namespace.
+// `--netns` must show the namespace's connections and nothing else (its
+// listener found by walking the namespace's socket table), and
+// `--container` the server's sockets, with the cgroup and container id.
+func TestBPFNetNSAndContainer(t *testing.T) {
+	testenv.RequireBPF(t)
+	ns := fmt.Sprintf("tcptrace-test-%d", os.Getpid())
+	mustRun(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	mustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	var st syscall.Stat_t
+	if err := syscall.Stat("/run/netns/"+ns, &st); err != nil {
+		t.Fatal(err)
+	}
+	nsIno := float64(st.Ino)
+
+	root, err := tracer.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idBytes := make([]byte, 32)
+	rand.Read(idBytes)
+	ctr := hex.EncodeToString(idBytes)
+	cg := filepath.Join(root, "docker-"+ctr+".scope")
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cg) }) // after the peers are gone: cleanups run last first
+	if err := syscall.Stat(cg, &st); err != nil {
+		t.Fatal(err)
+	}
+	cgID := float64(st.Ino)
+
+	// Into the cgroup first: `ip netns exec` mounts another /sys.
+	server := testenv.StartProcess(t, "sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec ip netns exec %s %s server 127.0.0.1:0",
+		cg, ns, testenv.PeerBinary))
+	_, hostClient, _, _ := testenv.Pair(t, "127.0.0.1:0")
+
+	byNetNS := collectJSON(t, "--json", "--existing", "--netns", ns)
+	byContainer := collectJSON(t, "--json", "--container", ctr[:12])
+	// The listener was there before tcptrace: only a walk inside the namespace finds it.
+	byNetNS.next(t, func(m map[string]any) bool { return m["type"] == "existing" && m["new"] == "LISTEN" })
+	time.Sleep(500 * time.Millisecond) // the --container tracer starts too
+
+	client := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "client", server.ListenAddr())
+	client.Expect("connected")
+	srv := server.Conn("accepted")
+	client.Send("close")
+	hostClient.Send("close")
+	isCloseWait := func(m map[string]any) bool { return m["new"] == "CLOSE_WAIT" && m["type"] == "transition" }
+	for _, c := range []*jsonLines{byNetNS, byContainer} {
+		cw := c.next(t, isCloseWait)
+		owner := cw["owner"].(map[string]any)
+		if owner["pid"] != float64(srv.PID) || owner["fd"] != float64(srv.FD) || cw["netns"] != nsIno ||
+			owner["cgroup"] != cgID || owner["container"] != ctr {
+			t.Errorf("CLOSE_WAIT line %v: want owner pid %d fd %d, netns %v, cgroup %v, container %s", cw, srv.PID, srv.FD, nsIno, cgID, ctr)
+		}
+	}
+	time.Sleep(time.Second) // what the host pair did has reached both tracers
+	for name, c := range map[string]*jsonLines{"--netns": byNetNS, "--container": byContainer} {
+		lines := c.stop(t)
+		for _, m := range lines {
+			owner := m["owner"].(map[string]any)
+			if m["netns"] != nsIno || (name == "--container" && owner["container"] != ctr) {
+				t.Errorf("%s showed %v", name, m)
+			}
+		}
+		if len(lines) == 0 {
+			t.Errorf("%s showed nothing", name)
+		}
+	}
+}
+
+func mustRun(t *testing.T, name string, args ...string) {
+	t.Helper()
+	if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
+		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+	}
+}
+
+// jsonLines is a tcptrace --json running in the background.
+type jsonLines struct {
+	cmd    *exec.Cmd
+	stderr fmt.Stringer
+	lines  chan map[string]any
+	seen   []map[string]any
+}
+
+func collectJSON(t *testing.T, args ...string) *jsonLines {
+	t.Helper()
+	cmd, stdout, stderr := startTcptrace(t, args...)
+	j := &jsonLines{cmd: cmd, stderr: stderr, lines: make(chan map[string]any, 1000)}
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var m map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+				t.Errorf("not JSON: %q", sc.Text())
+				continue
+			}
+			j.lines <- m
+		}
+		close(j.lines)
+	}()
+	return j
+}
+
+// next waits up to 10 s for a line that matches.
+func (j *jsonLines) next(t *testing.T, match func(map[string]any) bool) map[string]any {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for {
+		select {
+		case m, ok := <-j.lines:
+			if !ok {
+				t.Fatalf("tcptrace exited; stderr: %s", j.stderr)
+			}
+			j.seen = append(j.seen, m)
+			if match(m) {
+				return m
+			}
+		case <-timeout:
+			t.Fatalf("no matching line in 10s; stderr: %s", j.stderr)
+		}
+	}
+}
+
+// stop ends tcptrace and returns every line it printed.
+func (j *jsonLines) stop(t *testing.T) []map[string]any {
+	t.Helper()
+	j.cmd.Process.Signal(os.Interrupt)
+	for m := range j.lines {
+		j.seen = append(j.seen, m)
+	}
+	if err := j.cmd.Wait(); err != nil {
+		t.Errorf("after SIGINT: %v; stderr: %s", err, j.stderr)
+	}
+	return j.seen
+}
