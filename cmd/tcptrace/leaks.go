@@ -91,7 +91,7 @@ func runLeaks(args []string) error {
 		return err
 	}
 
-	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug})
+	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug}, true)
 	if err != nil {
 		return err
 	}

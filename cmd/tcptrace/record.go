@@ -102,7 +102,7 @@ func runRecord(args []string) error {
 		return usagef("invalid --max-files, --table-interval or --duration: want at least 1 file, at least 1s, and a positive duration")
 	}
 	if err := tracer.CheckHost(); err != nil {
-		return err
+		return withDoctorHint(err)
 	}
 
 	var tr *tracer.Tracer
@@ -114,7 +114,7 @@ func runRecord(args []string) error {
 	if err != nil {
 		return err
 	}
-	tr, err = openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w})
+	tr, err = openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w}, true)
 	if err != nil {
 		w.Close()
 		os.Remove(f.output)

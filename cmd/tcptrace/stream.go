@@ -88,7 +88,7 @@ func runStream(args []string) error {
 		return err
 	}
 
-	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug})
+	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug}, false)
 	if err != nil {
 		return err
 	}
