@@ -8,12 +8,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"regexp"
 	"strconv"
 	"strings"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/features"
+	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 )
 
@@ -27,14 +30,22 @@ const (
 const tracefsPath = "/sys/kernel/tracing"
 
 // CheckHost reports, in one sentence, the first thing missing for tracing:
-// privileges, kernel BTF, the BPF ring buffer, or tracefs (mounted here when
-// it can be).
+// privileges, memory for BPF maps, a kernel lockdown that forbids reading
+// kernel memory, kernel BTF, the BPF ring buffer, or tracefs (mounted here
+// when it can be).
 func CheckHost() error {
 	if err := checkPrivileges(); err != nil {
 		return err
 	}
+	// A no-op where BPF memory is charged to the memory cgroup (5.11+).
+	if err := rlimit.RemoveMemlock(); err != nil {
+		return fmt.Errorf("this kernel counts BPF maps against RLIMIT_MEMLOCK and raising it failed (%v): run tcptrace as root, give it CAP_SYS_RESOURCE, or raise 'ulimit -l'", err)
+	}
+	if lockdownMode() == "confidentiality" {
+		return errors.New("the kernel is locked down in confidentiality mode, where BPF programs may not read kernel memory: tcptrace cannot work on this kernel")
+	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return errors.New("kernel BTF is missing (/sys/kernel/btf/vmlinux): tcptrace needs Linux 5.8 or later built with CONFIG_DEBUG_INFO_BTF=y")
+		return errors.New("kernel BTF is missing (/sys/kernel/btf/vmlinux): tcptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
 		return fmt.Errorf("the kernel has no BPF ring buffer (%v): tcptrace needs Linux 5.8 or later", err)
@@ -43,52 +54,88 @@ func CheckHost() error {
 }
 
 func checkPrivileges() error {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return fmt.Errorf("read capabilities: %w", err)
+	caps, err := effectiveCaps()
+	if err != nil {
+		return err
 	}
-	has := func(c uint) bool { return data[c/32].Effective&(1<<(c%32)) != 0 }
+	has := func(c uint) bool { return capSet(caps).has(c) }
 	if has(capSysAdmin) || (has(capBPF) && has(capPerfmon)) {
 		return nil
 	}
 	return errors.New("tcptrace needs root, or the CAP_BPF and CAP_PERFMON capabilities, to load its BPF programs: run it with sudo")
 }
 
-// ensureTracefs mounts tracefs when the syscall tracepoints cannot be found.
+// ensureTracefs finds tracefs, mounting it when it is mounted nowhere.
 func ensureTracefs() error {
-	if _, err := os.Stat(tracefsPath + "/events/syscalls"); err == nil {
-		return nil
+	dir := findTracefs()
+	if dir == "" {
+		if err := unix.Mount("tracefs", tracefsPath, "tracefs", 0, ""); err != nil {
+			return fmt.Errorf("tracefs is not mounted and mounting it failed (%v): run 'mount -t tracefs tracefs %s' as root", err, tracefsPath)
+		}
+		dir = tracefsPath
 	}
-	if _, err := os.Stat("/sys/kernel/debug/tracing/events/syscalls"); err == nil {
-		return nil
+	_, err := os.Stat(dir + "/events/syscalls")
+	if errors.Is(err, fs.ErrPermission) {
+		return fmt.Errorf("tracefs at %s is readable only by root: give tcptrace CAP_DAC_READ_SEARCH too, or run it as root", dir)
 	}
-	if err := unix.Mount("tracefs", tracefsPath, "tracefs", 0, ""); err != nil {
-		return fmt.Errorf("tracefs is not mounted and mounting it failed (%v): run 'mount -t tracefs tracefs %s' as root", err, tracefsPath)
-	}
-	if _, err := os.Stat(tracefsPath + "/events/syscalls"); err != nil {
+	if err != nil {
 		return errors.New("the kernel has no syscall tracepoints (tracefs events/syscalls): tcptrace needs CONFIG_FTRACE_SYSCALLS=y")
 	}
 	return nil
 }
 
-// loadError turns a load failure into one line, with the verifier's whole log when debug is set.
+// loadError turns a load failure into one line that names the program and
+// the kernel feature it needs, with the verifier's whole log when debug is set.
 func loadError(err error, debug bool) error {
+	what := "a tcptrace program"
+	if m := failedProgram.FindStringSubmatch(err.Error()); m != nil {
+		what = "tcptrace's program " + m[1]
+		if spec, serr := loadTcptrace(); serr == nil && spec.Programs[m[1]] != nil {
+			section := spec.Programs[m[1]].SectionName
+			what += " (" + section
+			if feature := programFeature(section); feature != "" {
+				what += ", " + feature
+			}
+			what += ")"
+		}
+	}
 	var ve *ebpf.VerifierError
 	if errors.As(err, &ve) {
 		if debug {
-			return fmt.Errorf("the kernel's verifier rejected a tcptrace program: %+v", ve)
+			return fmt.Errorf("the kernel's verifier rejected %s: %+v", what, ve)
 		}
 		last := ""
 		if n := len(ve.Log); n > 0 {
 			last = ": " + strings.TrimSpace(ve.Log[n-1])
 		}
-		return fmt.Errorf("the kernel's verifier rejected a tcptrace program (%v%s); run with --debug for its log", ve.Cause, last)
+		return fmt.Errorf("the kernel's verifier rejected %s (%v%s); run with --debug for its log, and 'tcptrace doctor' to check each piece", what, ve.Cause, last)
 	}
 	if errors.Is(err, unix.EPERM) {
-		return fmt.Errorf("loading BPF programs was not permitted (%v): run tcptrace as root, or with CAP_BPF and CAP_PERFMON", err)
+		// CheckHost found the privileges: something else refuses.
+		return fmt.Errorf("the kernel refused to load %s (%v) although tcptrace has the privileges: a security policy blocks it; 'tcptrace doctor' checks each piece", what, err)
 	}
-	return fmt.Errorf("load BPF programs: %w", err)
+	return fmt.Errorf("the kernel could not load %s: %v; 'tcptrace doctor' checks each piece", what, err)
+}
+
+var failedProgram = regexp.MustCompile(`program (\w+):`)
+
+// programFeature names the kernel feature a program's section needs.
+func programFeature(section string) string {
+	switch {
+	case strings.HasPrefix(section, "tp_btf/"):
+		return "a BTF raw tracepoint, Linux 5.5+"
+	case section == "iter/tcp":
+		return "a BPF iterator over TCP sockets, Linux 5.9+"
+	case section == "iter/task_file":
+		return "a BPF iterator over open files, Linux 5.8+"
+	case strings.HasPrefix(section, "tracepoint/syscalls/"):
+		return "a syscall tracepoint"
+	case strings.HasPrefix(section, "tracepoint/tcp/"):
+		return "a TCP reset tracepoint, Linux 4.15+"
+	case strings.HasPrefix(section, "tracepoint/sock/"):
+		return "the classic state tracepoint, Linux 4.16+"
+	}
+	return ""
 }
 
 // kernelHZ reads CONFIG_HZ, the rate of the jiffies that timewait timers count.

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -132,16 +133,25 @@ func (f *filterFlags) build(live bool) (tracer.Filter, error) {
 	return out, nil
 }
 
-// openTracer loads the tracer for a mode, saying when it had to fall back.
+// openTracer loads the tracer for a mode, saying what it runs without.
 func openTracer(cfg tracer.Config) (*tracer.Tracer, error) {
 	tr, err := tracer.Open(cfg)
 	if err != nil {
-		return nil, err
+		return nil, withDoctorHint(err)
 	}
-	if tr.Classic() {
-		fmt.Fprintln(os.Stderr, "tcptrace: BTF-typed tracepoints are unavailable; using the classic tracepoint, which cannot follow connections into TIME_WAIT")
+	for _, w := range tr.Warnings(!cfg.NoOrigins) {
+		fmt.Fprintln(os.Stderr, "tcptrace: "+w)
 	}
 	return tr, nil
+}
+
+// withDoctorHint points a failure to start tracing at 'tcptrace doctor'.
+func withDoctorHint(err error) error {
+	var u usageError
+	if err == nil || errors.As(err, &u) || strings.Contains(err.Error(), "tcptrace doctor") {
+		return err
+	}
+	return fmt.Errorf("%w ('tcptrace doctor' checks what this machine lacks)", err)
 }
 
 // interrupted is a context that ends at Ctrl-C or SIGTERM, or after

@@ -49,6 +49,8 @@ func run(args []string) error {
 			return runReplay(args[1:])
 		case "report":
 			return runReport(args[1:])
+		case "doctor":
+			return runDoctor(args[1:])
 		case "help":
 			return runStream([]string{"--help"})
 		}

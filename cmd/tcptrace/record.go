@@ -105,7 +105,7 @@ func runRecord(args []string) error {
 		return usagef("invalid --max-files, --table-interval or --duration: want at least 1 file, at least 1s, and a positive duration")
 	}
 	if err := tracer.CheckHost(); err != nil {
-		return err
+		return withDoctorHint(err)
 	}
 
 	var tr *tracer.Tracer

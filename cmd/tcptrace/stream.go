@@ -21,6 +21,7 @@ Usage:
   sudo tcptrace record -o FILE    keep a trace for postmortems
   tcptrace report FILE            the leaks analyses of a trace, or connection timelines
   tcptrace replay FILE            a trace, shown as the live stream showed it
+  sudo tcptrace doctor            what works on this machine, what is missing
 Each command has --help.
 
 Examples:

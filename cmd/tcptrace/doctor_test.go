@@ -1,0 +1,132 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tracer"
+)
+
+// thisMachine is what the project's test machines are known to have (see
+// KERNEL-FACTS.md): everything tcptrace uses works, fentry is refused by
+// policy. The doctor must find it by itself.
+var thisMachine = map[string]tracer.CheckStatus{
+	"privileges":          tracer.CheckOK,
+	"btf":                 tracer.CheckOK,
+	"tracefs":             tracer.CheckOK,
+	"ringbuf":             tracer.CheckOK,
+	"maps":                tracer.CheckOK,
+	"tp_btf":              tracer.CheckOK,
+	"classic_tracepoint":  tracer.CheckOK,
+	"syscall_tracepoints": tracer.CheckOK,
+	"reset_tracepoints":   tracer.CheckOK,
+	"iter_tcp":            tracer.CheckOK,
+	"iter_task_file":      tracer.CheckOK,
+	"fentry":              tracer.CheckBlocked,
+}
+
+// TestBPFDoctor runs `doctor --json` as root: this machine's known pieces
+// are found, tcptrace can run with the BTF raw tracepoint, exit status 0.
+func TestBPFDoctor(t *testing.T) {
+	testenv.RequireBPF(t)
+	stdout, stderr, code := runTcptrace(t, nil, "doctor", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d, want 0; stderr: %s\n%s", code, stderr, stdout)
+	}
+	var d tracer.Diagnosis
+	if err := json.Unmarshal([]byte(stdout), &d); err != nil {
+		t.Fatalf("not one JSON object: %v\n%s", err, stdout)
+	}
+	for id, want := range thisMachine {
+		c := d.Check(id)
+		switch {
+		case c == nil:
+			t.Errorf("no %q check", id)
+		case c.Status != want:
+			t.Errorf("%s: %s (%s), want %s", id, c.Status, c.Detail, want)
+		case c.Detail == "" || c.Meaning == "":
+			t.Errorf("%s: detail %q, meaning %q: want both", id, c.Detail, c.Meaning)
+		}
+	}
+	if c := d.Check("fentry"); c != nil && !strings.Contains(c.Detail, "operation not permitted") {
+		t.Errorf("fentry detail %q: want the kernel's error", c.Detail)
+	}
+	if !d.CanRun || d.Mode != "tp_btf" || d.Missing != "" {
+		t.Errorf("can_run %v, mode %q, missing %q; want true, tp_btf, none", d.CanRun, d.Mode, d.Missing)
+	}
+
+	// The table: one row per check, and the verdict last.
+	stdout, stderr, code = runTcptrace(t, nil, "doctor", "--color", "never")
+	if code != 0 || stderr != "" {
+		t.Fatalf("text: exit %d, stderr %q", code, stderr)
+	}
+	lines := strings.Split(strings.TrimRight(stdout, "\n"), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "tcptrace can run here") {
+		t.Errorf("last line %q, want the verdict", last)
+	}
+	for _, row := range []string{"BTF raw tracepoint (tp_btf)  ok ", "BPF iterator iter/tcp        ok ", "fentry (tcp_set_state)       blocked "} {
+		if !strings.Contains(stdout, row) {
+			t.Errorf("no row starting %q in:\n%s", row, stdout)
+		}
+	}
+	if strings.Contains(stdout, "\x1b[") {
+		t.Error("colors with --color never")
+	}
+}
+
+// TestDoctorNotRoot: as nobody, doctor says privileges are missing, checks
+// what it can without them, and exits 1 with one line saying why.
+func TestDoctorNotRoot(t *testing.T) {
+	var attr *syscall.SysProcAttr
+	if os.Geteuid() == 0 {
+		attr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 65534, Gid: 65534}}
+	}
+	stdout, stderr, code := runTcptrace(t, attr, "doctor", "--json")
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "tcptrace: cannot run here: privileges missing") {
+		t.Fatalf("exit %d, stderr %q; want 1 and one line naming the privileges", code, stderr)
+	}
+	var d tracer.Diagnosis
+	if err := json.Unmarshal([]byte(stdout), &d); err != nil {
+		t.Fatalf("not one JSON object: %v\n%s", err, stdout)
+	}
+	if d.CanRun || d.Check("privileges").Status != tracer.CheckMissing {
+		t.Errorf("can_run %v, privileges %+v", d.CanRun, d.Check("privileges"))
+	}
+	if c := d.Check("btf"); c.Status != tracer.CheckOK {
+		t.Errorf("kernel BTF, readable by anyone: %+v", c)
+	}
+	if c := d.Check("tp_btf"); c.Status != tracer.CheckUnknown {
+		t.Errorf("tp_btf without privileges: %+v, want unknown", c)
+	}
+
+	stdout, stderr, code = runTcptrace(t, attr, "doctor", "--color", "never")
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stdout, "privileges                   missing ") {
+		t.Errorf("text: exit %d, stderr %q, stdout:\n%s", code, stderr, stdout)
+	}
+}
+
+// TestDoctorBadFlags: bad flags are one line and exit status 2, before any check.
+func TestDoctorBadFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"doctor", "--nope"}, "unknown flag"},
+		{[]string{"doctor", "--color", "pink"}, "invalid --color"},
+		{[]string{"doctor", "now"}, "unexpected argument"},
+		{[]string{"doctor", "--json=maybe"}, "invalid argument"},
+	} {
+		stdout, stderr, code := runTcptrace(t, nil, tc.args...)
+		if code != 2 || stdout != "" || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want exit 2 and one line with %q", tc.args, code, stdout, stderr, tc.want)
+		}
+	}
+	stdout, _, code := runTcptrace(t, nil, "doctor", "--help")
+	if code != 0 || !strings.Contains(stdout, "Exit status") || !strings.Contains(stdout, "--json") {
+		t.Errorf("doctor --help: exit %d:\n%s", code, stdout)
+	}
+}
