@@ -32,18 +32,19 @@ type LeakReport struct {
 
 // ProcessLeak is one process's leaked sockets.
 type ProcessLeak struct {
-	PID     uint32         `json:"pid"`
-	Comm    string         `json:"comm"`
-	Count   int            `json:"count"`
-	FDs     []int32        `json:"fds"`
-	Oldest  time.Duration  `json:"oldest_ns"`
-	Median  time.Duration  `json:"median_ns"`
-	AtLeast bool           `json:"ages_at_least"` // some ages are lower bounds: they began before tracing
-	Peers   []PeerCount    `json:"peers"`
-	Origins []OriginCount  `json:"origins"`
-	Sockets []LeakedSocket `json:"sockets"`
-	Verdict string         `json:"verdict"`
-	Advice  string         `json:"advice"`
+	PID       uint32         `json:"pid"`
+	Comm      string         `json:"comm"`
+	Container string         `json:"container,omitempty"` // the container id its cgroup names
+	Count     int            `json:"count"`
+	FDs       []int32        `json:"fds"`
+	Oldest    time.Duration  `json:"oldest_ns"`
+	Median    time.Duration  `json:"median_ns"`
+	AtLeast   bool           `json:"ages_at_least"` // some ages are lower bounds: they began before tracing
+	Peers     []PeerCount    `json:"peers"`
+	Origins   []OriginCount  `json:"origins"`
+	Sockets   []LeakedSocket `json:"sockets"`
+	Verdict   string         `json:"verdict"`
+	Advice    string         `json:"advice"`
 }
 
 // PeerCount is how many leaked sockets one peer address closed.
@@ -108,7 +109,7 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now tim
 		for _, h := range holders {
 			p := byPID[h.PID]
 			if p == nil {
-				p = &ProcessLeak{PID: h.PID, Comm: h.Comm}
+				p = &ProcessLeak{PID: h.PID, Comm: h.Comm, Container: h.Container}
 				byPID[h.PID] = p
 			}
 			p.Sockets = append(p.Sockets, sock)

@@ -235,9 +235,21 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 	found := make(map[uint64]SocketSnapshot, len(t.wanted))
 	at := time.Now()
 	defer func() { t.nextWalk = time.Now().Add(max(tickEvery, walkCostFactor*time.Since(at))) }()
-	err := readRecords(t.iters.netns, t.iters.timewait, func(r *tcptraceSockRecord) {
-		found[r.Cookie] = t.iters.snapshotOf(r, at)
-	})
+	keep := func(r *tcptraceSockRecord) { found[r.Cookie] = t.iters.snapshotOf(r, at) }
+	err := readRecords(t.iters.netns, t.iters.timewait, keep)
+	// Then inside each other namespace that a wanted socket lives in.
+	t.netns.prune(at)
+	inside := map[uint32]bool{}
+	for _, cookie := range t.wanted {
+		if c := t.timeline.Conn(cookie); c != nil && c.NetNS != t.netns.walked {
+			inside[c.NetNS] = true
+		}
+	}
+	for ino := range inside {
+		if h := t.netns.handles[ino]; h != nil && err == nil {
+			err = readRecords(h.f, t.iters.timewait, keep)
+		}
+	}
 	if _, derr := t.objs.TwWanted.BatchDelete(t.wanted, nil); derr != nil && err == nil {
 		err = fmt.Errorf("clear timewait requests: %w", derr)
 	}

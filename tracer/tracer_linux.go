@@ -76,6 +76,7 @@ type Tracer struct {
 	stats    Stats
 	comms    commCache
 	cgroups  cgroupCache
+	netns    *namespaces
 	closed   bool
 	classic  bool
 	// symbolizer is made on the first leak report.
@@ -167,6 +168,10 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 			t.Close()
 			return nil, fmt.Errorf("open network namespace: %w", err)
 		}
+	}
+	if t.netns, err = newNamespaces(t.iters.netns); err != nil {
+		t.Close()
+		return nil, err
 	}
 	t.clock = newClock()
 	t.timeline = NewTimeline(time.Now())
@@ -351,6 +356,13 @@ func (t *Tracer) apply(raw []byte, emit func(*Event)) error {
 		return nil
 	}
 	t.in.Kind = InputEvent
+	if ev.NetNS != t.netns.walked {
+		pid := ev.Owner.PID
+		if pid == 0 {
+			pid = ev.Running.PID
+		}
+		t.netns.note(ev.NetNS, pid, ev.Time)
+	}
 	if ev.Kind == KindBindFail && time.Since(t.lastPortWalk) >= time.Second {
 		t.lastPortWalk = time.Now()
 		if table, err := t.snapshot(); err == nil {
@@ -435,6 +447,9 @@ func (t *Tracer) Close() error {
 		errs = append(errs, t.rd.Close())
 	}
 	errs = append(errs, t.iters.close())
+	if t.netns != nil {
+		t.netns.close()
+	}
 	for _, l := range t.links {
 		errs = append(errs, l.Close())
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -23,7 +24,9 @@ import (
 // names a container's, while another pair talks in the host's namespace.
 // `--netns` must show the namespace's connections and nothing else (its
 // listener found by walking the namespace's socket table), and
-// `--container` the server's sockets, with the cgroup and container id.
+// `--container` the server's sockets, with the cgroup and container id. A
+// tracer with neither follows the namespace's client into TIME_WAIT: it
+// walks the namespaces its sockets live in.
 func TestBPFNetNSAndContainer(t *testing.T) {
 	testenv.RequireBPF(t)
 	ns := fmt.Sprintf("tcptrace-test-%d", os.Getpid())
@@ -60,12 +63,13 @@ func TestBPFNetNSAndContainer(t *testing.T) {
 
 	byNetNS := collectJSON(t, "--json", "--existing", "--netns", ns)
 	byContainer := collectJSON(t, "--json", "--container", ctr[:12])
+	hostWide := collectJSON(t, "--json", "--port", fmt.Sprint(netip.MustParseAddrPort(server.ListenAddr()).Port()))
 	// The listener was there before tcptrace: only a walk inside the namespace finds it.
 	byNetNS.next(t, func(m map[string]any) bool { return m["type"] == "existing" && m["new"] == "LISTEN" })
 	time.Sleep(500 * time.Millisecond) // the --container tracer starts too
 
 	client := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "client", server.ListenAddr())
-	client.Expect("connected")
+	cli := client.Conn("connected")
 	srv := server.Conn("accepted")
 	client.Send("close")
 	hostClient.Send("close")
@@ -78,6 +82,15 @@ func TestBPFNetNSAndContainer(t *testing.T) {
 			t.Errorf("CLOSE_WAIT line %v: want owner pid %d fd %d, netns %v, cgroup %v, container %s", cw, srv.PID, srv.FD, nsIno, cgID, ctr)
 		}
 	}
+	server.Send("close")
+	server.Expect("closed")
+	for _, c := range []*jsonLines{byNetNS, hostWide} {
+		tw := c.next(t, func(m map[string]any) bool { return m["new"] == "TIME_WAIT" && m["local"] == cli.Local.String() })
+		if tw["old"] != "FIN_WAIT2" || tw["netns"] != nsIno {
+			t.Errorf("TIME_WAIT line %v: want from FIN_WAIT2 in netns %v", tw, nsIno)
+		}
+	}
+	hostWide.stop(t)
 	time.Sleep(time.Second) // what the host pair did has reached both tracers
 	for name, c := range map[string]*jsonLines{"--netns": byNetNS, "--container": byContainer} {
 		lines := c.stop(t)

@@ -287,6 +287,9 @@ func printCloseWait(w io.Writer, rep *tracer.LeakReport) {
 	red := color.New(color.FgRed, color.Bold)
 	for _, p := range rep.Processes {
 		fmt.Fprintf(w, "\n%s\n", red.Sprint(p.Verdict))
+		if p.Container != "" {
+			fmt.Fprintf(w, "  in:       container %s\n", tracer.ShortContainerID(p.Container))
+		}
 		fmt.Fprintf(w, "  fds:      %s\n", joinFDs(p.FDs))
 		median := tracer.FormatAge(p.Median)
 		if p.AtLeast {

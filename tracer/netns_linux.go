@@ -1,0 +1,92 @@
+//go:build linux
+
+package tracer
+
+import (
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// namespaces keeps a handle on each other network namespace that traced
+// sockets live in (a container's, say), so that timewait walks can look
+// inside it: iter/tcp sees only the namespace it runs in. A handle keeps its
+// namespace alive, so one unseen for longer than TIME_WAIT lasts is closed.
+type namespaces struct {
+	// walked is the namespace the tracer walks anyway (its own, or --netns).
+	walked  uint32
+	handles map[uint32]*nsHandle
+}
+
+type nsHandle struct {
+	f        *os.File
+	lastSeen time.Time
+}
+
+// namespacesMax bounds the handles kept; sockets in namespaces past it are
+// followed to CLOSE but not into TIME_WAIT.
+const namespacesMax = 1024
+
+func newNamespaces(walked *os.File) (*namespaces, error) {
+	path := "/proc/self/ns/net"
+	if walked != nil {
+		path = fmt.Sprintf("/proc/self/fd/%d", walked.Fd())
+	}
+	ino, err := nsInode(path)
+	if err != nil {
+		return nil, fmt.Errorf("read network namespace: %w", err)
+	}
+	return &namespaces{walked: ino, handles: map[uint32]*nsHandle{}}, nil
+}
+
+func nsInode(path string) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return uint32(st.Ino), nil
+}
+
+// note records that a socket of namespace ino was seen at now, with pid a
+// process that may be inside it.
+func (n *namespaces) note(ino, pid uint32, now time.Time) {
+	if ino == 0 || ino == n.walked {
+		return
+	}
+	if h := n.handles[ino]; h != nil {
+		h.lastSeen = now
+		return
+	}
+	if len(n.handles) >= namespacesMax || pid == 0 {
+		return
+	}
+	path := fmt.Sprintf("/proc/%d/ns/net", pid)
+	f, err := os.Open(path)
+	if err != nil {
+		return // gone already; the next socket's process may do
+	}
+	if got, err := nsInode(fmt.Sprintf("/proc/self/fd/%d", f.Fd())); err != nil || got != ino {
+		f.Close() // the process moved to another namespace
+		return
+	}
+	n.handles[ino] = &nsHandle{f: f, lastSeen: now}
+}
+
+// prune closes the handles of namespaces no socket was seen in for a while.
+func (n *namespaces) prune(now time.Time) {
+	for ino, h := range n.handles {
+		if now.Sub(h.lastSeen) > 2*TimeWaitLen {
+			h.f.Close()
+			delete(n.handles, ino)
+		}
+	}
+}
+
+func (n *namespaces) close() {
+	for ino, h := range n.handles {
+		h.f.Close()
+		delete(n.handles, ino)
+	}
+}
