@@ -4,6 +4,7 @@ package tracer
 
 import (
 	"net/netip"
+	"runtime"
 	"testing"
 	"time"
 	"unsafe"
@@ -99,4 +100,27 @@ func BenchmarkLeakReport(b *testing.B) {
 		BuildLeakReport(table, tl, HostTCP{PortRange: [2]int{32768, 60999}}, t0.Add(time.Minute), 30*time.Second, nil)
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(table)), "ns/socket")
+}
+
+// BenchmarkTrackedConnMemory is the heap the timeline keeps per open
+// connection (B/conn), for a million connections.
+func BenchmarkTrackedConnMemory(b *testing.B) {
+	const conns = 1_000_000
+	for i := 0; i < b.N; i++ {
+		runtime.GC()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		tl := NewTimeline(t0)
+		var ev Event
+		for c := 0; c < conns; c++ {
+			ev = Event{Kind: KindTransition, Cookie: uint64(c + 1), Time: t0, Old: StateSynSent, New: StateEstablished,
+				Local:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, byte(c >> 16), byte(c >> 8)}), uint16(c)),
+				Remote: netip.MustParseAddrPort("10.1.0.1:443"), Owner: Owner{PID: 42, Comm: "api", FD: int32(c), Via: OwnerConnect}}
+			tl.Apply(&ev, func(*Event) {})
+		}
+		runtime.GC()
+		runtime.ReadMemStats(&after)
+		b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/conns, "B/conn")
+		runtime.KeepAlive(tl)
+	}
 }

@@ -69,7 +69,7 @@ func (t *Timeline) TableAt(now time.Time) []SocketSnapshot {
 		if c == nil && t.recent[s.Cookie] != nil {
 			continue // closed since the walk
 		}
-		if c != nil && c.State != StateUnknown && c.lastUpdate.After(t.LastTable.At) {
+		if c != nil && c.State != StateUnknown && c.lastUpdate > t.LastTable.At.UnixNano() {
 			s.State = c.State
 			s.TimeWaitExpiry = c.TimeWaitExpiry
 		}
