@@ -173,7 +173,7 @@ func (w *Writer) Record(in *tracer.Input) error {
 // statsFields lists the counts in the order the stats record holds them.
 func statsFields(s *tracer.Stats) []*uint64 {
 	return []*uint64{&s.Events, &s.RingbufDrops, &s.StateMisses, &s.SyscallMisses, &s.OwnerMapFull,
-		&s.Repairs, &s.TimeWaitWalks, &s.Snapshots}
+		&s.Repairs, &s.TimeWaitWalks, &s.Snapshots, &s.NetNSUnfollowed}
 }
 
 // describe records the owner's process and the event's origin stack the

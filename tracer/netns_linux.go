@@ -18,6 +18,8 @@ type namespaces struct {
 	// walked is the namespace the tracer walks anyway (its own, or --netns).
 	walked  uint32
 	handles map[uint32]*nsHandle
+	// refused are the namespaces met when no handle was left for them.
+	refused map[uint32]bool
 }
 
 type nsHandle struct {
@@ -25,9 +27,9 @@ type nsHandle struct {
 	lastSeen time.Time
 }
 
-// namespacesMax bounds the handles kept; sockets in namespaces past it are
+// NetNSFollowedMax bounds the handles kept; sockets in namespaces past it are
 // followed to CLOSE but not into TIME_WAIT.
-const namespacesMax = 1024
+const NetNSFollowedMax = 1024
 
 func newNamespaces(walked *os.File) (*namespaces, error) {
 	path := "/proc/self/ns/net"
@@ -38,7 +40,7 @@ func newNamespaces(walked *os.File) (*namespaces, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read network namespace: %w", err)
 	}
-	return &namespaces{walked: ino, handles: map[uint32]*nsHandle{}}, nil
+	return &namespaces{walked: ino, handles: map[uint32]*nsHandle{}, refused: map[uint32]bool{}}, nil
 }
 
 func nsInode(path string) (uint32, error) {
@@ -50,28 +52,37 @@ func nsInode(path string) (uint32, error) {
 }
 
 // note records that a socket of namespace ino was seen at now, with pid a
-// process that may be inside it.
-func (n *namespaces) note(ino, pid uint32, now time.Time) {
+// process that may be inside it. It reports true the first time a namespace
+// cannot be followed because NetNSFollowedMax are.
+func (n *namespaces) note(ino, pid uint32, now time.Time) bool {
 	if ino == 0 || ino == n.walked {
-		return
+		return false
 	}
 	if h := n.handles[ino]; h != nil {
 		h.lastSeen = now
-		return
+		return false
 	}
-	if len(n.handles) >= namespacesMax || pid == 0 {
-		return
+	if len(n.handles) >= NetNSFollowedMax {
+		if n.refused[ino] || len(n.refused) >= NetNSFollowedMax {
+			return false
+		}
+		n.refused[ino] = true
+		return true
+	}
+	if pid == 0 {
+		return false
 	}
 	path := fmt.Sprintf("/proc/%d/ns/net", pid)
 	f, err := os.Open(path)
 	if err != nil {
-		return // gone already; the next socket's process may do
+		return false // gone already; the next socket's process may do
 	}
 	if got, err := nsInode(fmt.Sprintf("/proc/self/fd/%d", f.Fd())); err != nil || got != ino {
 		f.Close() // the process moved to another namespace
-		return
+		return false
 	}
 	n.handles[ino] = &nsHandle{f: f, lastSeen: now}
+	return false
 }
 
 // prune closes the handles of namespaces no socket was seen in for a while.

@@ -59,6 +59,9 @@ type Stats struct {
 	// TimeWaitWalks and Snapshots count walks of the kernel's socket table.
 	TimeWaitWalks uint64
 	Snapshots     uint64
+	// NetNSUnfollowed counts network namespaces past the handles kept:
+	// their sockets' moves into TIME_WAIT show as CLOSE.
+	NetNSUnfollowed uint64
 }
 
 // Missed is the number of events the kernel lost or skipped.
@@ -361,7 +364,9 @@ func (t *Tracer) apply(raw []byte, emit func(*Event)) error {
 		if pid == 0 {
 			pid = ev.Running.PID
 		}
-		t.netns.note(ev.NetNS, pid, ev.Time)
+		if t.netns.note(ev.NetNS, pid, ev.Time) {
+			t.stats.NetNSUnfollowed++
+		}
 	}
 	if ev.Kind == KindBindFail && time.Since(t.lastPortWalk) >= time.Second {
 		t.lastPortWalk = time.Now()
