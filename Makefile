@@ -31,12 +31,14 @@ check-generated: generate
 lint:
 	test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
 	$(GO) vet ./...
+	cd deploy && $(GO) vet ./...
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h tracer/testdata/*.c
 
 # BPF tests load the real programs: run as root. TCPTRACE_REQUIRE_BPF=1 turns their
 # skip (when not root) into a failure.
 test:
 	TCPTRACE_REQUIRE_BPF=1 $(GO) test -count=1 -timeout 10m ./...
+	cd deploy && $(GO) test -count=1 ./...
 
 # The overhead table of BENCHMARKS.md: the churn load with no tracer, then under
 # each tracer (as root; libbpf-tools and bpftrace from Debian are the peers).
