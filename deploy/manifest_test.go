@@ -150,7 +150,7 @@ func replaceOnce(b []byte, old, new string) ([]byte, int) {
 // wantCapabilities are the capabilities tcptrace runs with, in Kubernetes' spelling
 // (no CAP_ prefix); daemonset.yaml says what each is for. The systemd unit must grant
 // the same ones.
-var wantCapabilities = []string{"BPF", "DAC_READ_SEARCH", "PERFMON", "SYS_PTRACE"}
+var wantCapabilities = []string{"BPF", "DAC_READ_SEARCH", "PERFMON", "SYS_ADMIN", "SYS_PTRACE"}
 
 const (
 	tracefsPath   = "/sys/kernel/tracing"

@@ -200,10 +200,10 @@ func (d *doctor) checkPrivileges() {
 	}
 	d.add(ptrace)
 	admin := HostCheck{ID: "cap_sys_admin", Name: "CAP_SYS_ADMIN", Status: CheckOK, Need: NeedOptional, Detail: "present",
-		Meaning: "can mount tracefs if needed; entering other network namespaces would need it too, but tcptrace walks only its own today"}
+		Meaning: "can mount tracefs if needed, and enter other network namespaces (containers') to follow their connections into TIME_WAIT and walk --netns"}
 	if !d.caps.has(capSysAdmin) {
 		admin.Status, admin.Detail = CheckDegraded, "absent"
-		admin.Meaning = "tracefs must already be mounted; other network namespaces stay out of reach (tcptrace walks only its own today)"
+		admin.Meaning = "tracefs must already be mounted; connections in other network namespaces show CLOSE instead of TIME_WAIT, and --netns cannot walk the namespace it names"
 	}
 	d.add(admin)
 }

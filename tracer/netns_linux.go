@@ -20,6 +20,8 @@ type namespaces struct {
 	handles map[uint32]*nsHandle
 	// refused are the namespaces met when no handle was left for them.
 	refused map[uint32]bool
+	// follow is false without CAP_SYS_ADMIN, which entering a namespace needs.
+	follow bool
 }
 
 type nsHandle struct {
@@ -40,7 +42,9 @@ func newNamespaces(walked *os.File) (*namespaces, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read network namespace: %w", err)
 	}
-	return &namespaces{walked: ino, handles: map[uint32]*nsHandle{}, refused: map[uint32]bool{}}, nil
+	caps, err := effectiveCaps()
+	follow := err == nil && capSet(caps).has(capSysAdmin)
+	return &namespaces{walked: ino, handles: map[uint32]*nsHandle{}, refused: map[uint32]bool{}, follow: follow}, nil
 }
 
 func nsInode(path string) (uint32, error) {
@@ -55,7 +59,7 @@ func nsInode(path string) (uint32, error) {
 // process that may be inside it. It reports true the first time a namespace
 // cannot be followed because NetNSFollowedMax are.
 func (n *namespaces) note(ino, pid uint32, now time.Time) bool {
-	if ino == 0 || ino == n.walked {
+	if ino == 0 || ino == n.walked || !n.follow {
 		return false
 	}
 	if h := n.handles[ino]; h != nil {
@@ -92,6 +96,14 @@ func (n *namespaces) prune(now time.Time) {
 			h.f.Close()
 			delete(n.handles, ino)
 		}
+	}
+}
+
+// drop forgets a namespace that could not be walked.
+func (n *namespaces) drop(ino uint32) {
+	if h := n.handles[ino]; h != nil {
+		h.f.Close()
+		delete(n.handles, ino)
 	}
 }
 

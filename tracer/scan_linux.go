@@ -247,7 +247,11 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 	}
 	for ino := range inside {
 		if h := t.netns.handles[ino]; h != nil && err == nil {
-			err = readRecords(h.f, t.iters.timewait, keep)
+			if werr := readRecords(h.f, t.iters.timewait, keep); werr != nil {
+				// Gone, or not enterable: its sockets show CLOSE, and that is counted.
+				t.netns.drop(ino)
+				t.stats.NetNSUnfollowed++
+			}
 		}
 	}
 	if _, derr := t.objs.TwWanted.BatchDelete(t.wanted, nil); derr != nil && err == nil {

@@ -167,6 +167,10 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 		return nil, err
 	}
 	if cfg.NetNS != "" {
+		if caps, cerr := effectiveCaps(); cerr == nil && !capSet(caps).has(capSysAdmin) {
+			t.Close()
+			return nil, errors.New("--netns needs CAP_SYS_ADMIN to enter the namespace and walk its sockets")
+		}
 		if t.iters.netns, err = os.Open(cfg.NetNS); err != nil {
 			t.Close()
 			return nil, fmt.Errorf("open network namespace: %w", err)

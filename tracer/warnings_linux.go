@@ -15,6 +15,9 @@ func (t *Tracer) Warnings(stacks bool) []string {
 	if t.classic {
 		out = append(out, "BTF-typed tracepoints are unavailable; using the classic tracepoint, which cannot follow connections into TIME_WAIT")
 	}
+	if !t.netns.follow {
+		out = append(out, "without CAP_SYS_ADMIN, connections in other network namespaces (containers) are not followed into TIME_WAIT: they show CLOSE")
+	}
 	if caps, err := effectiveCaps(); stacks && err == nil && !capSet(caps).has(capSysPtrace) {
 		out = append(out, "without CAP_SYS_PTRACE, the stacks where other users' processes created connections are shown as bare addresses")
 	}
