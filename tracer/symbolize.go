@@ -5,7 +5,9 @@ import (
 	"debug/dwarf"
 	"debug/elf"
 	"debug/gosym"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"sort"
 	"strconv"
@@ -104,6 +106,11 @@ func (s *Symbolizer) binary(pid uint32, m mapping) *binary {
 	}
 	// Through the process's root, so that binaries in containers are found.
 	b, err := openBinary(fmt.Sprintf("/proc/%d/root%s", pid, m.path))
+	if errors.Is(err, fs.ErrPermission) || errors.Is(err, fs.ErrNotExist) {
+		// This process's binary was out of reach (another user's, or it
+		// exited): another process running the same one may do better.
+		return nil
+	}
 	if err != nil {
 		b = nil
 	}
