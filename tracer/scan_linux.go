@@ -106,6 +106,17 @@ func (it *iterators) snapshotOf(r *tcptraceSockRecord, at time.Time) SocketSnaps
 // snapshot lists every TCP socket of this network namespace with the
 // processes that hold it.
 func (t *Tracer) snapshot() ([]SocketSnapshot, error) {
+	table, listeners, err := t.walkTables()
+	if err != nil {
+		return nil, err
+	}
+	t.teachOwners(table, listeners)
+	return table, nil
+}
+
+// walkTables lists every TCP socket of the walked network namespace with
+// its holders, and the listening sockets' fds.
+func (t *Tracer) walkTables() ([]SocketSnapshot, []tcptraceFileRecord, error) {
 	t.stats.Snapshots++
 	holders := make(map[uint64][]Owner)
 	var listeners []tcptraceFileRecord
@@ -119,7 +130,7 @@ func (t *Tracer) snapshot() ([]SocketSnapshot, error) {
 		})
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	at := time.Now()
 	var table []SocketSnapshot
@@ -137,10 +148,9 @@ func (t *Tracer) snapshot() ([]SocketSnapshot, error) {
 		table = append(table, s)
 	})
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	t.teachOwners(table, listeners)
-	return table, nil
+	return table, listeners, nil
 }
 
 // teachOwners stores in the kernel the owners it does not know yet, so that
@@ -155,7 +165,7 @@ func (t *Tracer) teachOwners(table []SocketSnapshot, listeners []tcptraceFileRec
 		o := tcptraceOwner{Pid: h.PID, Fd: h.FD, Source: uint8(OwnerSeed), Cgroup: h.Cgroup}
 		copy(unsafe.Slice((*byte)(unsafe.Pointer(&o.Comm[0])), len(o.Comm)-1), h.Comm)
 		if err := t.objs.Owners.Update(s.Cookie, &o, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
-			t.stats.OwnerMapFull++
+			t.ownersNotTaught++
 		}
 	}
 	for _, l := range listeners {

@@ -91,6 +91,9 @@ type Tracer struct {
 	in Input
 	// deadline is the ring-buffer reader's current deadline.
 	deadline time.Time
+	// ownersNotTaught counts the owners found in the fd tables that the
+	// kernel's owner map had no room for; Stats.OwnerMapFull adds it.
+	ownersNotTaught uint64
 	// missedRepaired is the Missed() count the last repair accounted for.
 	missedRepaired uint64
 	wanted         []uint64
@@ -426,6 +429,7 @@ func (t *Tracer) readCounters() error {
 		}
 		*dst = sum
 	}
+	t.stats.OwnerMapFull += t.ownersNotTaught
 	st, err := t.objs.HandleSetState.Stats()
 	if err != nil {
 		return fmt.Errorf("read program stats: %w", err)

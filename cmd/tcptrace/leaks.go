@@ -50,6 +50,7 @@ type leaksFlags struct {
 	json      bool
 	color     string
 	debug     bool
+	metrics   metricsFlags
 }
 
 func (f *leaksFlags) register(fs *pflag.FlagSet) {
@@ -60,6 +61,7 @@ func (f *leaksFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.json, "json", false, "print reports as JSON")
 	fs.StringVar(&f.color, "color", "auto", "color: auto, always or never (NO_COLOR is respected)")
 	fs.BoolVar(&f.debug, "debug", false, "print the verifier's log if a program fails to load")
+	f.metrics.register(fs, "")
 }
 
 // leaksDone is returned by the report loop when --once found leaks.
@@ -90,6 +92,11 @@ func runLeaks(args []string) error {
 	if err := setColor(f.color); err != nil {
 		return err
 	}
+	exp, err := f.metrics.start(&filter)
+	if err != nil {
+		return err
+	}
+	defer exp.close()
 
 	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NetNS: f.netnsPath})
 	if err != nil {
@@ -100,11 +107,12 @@ func runLeaks(args []string) error {
 	defer stop()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	exp.attach(tr, cancel)
 
 	terminal := !f.json && isatty.IsTerminal(os.Stdout.Fd())
 	var found, reportErr error
 	next := time.Now()
-	err = tr.Run(ctx, func(*tracer.Event) {}, func() {
+	err = tr.Run(ctx, exp.emit(func(*tracer.Event) {}), exp.tick(func() {
 		if time.Now().Before(next) || reportErr != nil {
 			return
 		}
@@ -132,7 +140,8 @@ func runLeaks(args []string) error {
 			}
 			cancel()
 		}
-	})
+	}))
+	err = exp.finish(err)
 	if err == nil {
 		err = reportErr
 	}

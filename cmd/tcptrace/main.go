@@ -45,6 +45,8 @@ func run(args []string) error {
 			return runLeaks(args[1:])
 		case "record":
 			return runRecord(args[1:])
+		case "serve":
+			return runServe(args[1:])
 		case "replay":
 			return runReplay(args[1:])
 		case "report":

@@ -99,6 +99,14 @@ func TestBadInput(t *testing.T) {
 		{[]string{"--netns", "/etc/passwd"}, "not a network namespace"},
 		{[]string{"--cgroup", "/no/such/cgroup"}, "invalid --cgroup"},
 		{[]string{"--container", "xyz"}, "invalid --container"},
+		{[]string{"serve", "--metrics-addr", "nowhere"}, "invalid --metrics-addr"},
+		{[]string{"serve", "--metrics-addr", "127.0.0.1:99999"}, "invalid --metrics-addr"},
+		{[]string{"serve", "--metrics-addr", ""}, "serve needs --metrics-addr"},
+		{[]string{"serve", "--metrics-top", "0"}, "invalid --metrics-top"},
+		{[]string{"serve", "--state", "LISTEN"}, "--state does not apply"},
+		{[]string{"--metrics-addr", "1.2.3:80"}, "invalid --metrics-addr"},
+		{[]string{"leaks", "--metrics-addr", "host:9669"}, "invalid --metrics-addr"},
+		{[]string{"record", "-o", "/nonexistent/x.trace", "--metrics-addr", "127.0.0.1:"}, "invalid --metrics-addr"},
 	} {
 		_, stderr, code := runTcptrace(t, nil, tc.args...)
 		if code != 2 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "tcptrace: ") || !strings.Contains(stderr, tc.want) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -45,6 +46,7 @@ type recordFlags struct {
 	tableEvery time.Duration
 	duration   time.Duration
 	debug      bool
+	metrics    metricsFlags
 }
 
 func (f *recordFlags) register(fs *pflag.FlagSet) {
@@ -57,6 +59,7 @@ func (f *recordFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.tableEvery, "table-interval", 10*time.Second, "how often to record a walk of the socket and fd tables")
 	fs.DurationVarP(&f.duration, "duration", "d", 0, "stop after this long; default: until Ctrl-C")
 	fs.BoolVar(&f.debug, "debug", false, "print the verifier's log if a program fails to load")
+	f.metrics.register(fs, "")
 }
 
 // parseSize accepts a byte count with an optional K, M or G suffix (powers of 1024).
@@ -104,9 +107,17 @@ func runRecord(args []string) error {
 	if f.maxFiles < 1 || f.tableEvery < time.Second || f.duration < 0 {
 		return usagef("invalid --max-files, --table-interval or --duration: want at least 1 file, at least 1s, and a positive duration")
 	}
+	if err := f.metrics.check(); err != nil {
+		return err
+	}
 	if err := tracer.CheckHost(); err != nil {
 		return withDoctorHint(err)
 	}
+	exp, err := f.metrics.start(&filter)
+	if err != nil {
+		return err
+	}
+	defer exp.close()
 
 	var tr *tracer.Tracer
 	w, err := tracefile.Create(f.output, recordHeader(args), tracefile.Options{
@@ -126,11 +137,14 @@ func runRecord(args []string) error {
 	defer tr.Close()
 	ctx, stop := interrupted(f.duration)
 	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	exp.attach(tr, cancel)
 	started := time.Now()
 	nextFlush, nextTable := started.Add(time.Second), started.Add(f.tableEvery)
 	var events uint64
 	var tickErr error
-	err = tr.Run(ctx, func(*tracer.Event) { events++ }, func() {
+	err = tr.Run(ctx, exp.emit(func(*tracer.Event) { events++ }), exp.tick(func() {
 		now := time.Now()
 		if now.After(nextFlush) && tickErr == nil {
 			nextFlush = now.Add(time.Second)
@@ -140,7 +154,8 @@ func runRecord(args []string) error {
 			nextTable = now.Add(f.tableEvery)
 			_, tickErr = tr.WalkTable()
 		}
-	})
+	}))
+	err = exp.finish(err)
 	if err == nil {
 		err = tickErr
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -19,10 +20,12 @@ Usage:
   sudo tcptrace [flags]           the live stream (this page)
   sudo tcptrace leaks [flags]     who holds sockets in CLOSE_WAIT, stuck closes, TIME_WAIT
   sudo tcptrace record -o FILE    keep a trace for postmortems
+  sudo tcptrace serve             only serve Prometheus metrics (127.0.0.1:9669)
   tcptrace report FILE            the leaks analyses of a trace, or connection timelines
   tcptrace replay FILE            a trace, shown as the live stream showed it
   sudo tcptrace doctor            what works on this machine, what is missing
-Each command has --help.
+Each command has --help. The live modes serve Prometheus metrics with
+--metrics-addr.
 
 Examples:
   sudo tcptrace                         # every transition, live
@@ -47,6 +50,7 @@ type streamFlags struct {
 	duration time.Duration
 	color    string
 	debug    bool
+	metrics  metricsFlags
 }
 
 func (f *streamFlags) register(fs *pflag.FlagSet) {
@@ -56,6 +60,7 @@ func (f *streamFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVarP(&f.duration, "duration", "d", 0, "stop after this long (e.g. 30s); default: until Ctrl-C")
 	fs.StringVar(&f.color, "color", "auto", "color the states: auto, always or never (NO_COLOR is respected)")
 	fs.BoolVar(&f.debug, "debug", false, "print the verifier's log if a program fails to load")
+	f.metrics.register(fs, "")
 }
 
 func newFlagSet(name, help string) *pflag.FlagSet {
@@ -87,6 +92,11 @@ func runStream(args []string) error {
 	if err := setColor(f.color); err != nil {
 		return err
 	}
+	exp, err := f.metrics.start(&filter)
+	if err != nil {
+		return err
+	}
+	defer exp.close()
 
 	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true, NetNS: f.netnsPath})
 	if err != nil {
@@ -95,12 +105,15 @@ func runStream(args []string) error {
 	defer tr.Close()
 	ctx, stop := interrupted(f.duration)
 	defer stop()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	exp.attach(tr, cancel)
 
 	out := newStreamOutput(os.Stdout, &filter, f.json, f.existing)
 	started := time.Now()
-	err = tr.Run(ctx, out.emit, out.flush)
+	err = tr.Run(ctx, exp.emit(out.emit), exp.tick(out.flush))
 	out.finish(tr.Stats(), time.Since(started))
-	return err
+	return exp.finish(err)
 }
 
 // streamOutput prints events as the live stream does; replay uses it too.
