@@ -49,6 +49,10 @@ var (
 		[]string{"program"}, nil)
 	descRepairs = prometheus.NewDesc("tcptrace_repaired_transitions_total",
 		"Transitions tcptrace took from the kernel's socket table because events had been lost or skipped.", nil, nil)
+	descOwnersLost = prometheus.NewDesc("tcptrace_owners_not_stored_total",
+		"Sockets whose owner the kernel's owner map had no room for: their later transitions name no owner.", nil, nil)
+	descNetNSUnfollowed = prometheus.NewDesc("tcptrace_netns_unfollowed_total",
+		"Network namespaces tcptrace could not enter: their connections' moves into TIME_WAIT show as CLOSE.", nil, nil)
 	descSnapshotTime = prometheus.NewDesc("tcptrace_snapshot_timestamp_seconds",
 		"When the socket table behind the gauges was walked, in seconds since the Unix epoch.", nil, nil)
 	descSnapshotTook = prometheus.NewDesc("tcptrace_snapshot_duration_seconds",
@@ -81,7 +85,7 @@ func (c *Collector) Publish(s *Snapshot) {
 // Describe sends every series' description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTransitions, descSockets, descCloseWait, descCloseWaitAge, descTimeWait,
-		descResets, descBindFailures, descEvents, descDrops, descMisses, descRepairs, descSnapshotTime, descSnapshotTook} {
+		descResets, descBindFailures, descEvents, descDrops, descMisses, descRepairs, descOwnersLost, descNetNSUnfollowed, descSnapshotTime, descSnapshotTook} {
 		ch <- d
 	}
 }
@@ -177,6 +181,8 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	counter(descMisses, s.Stats.StateMisses, "state")
 	counter(descMisses, s.Stats.SyscallMisses, "syscall")
 	counter(descRepairs, s.Stats.Repairs)
+	counter(descOwnersLost, s.Stats.OwnerMapFull)
+	counter(descNetNSUnfollowed, s.Stats.NetNSUnfollowed)
 	gauge(descSnapshotTime, float64(s.At.UnixNano())/1e9)
 	gauge(descSnapshotTook, s.Took.Seconds())
 }

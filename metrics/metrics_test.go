@@ -129,7 +129,8 @@ func TestCollectorBounds(t *testing.T) {
 	if g := series(got["tcptrace_sockets"]); len(g) != 12 || !contains(g, "state=CLOSE_WAIT 15") || !contains(g, "state=LISTEN 0") {
 		t.Errorf("sockets: %v", g)
 	}
-	for _, name := range []string{"tcptrace_ringbuf_drops_total", "tcptrace_recursion_misses_total", "tcptrace_repaired_transitions_total", "tcptrace_events_total"} {
+	for _, name := range []string{"tcptrace_ringbuf_drops_total", "tcptrace_recursion_misses_total", "tcptrace_repaired_transitions_total", "tcptrace_events_total",
+		"tcptrace_owners_not_stored_total", "tcptrace_netns_unfollowed_total"} {
 		if got[name] == nil || got[name].GetType() != dto.MetricType_COUNTER || got[name].GetHelp() == "" {
 			t.Errorf("%s: %v, want a counter with help", name, got[name])
 		}
