@@ -239,6 +239,7 @@ func run(r tracerRun, tmp string, l load, settle time.Duration) (result, error) 
 	}
 	bpf := bpfRunTimes(before)
 	time.Sleep(500 * time.Millisecond) // let the tracer read what is queued
+	peak := peakRSS(cmd.Process.Pid)
 	cmd.Process.Signal(syscall.SIGINT)
 	waitErr := cmd.Wait()
 	if b, err := os.ReadFile(filepath.Join(tmp, "stdout")); err == nil {
@@ -268,10 +269,29 @@ func run(r tracerRun, tmp string, l load, settle time.Duration) (result, error) 
 		} else {
 			cpu = fmt.Sprintf("%.0f ms in all", cpuMs)
 		}
-		rss = fmt.Sprintf("%.0f", float64(usage.Maxrss)/1024)
+	}
+	if peak > 0 {
+		rss = fmt.Sprintf("%.0f", float64(peak)/1024)
 	}
 	res.cells = fmt.Sprintf("%s | %s | %s | %s | %s", delivered, lost, cpu, rss, bpf)
 	return res, nil
+}
+
+// peakRSS reads a process's peak resident set in KiB (VmHWM). Not rusage's
+// ru_maxrss: that counts the harness's own memory, which the child shared
+// until it called exec.
+func peakRSS(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb
+		}
+	}
+	return 0
 }
 
 type bpfProg struct {
