@@ -1,9 +1,8 @@
 // Command harness runs the loopback churn load (bench/churn) with no tracer,
 // then under each tracer in turn, several times, and prints a Markdown table
 // per load shape: the workload rate (median of the runs) against no tracer,
-// transitions expected and delivered, events lost, tracer CPU (while the load
-// ran) per million
-// transitions, peak RSS, and BPF run time per program call.
+// transitions expected and delivered, events lost, tracer CPU while the load
+// ran per million transitions, peak RSS, and BPF run time per program call.
 //
 // It must run as root: the tracers load BPF programs, and it turns on
 // kernel.bpf_stats_enabled for the runs (and restores it).
