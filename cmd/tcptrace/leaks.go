@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -103,11 +102,8 @@ func runLeaks(args []string) error {
 		return err
 	}
 	defer tr.Close()
-	ctx, stop := interrupted(0)
-	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := exp.liveContext(tr, 0)
 	defer cancel()
-	exp.attach(tr, cancel)
 
 	terminal := !f.json && isatty.IsTerminal(os.Stdout.Fd())
 	var found, reportErr error

@@ -145,6 +145,16 @@ func (e *exporter) finish(err error) error {
 	return err
 }
 
+// liveContext is the context a live mode runs tr in: it ends at Ctrl-C or
+// SIGTERM, after duration when that is not zero, or when the metrics server
+// fails.
+func (e *exporter) liveContext(tr *tracer.Tracer, duration time.Duration) (context.Context, context.CancelFunc) {
+	ctx, stop := interrupted(duration)
+	ctx, cancel := context.WithCancel(ctx)
+	e.attach(tr, cancel)
+	return ctx, func() { cancel(); stop() }
+}
+
 // close stops the server; for deferring, in case finish is never reached.
 func (e *exporter) close() {
 	if e != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -135,11 +134,8 @@ func runRecord(args []string) error {
 		return err
 	}
 	defer tr.Close()
-	ctx, stop := interrupted(f.duration)
-	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := exp.liveContext(tr, f.duration)
 	defer cancel()
-	exp.attach(tr, cancel)
 	started := time.Now()
 	nextFlush, nextTable := started.Add(time.Second), started.Add(f.tableEvery)
 	var events uint64

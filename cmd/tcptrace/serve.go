@@ -1,8 +1,6 @@
 package main
 
 import (
-	"context"
-
 	"github.com/spf13/pflag"
 
 	"github.com/tcptrace/tcptrace/metrics"
@@ -70,11 +68,8 @@ func runServe(args []string) error {
 		return err
 	}
 	defer tr.Close()
-	ctx, stop := interrupted(0)
-	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := exp.liveContext(tr, 0)
 	defer cancel()
-	exp.attach(tr, cancel)
 	err = tr.Run(ctx, exp.emit(func(*tracer.Event) {}), exp.tick(nil))
 	return exp.finish(err)
 }

@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"fmt"
 	"io"
 	"os"
@@ -103,11 +102,8 @@ func runStream(args []string) error {
 		return err
 	}
 	defer tr.Close()
-	ctx, stop := interrupted(f.duration)
-	defer stop()
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := exp.liveContext(tr, f.duration)
 	defer cancel()
-	exp.attach(tr, cancel)
 
 	out := newStreamOutput(os.Stdout, &filter, f.json, f.existing)
 	started := time.Now()
