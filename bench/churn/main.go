@@ -121,13 +121,7 @@ func run(n, workers, conns int, timeout time.Duration, shape string) error {
 					failed.Add(1)
 					continue
 				}
-				if _, err := c.Write(one); err != nil {
-					failed.Add(1)
-				} else if _, err := io.ReadFull(c, one); err != nil {
-					failed.Add(1)
-				} else {
-					done.Add(1)
-				}
+				roundTrip(c, one, &done, &failed)
 				switch shape {
 				case "server-close":
 					_, _ = c.Read(one) // wait for the server's FIN
@@ -167,13 +161,17 @@ func roundTrips(addr string, conns int, n int64, deadline time.Time, done, faile
 	}
 	one := []byte{1}
 	for i := 0; len(open) > 0 && done.Load()+failed.Load() < n && time.Now().Before(deadline); i++ {
-		c := open[i%len(open)]
-		if _, err := c.Write(one); err != nil {
-			failed.Add(1)
-		} else if _, err := io.ReadFull(c, one); err != nil {
-			failed.Add(1)
-		} else {
-			done.Add(1)
-		}
+		roundTrip(open[i%len(open)], one, done, failed)
+	}
+}
+
+// roundTrip sends one byte and reads its echo, counting the outcome.
+func roundTrip(c net.Conn, one []byte, done, failed *atomic.Int64) {
+	if _, err := c.Write(one); err != nil {
+		failed.Add(1)
+	} else if _, err := io.ReadFull(c, one); err != nil {
+		failed.Add(1)
+	} else {
+		done.Add(1)
 	}
 }
