@@ -113,8 +113,10 @@ struct {
 
 /*
  * The reader polls every 100 ms anyway: waking it costs an interrupt (a VM
- * exit in a guest), so only the record that takes the unread data past
- * WAKEUP_BYTES wakes it, once per batch rather than once per record.
+ * exit in a guest), so a record wakes it only where the unread data crosses
+ * a multiple of WAKEUP_BYTES, not once per record. Records reserved on other
+ * CPUs at the same moment can step over a crossing; the next one, 256 KiB
+ * on, wakes it then.
  */
 #define WAKEUP_BYTES (256 << 10)
 /* Ring-buffer space of one event: an 8-byte header, rounded up to 8 bytes. */
@@ -123,7 +125,7 @@ struct {
 static __always_inline void submit(struct event *e)
 {
 	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	__u64 flags = avail >= WAKEUP_BYTES && avail < WAKEUP_BYTES + EVENT_SPAN
+	__u64 flags = avail >= WAKEUP_BYTES && avail % WAKEUP_BYTES < EVENT_SPAN
 			      ? BPF_RB_FORCE_WAKEUP
 			      : BPF_RB_NO_WAKEUP;
 	bpf_ringbuf_submit(e, flags);

@@ -14,14 +14,24 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 )
 
 // cgroupCache maps cgroup ids to the container id their path names ("" for
-// none), learned from /proc/PID/cgroup of a process seen in the cgroup.
-type cgroupCache map[uint64]string
+// none). The path is read from /proc/PID/cgroup of a process seen in the
+// cgroup, and kept only once the directory it names is that cgroup (the
+// process may have moved, or its pid been reused); a failed look-up is not
+// tried again for a second, so that an exited owner costs one read.
+type cgroupCache map[uint64]cgroupEntry
+
+type cgroupEntry struct {
+	container string
+	known     bool
+	retry     time.Time // while not known: when to look again
+}
 
 const cgroupCacheMax = 4096
 
@@ -29,19 +39,32 @@ func (c cgroupCache) container(id uint64, pid uint32) string {
 	if id == 0 {
 		return ""
 	}
-	if ctr, ok := c[id]; ok {
-		return ctr
-	}
-	path, err := procCgroup(pid)
-	if err != nil {
-		return "" // the process is gone: try again with the next one
+	e, ok := c[id]
+	if ok && (e.known || time.Now().Before(e.retry)) {
+		return e.container
 	}
 	if len(c) >= cgroupCacheMax {
 		clear(c)
 	}
-	ctr := ContainerID(path)
-	c[id] = ctr
-	return ctr
+	e = cgroupEntry{retry: time.Now().Add(time.Second)}
+	if path, err := procCgroup(pid); err == nil && cgroupIDOf(path) == id {
+		e = cgroupEntry{container: ContainerID(path), known: true}
+	}
+	c[id] = e
+	return e.container
+}
+
+// cgroupIDOf is the id of the cgroup v2 at path (relative to the mount), or 0.
+func cgroupIDOf(path string) uint64 {
+	root, err := Cgroup2Mount()
+	if err != nil {
+		return 0
+	}
+	var st unix.Stat_t
+	if unix.Stat(filepath.Join(root, path), &st) != nil {
+		return 0
+	}
+	return st.Ino
 }
 
 // procCgroup reads the cgroup v2 path of a process.
@@ -76,9 +99,9 @@ func Cgroup2Mount() (string, error) {
 	return "", errors.New("cgroup v2 is not mounted")
 }
 
-// ResolveCgroup turns a --cgroup argument, a cgroup v2 id or a directory
-// (absolute, or relative to the cgroup v2 mount), into the ids of that cgroup
-// and of every cgroup below it now.
+// ResolveCgroup turns a --cgroup argument into cgroup ids: a directory
+// (absolute, or relative to the cgroup v2 mount) gives that cgroup and every
+// cgroup below it now; an id gives that cgroup alone.
 func ResolveCgroup(arg string) (map[uint64]bool, error) {
 	if id, err := strconv.ParseUint(arg, 10, 64); err == nil && id > 0 {
 		return map[uint64]bool{id: true}, nil
@@ -100,10 +123,16 @@ func ResolveCgroup(arg string) (map[uint64]bool, error) {
 	}
 	ids := map[uint64]bool{}
 	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && path != dir {
+			return nil // removed while walking
+		}
 		if err != nil || !d.IsDir() {
 			return err
 		}
 		info, err := d.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -122,20 +151,27 @@ func ResolveCgroup(arg string) (map[uint64]bool, error) {
 // path such as /proc/PID/ns/net, or an inode number (then the path is that
 // of a process inside, if any).
 func ResolveNetNS(arg string) (uint32, string, error) {
-	if ino, err := strconv.ParseUint(arg, 10, 32); err == nil {
-		return uint32(ino), procInNetNS(ino), nil
-	}
 	path := arg
 	if !strings.Contains(arg, "/") {
 		path = filepath.Join("/run/netns", arg)
 	}
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
+	// A name made by `ip netns add` wins over an inode number of the same digits.
+	if ino, err := strconv.ParseUint(arg, 10, 32); err == nil {
+		if _, serr := os.Stat(path); serr != nil {
+			return uint32(ino), procInNetNS(ino), nil
+		}
+	}
+	f, err := os.Open(path)
+	if err != nil {
 		return 0, "", fmt.Errorf("invalid --netns %q: %v (want a name from `ip netns list`, a path like /proc/PID/ns/net, or an inode number)", arg, err)
 	}
-	var fsst unix.Statfs_t
-	if err := unix.Statfs(path, &fsst); err != nil || fsst.Type != unix.NSFS_MAGIC {
+	defer f.Close()
+	if typ, err := unix.IoctlRetInt(int(f.Fd()), unix.NS_GET_NSTYPE); err != nil || typ != unix.CLONE_NEWNET {
 		return 0, "", fmt.Errorf("invalid --netns %q: %s is not a network namespace", arg, path)
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0, "", fmt.Errorf("invalid --netns %q: %v", arg, err)
 	}
 	return uint32(st.Ino), path, nil
 }
@@ -158,31 +194,26 @@ func procInNetNS(ino uint64) string {
 
 // openIn runs a socket-table iterator inside the network namespace netns
 // (nil: the tracer's own): iter/tcp walks the namespace of the thread that
-// opens it.
+// opens it. The thread that enters the namespace is never handed back: it
+// ends with the goroutine made for it, so no other code ever runs there.
 func openIn(netns *os.File, it *link.Iter) (io.ReadCloser, error) {
 	if netns == nil {
 		return it.Open()
 	}
-	runtime.LockOSThread()
-	self, err := os.Open("/proc/thread-self/ns/net")
-	if err != nil {
-		runtime.UnlockOSThread()
-		return nil, err
+	type opened struct {
+		rc  io.ReadCloser
+		err error
 	}
-	defer self.Close()
-	if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
-		runtime.UnlockOSThread()
-		return nil, fmt.Errorf("enter network namespace: %w", err)
-	}
-	rc, err := it.Open()
-	if serr := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); serr != nil {
-		// Leave the thread locked: Go ends it with this goroutine rather
-		// than reuse a thread in the wrong namespace.
-		if rc != nil {
-			rc.Close()
+	done := make(chan opened, 1)
+	go func() {
+		runtime.LockOSThread() // and never unlocked
+		if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
+			done <- opened{nil, fmt.Errorf("enter network namespace: %w", err)}
+			return
 		}
-		return nil, fmt.Errorf("leave network namespace: %w", serr)
-	}
-	runtime.UnlockOSThread()
-	return rc, err
+		rc, err := it.Open()
+		done <- opened{rc, err}
+	}()
+	o := <-done
+	return o.rc, o.err
 }

@@ -34,6 +34,7 @@ type LeakReport struct {
 type ProcessLeak struct {
 	PID       uint32         `json:"pid"`
 	Comm      string         `json:"comm"`
+	Cgroup    uint64         `json:"cgroup,omitempty"`    // its cgroup v2 id
 	Container string         `json:"container,omitempty"` // the container id its cgroup names
 	Count     int            `json:"count"`
 	FDs       []int32        `json:"fds"`
@@ -109,7 +110,7 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now tim
 		for _, h := range holders {
 			p := byPID[h.PID]
 			if p == nil {
-				p = &ProcessLeak{PID: h.PID, Comm: h.Comm, Container: h.Container}
+				p = &ProcessLeak{PID: h.PID, Comm: h.Comm, Cgroup: h.Cgroup, Container: h.Container}
 				byPID[h.PID] = p
 			}
 			p.Sockets = append(p.Sockets, sock)
@@ -138,7 +139,10 @@ func FilteredLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now 
 	table = slices.DeleteFunc(slices.Clone(table), func(s SocketSnapshot) bool { return !filter.MatchSocket(&s) })
 	rep := BuildLeakReport(table, tl, host, now, threshold, origin)
 	rep.Processes = slices.DeleteFunc(rep.Processes, func(p ProcessLeak) bool {
-		return (len(filter.PIDs) > 0 && !slices.Contains(filter.PIDs, p.PID)) || (filter.Comm != "" && filter.Comm != p.Comm)
+		// A socket shared with a process the filter leaves out (a forked
+		// child, an fd passed on) does not bring that process in.
+		return (len(filter.PIDs) > 0 && !slices.Contains(filter.PIDs, p.PID)) || (filter.Comm != "" && filter.Comm != p.Comm) ||
+			!filter.matchPlace(Owner{Cgroup: p.Cgroup, Container: p.Container})
 	})
 	return rep
 }

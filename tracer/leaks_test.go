@@ -2,6 +2,7 @@ package tracer
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -103,6 +104,36 @@ func TestTimeWaitWarning(t *testing.T) {
 	for _, want := range []string{"does not shorten it", "tcp_tw_reuse=1 (now 0)", "40000-40099", "keep-alive"} {
 		if !strings.Contains(advice, want) {
 			t.Errorf("advice lacks %q:\n%s", want, advice)
+		}
+	}
+}
+
+// TestFilteredLeakReportContainer: a socket shared with a process outside the
+// container does not bring that process into a --container report.
+func TestFilteredLeakReportContainer(t *testing.T) {
+	const ctr = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	tl := NewTimeline(t0)
+	now := t0.Add(10 * time.Minute)
+	inside := Owner{PID: 42, Comm: "api", FD: 7, Via: OwnerSeed, Cgroup: 9, Container: ctr}
+	outside := Owner{PID: 43, Comm: "debug", FD: 3, Via: OwnerSeed, Cgroup: 1}
+	table := []SocketSnapshot{{Cookie: 1, State: StateCloseWait, Local: netip.MustParseAddrPort("10.0.0.1:8080"),
+		Remote: netip.MustParseAddrPort("10.0.0.9:40001"), Holders: []Owner{inside, outside}, LastReceived: t0}}
+	for _, tc := range []struct {
+		f    Filter
+		want []uint32
+	}{
+		{Filter{}, []uint32{42, 43}},
+		{Filter{Container: ctr[:12]}, []uint32{42}},
+		{Filter{Cgroups: map[uint64]bool{1: true}}, []uint32{43}},
+		{Filter{Container: "fedcba"}, nil},
+	} {
+		rep := FilteredLeakReport(table, tl, HostTCP{}, now, time.Minute, &tc.f, nil)
+		var got []uint32
+		for _, p := range rep.Processes {
+			got = append(got, p.PID)
+		}
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%+v: processes %v, want %v", tc.f, got, tc.want)
 		}
 	}
 }

@@ -18,7 +18,8 @@ type namespaces struct {
 	// walked is the namespace the tracer walks anyway (its own, or --netns).
 	walked  uint32
 	handles map[uint32]*nsHandle
-	// refused are the namespaces met when no handle was left for them.
+	// refused are the namespaces not followed: met when no handle was left
+	// for them, or that could not be entered.
 	refused map[uint32]bool
 	// follow is false without CAP_SYS_ADMIN, which entering a namespace needs.
 	follow bool
@@ -29,9 +30,9 @@ type nsHandle struct {
 	lastSeen time.Time
 }
 
-// NetNSFollowedMax bounds the handles kept; sockets in namespaces past it are
+// netnsFollowedMax bounds the handles kept; sockets in namespaces past it are
 // followed to CLOSE but not into TIME_WAIT.
-const NetNSFollowedMax = 1024
+const netnsFollowedMax = 1024
 
 func newNamespaces(walked *os.File) (*namespaces, error) {
 	path := "/proc/self/ns/net"
@@ -57,7 +58,7 @@ func nsInode(path string) (uint32, error) {
 
 // note records that a socket of namespace ino was seen at now, with pid a
 // process that may be inside it. It reports true the first time a namespace
-// cannot be followed because NetNSFollowedMax are.
+// cannot be followed because netnsFollowedMax are.
 func (n *namespaces) note(ino, pid uint32, now time.Time) bool {
 	if ino == 0 || ino == n.walked || !n.follow {
 		return false
@@ -66,8 +67,11 @@ func (n *namespaces) note(ino, pid uint32, now time.Time) bool {
 		h.lastSeen = now
 		return false
 	}
-	if len(n.handles) >= NetNSFollowedMax {
-		if n.refused[ino] || len(n.refused) >= NetNSFollowedMax {
+	if n.refused[ino] {
+		return false
+	}
+	if len(n.handles) >= netnsFollowedMax {
+		if len(n.refused) >= netnsFollowedMax {
 			return false
 		}
 		n.refused[ino] = true
@@ -99,11 +103,23 @@ func (n *namespaces) prune(now time.Time) {
 	}
 }
 
-// drop forgets a namespace that could not be walked.
-func (n *namespaces) drop(ino uint32) {
+// seen keeps the handle of a namespace where a socket still waits to be
+// looked for (an orphan in FIN_WAIT2 can wait past the prune interval).
+func (n *namespaces) seen(ino uint32, now time.Time) {
+	if h := n.handles[ino]; h != nil {
+		h.lastSeen = now
+	}
+}
+
+// refuse closes the handle of a namespace that could not be walked and
+// does not open it again.
+func (n *namespaces) refuse(ino uint32) {
 	if h := n.handles[ino]; h != nil {
 		h.f.Close()
 		delete(n.handles, ino)
+	}
+	if len(n.refused) < netnsFollowedMax {
+		n.refused[ino] = true
 	}
 }
 

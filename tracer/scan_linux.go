@@ -248,18 +248,19 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 	keep := func(r *tcptraceSockRecord) { found[r.Cookie] = t.iters.snapshotOf(r, at) }
 	err := readRecords(t.iters.netns, t.iters.timewait, keep)
 	// Then inside each other namespace that a wanted socket lives in.
-	t.netns.prune(at)
 	inside := map[uint32]bool{}
 	for _, cookie := range t.wanted {
 		if c := t.timeline.Conn(cookie); c != nil && c.NetNS != t.netns.walked {
 			inside[c.NetNS] = true
+			t.netns.seen(c.NetNS, at)
 		}
 	}
+	t.netns.prune(at)
 	for ino := range inside {
 		if h := t.netns.handles[ino]; h != nil && err == nil {
 			if werr := readRecords(h.f, t.iters.timewait, keep); werr != nil {
-				// Gone, or not enterable: its sockets show CLOSE, and that is counted.
-				t.netns.drop(ino)
+				// Not enterable: its sockets show CLOSE, and that is counted.
+				t.netns.refuse(ino)
 				t.stats.NetNSUnfollowed++
 			}
 		}

@@ -77,8 +77,10 @@ type Timeline struct {
 	nextCheck time.Time
 	// recent keeps closed connections a little longer: an active RST is
 	// sent just after the socket went to CLOSE.
-	recent      map[uint64]*Conn
+	recent map[uint64]*Conn
+	// recentOrder is a ring of recent's cookies, oldest at recentHead.
 	recentOrder []uint64
+	recentHead  int
 	// Resets and BindFailures are the latest of each, oldest first.
 	Resets       []Event
 	BindFailures []Event
@@ -86,9 +88,9 @@ type Timeline struct {
 	LastTable Table
 	Stats     StatsAt
 	// Spare Conns (dropped from recent) and held events (shown) are reused,
-	// so that a steady churn allocates nothing; scratch is the event that
-	// timewait sightings are reported in. emit callbacks never keep the
-	// pointer they are given.
+	// up to spareMax of each, so that a steady churn allocates nothing;
+	// scratch is the event that timewait sightings are reported in. emit
+	// callbacks never keep the pointer they are given.
 	spareConns  []*Conn
 	spareEvents []*Event
 	scratch     Event
@@ -97,6 +99,7 @@ type Timeline struct {
 // Bounds of what the timeline keeps of closed connections, resets and bind failures.
 const (
 	recentMax      = 4096
+	spareMax       = 4096
 	resetsMax      = 256
 	bindFailureMax = 64
 )
@@ -107,18 +110,20 @@ func (t *Timeline) forget(cookie uint64) {
 		return
 	}
 	delete(t.conns, cookie)
-	if len(t.recentOrder) >= recentMax {
-		old := t.recentOrder[0]
-		if c := t.recent[old]; c != nil {
-			delete(t.recent, old)
+	t.recent[cookie] = c
+	if len(t.recentOrder) < recentMax {
+		t.recentOrder = append(t.recentOrder, cookie)
+		return
+	}
+	old := t.recentOrder[t.recentHead]
+	if c := t.recent[old]; c != nil && old != cookie {
+		delete(t.recent, old)
+		if len(t.spareConns) < spareMax {
 			t.spareConns = append(t.spareConns, c)
 		}
-		// Slide the window in place rather than letting append reallocate it.
-		n := copy(t.recentOrder, t.recentOrder[1:])
-		t.recentOrder = t.recentOrder[:n]
 	}
-	t.recent[cookie] = c
-	t.recentOrder = append(t.recentOrder, cookie)
+	t.recentOrder[t.recentHead] = cookie
+	t.recentHead = (t.recentHead + 1) % recentMax
 }
 
 // keep appends ev to a list bounded to max, dropping the oldest.
@@ -314,7 +319,11 @@ func (t *Timeline) newEvent() *Event {
 	return new(Event)
 }
 
-func (t *Timeline) spareEvent(ev *Event) { t.spareEvents = append(t.spareEvents, ev) }
+func (t *Timeline) spareEvent(ev *Event) {
+	if len(t.spareEvents) < spareMax {
+		t.spareEvents = append(t.spareEvents, ev)
+	}
+}
 
 // TimeWaitChecks lists the connections a timewait walk at now should look for:
 // those whose CLOSE may have been a move into TIME_WAIT, those whose timewait

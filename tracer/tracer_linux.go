@@ -59,8 +59,9 @@ type Stats struct {
 	// TimeWaitWalks and Snapshots count walks of the kernel's socket table.
 	TimeWaitWalks uint64
 	Snapshots     uint64
-	// NetNSUnfollowed counts network namespaces past the handles kept:
-	// their sockets' moves into TIME_WAIT show as CLOSE.
+	// NetNSUnfollowed counts the network namespaces not followed, past the
+	// handles kept or not enterable: their sockets' moves into TIME_WAIT
+	// show as CLOSE.
 	NetNSUnfollowed uint64
 }
 

@@ -24,7 +24,8 @@ import (
 // names a container's, while another pair talks in the host's namespace.
 // `--netns` must show the namespace's connections and nothing else (its
 // listener found by walking the namespace's socket table), and
-// `--container` the server's sockets, with the cgroup and container id. A
+// `--container` the server's sockets (not its client's, in the namespace
+// too), with the cgroup and container id. A
 // tracer with neither follows the namespace's client into TIME_WAIT: it
 // walks the namespaces its sockets live in.
 func TestBPFNetNSAndContainer(t *testing.T) {
@@ -61,12 +62,20 @@ func TestBPFNetNSAndContainer(t *testing.T) {
 		cg, ns, testenv.PeerBinary))
 	_, hostClient, _, _ := testenv.Pair(t, "127.0.0.1:0")
 
+	// A listener on the same port in the host's namespace tells when the
+	// host-wide tracer has started.
+	port := netip.MustParseAddrPort(server.ListenAddr()).Port()
+	testenv.StartPeer(t, "server", fmt.Sprintf("127.0.0.1:%d", port))
+
 	byNetNS := collectJSON(t, "--json", "--existing", "--netns", ns)
-	byContainer := collectJSON(t, "--json", "--container", ctr[:12])
-	hostWide := collectJSON(t, "--json", "--port", fmt.Sprint(netip.MustParseAddrPort(server.ListenAddr()).Port()))
-	// The listener was there before tcptrace: only a walk inside the namespace finds it.
-	byNetNS.next(t, func(m map[string]any) bool { return m["type"] == "existing" && m["new"] == "LISTEN" })
-	time.Sleep(500 * time.Millisecond) // the --container tracer starts too
+	byContainer := collectJSON(t, "--json", "--existing", "--netns", ns, "--container", ctr[:12])
+	hostWide := collectJSON(t, "--json", "--existing", "--port", fmt.Sprint(port))
+	// The server's listener was there before tcptrace: only a walk inside
+	// the namespace finds it. Each tracer has started once it shows one.
+	isListener := func(m map[string]any) bool { return m["type"] == "existing" && m["new"] == "LISTEN" }
+	for _, c := range []*jsonLines{byNetNS, byContainer, hostWide} {
+		c.next(t, isListener)
+	}
 
 	client := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "client", server.ListenAddr())
 	cli := client.Conn("connected")

@@ -44,7 +44,7 @@ func (f *filterFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVarP(&f.ipv6, "ipv6", "6", false, "only IPv6")
 	fs.StringSliceVar(&f.states, "state", nil, "only transitions from or to this state (repeatable, e.g. CLOSE_WAIT)")
 	fs.StringVar(&f.netns, "netns", "", "only sockets of this network namespace: a name from `ip netns list`, /proc/PID/ns/net, or an inode number")
-	fs.StringVar(&f.cgroup, "cgroup", "", "only sockets whose owner is in this cgroup v2 (a path, or an id) or below it")
+	fs.StringVar(&f.cgroup, "cgroup", "", "only sockets whose owner is in this cgroup v2 or below it (a path: the cgroups there at start), or in the cgroup with this id")
 	fs.StringVar(&f.container, "container", "", "only sockets whose owner is in this container (an id or its prefix)")
 }
 
