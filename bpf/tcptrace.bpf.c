@@ -31,6 +31,9 @@ const volatile __u8 want_origins = 0;
  */
 const volatile __u8 key_by_address = 0;
 
+/* Set by the loader: the address of the kernel's tw_timer_handler. */
+const volatile __u64 tw_timer_fn = 0;
+
 /* Referenced so that bpf2go can generate the Go types. */
 const struct event *unused_event __attribute__((unused));
 const struct sock_record *unused_sock_record __attribute__((unused));
@@ -111,24 +114,10 @@ struct {
 	__type(value, __u64);
 } counters SEC(".maps");
 
-/*
- * The reader polls every 100 ms anyway: waking it costs an interrupt (a VM
- * exit in a guest), so a record wakes it only where the unread data crosses
- * a multiple of WAKEUP_BYTES, not once per record. Records reserved on other
- * CPUs at the same moment can step over a crossing; the next one, 256 KiB
- * on, wakes it then.
- */
-#define WAKEUP_BYTES (256 << 10)
-/* Ring-buffer space of one event: an 8-byte header, rounded up to 8 bytes. */
-#define EVENT_SPAN ((sizeof(struct event) + 8 + 7) & ~7UL)
-
+/* The reader polls the ring: waking it would cost an interrupt per record. */
 static __always_inline void submit(struct event *e)
 {
-	__u64 avail = bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA);
-	__u64 flags = avail >= WAKEUP_BYTES && avail % WAKEUP_BYTES < EVENT_SPAN
-			      ? BPF_RB_FORCE_WAKEUP
-			      : BPF_RB_NO_WAKEUP;
-	bpf_ringbuf_submit(e, flags);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void count(__u32 idx)
@@ -197,6 +186,8 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk, bo
 
 	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->pad = 0;
+	e->tw_substate = 0;
+	e->tw_left = 0;
 	e->pid = id >> 32;
 	e->tid = (__u32)id;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));
@@ -266,6 +257,40 @@ static __always_inline bool is_inet_tcp(const struct sock *sk, bool btf)
 	__u16 family = SK_READ(btf, sk, __sk_common.skc_family);
 	return SK_READ(btf, sk, sk_protocol) == IPPROTO_TCP &&
 	       (family == AF_INET || family == AF_INET6);
+}
+
+/*
+ * Finds the timewait socket that tcp_time_wait() put in sk's place: it hashed
+ * it into sk's bucket of the established table, with sk's cookie, just before
+ * the CLOSE transition of sk. Fills in its substate and the jiffies left on
+ * its timer; false when there is none (the transition was a real close, or
+ * tcp_max_tw_buckets was reached).
+ */
+static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, struct event *e)
+{
+	struct inet_hashinfo *h = sk->__sk_common.skc_net.net->ipv4.tcp_death_row.hashinfo;
+	__u32 mask = BPF_CORE_READ(h, ehash_mask);
+	struct inet_ehash_bucket *bucket = BPF_CORE_READ(h, ehash);
+	struct hlist_nulls_node *node;
+
+	bucket += sk->__sk_common.skc_hash & mask;
+	node = BPF_CORE_READ(bucket, chain.first);
+	/* Chains are a few sockets long; the timewait socket is put at the head. */
+	for (int i = 0; i < 8; i++) {
+		/* The end of a chain is an odd "nulls" marker, not a pointer. */
+		if ((unsigned long)node & 1)
+			break;
+		struct inet_timewait_sock *tw =
+			container_of(node, struct inet_timewait_sock, __tw_common.skc_nulls_node);
+		if (BPF_CORE_READ(tw, __tw_common.skc_state) == TCP_TIME_WAIT &&
+		    BPF_CORE_READ(tw, __tw_common.skc_cookie.counter) == cookie) {
+			e->tw_substate = BPF_CORE_READ(tw, tw_substate);
+			e->tw_left = BPF_CORE_READ(tw, tw_timer.expires) - bpf_jiffies64();
+			return true;
+		}
+		node = BPF_CORE_READ(node, next);
+	}
+	return false;
 }
 
 /* Reports a TCP transition and keeps the owner maps up to date. */
@@ -345,6 +370,9 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 	__u8 flags = owner.flags;
 	if (e->sk_err)
 		flags |= FLAG_SOCK_ERR;
+	if (btf && newstate == TCP_CLOSE &&
+	    (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) && find_timewait(sk, cookie, e))
+		flags |= FLAG_TIME_WAIT;
 	if (SK_READ(btf, sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
 		flags |= FLAG_ORPHAN;
 	e->flags = flags;
@@ -369,6 +397,44 @@ int handle_set_state_classic(struct trace_event_raw_inet_sock_set_state *ctx)
 	if (ctx->protocol != IPPROTO_TCP || (ctx->family != AF_INET && ctx->family != AF_INET6))
 		return 0;
 	return on_set_state(sk, sock_key(sk), ctx->oldstate, ctx->newstate, false);
+}
+
+/*
+ * The end of a timewait socket's life: its timer fires. Only timer expiries
+ * (a few hundred a second) reach this program, not every timer armed.
+ */
+SEC("tp_btf/timer_expire_entry")
+int BPF_PROG(handle_timer_expire, struct timer_list *timer, unsigned long baseclk)
+{
+	if (!tw_timer_fn || (__u64)timer->function != tw_timer_fn)
+		return 0;
+	struct inet_timewait_sock *tw = container_of(timer, struct inet_timewait_sock, tw_timer);
+	struct sock_common *skc = &tw->__tw_common;
+	__u64 cookie = BPF_CORE_READ(skc, skc_cookie.counter);
+	if (!cookie)
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_RINGBUF_DROPS);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->kind = EVENT_TW_EXPIRED;
+	e->cookie = cookie;
+	e->fd = -1;
+	e->owner.fd = -1;
+	e->origin.stack_id = -1;
+	e->family = BPF_CORE_READ(skc, skc_family);
+	e->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+	e->sport = BPF_CORE_READ(skc, skc_num);
+	e->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
+	e->oldstate = TCP_TIME_WAIT;
+	e->newstate = TCP_CLOSE;
+	e->tw_substate = BPF_CORE_READ(tw, tw_substate);
+	fill_addrs(skc, e->family, e->saddr, e->daddr, false);
+	submit(e);
+	return 0;
 }
 
 /* Follows current->files to the TCP socket behind fd, or returns NULL. */

@@ -18,6 +18,9 @@ enum event_kind {
 	/* bind() of a TCP socket failed with EADDRINUSE: saddr/sport are the
 	 * address asked for, flags has FLAG_REUSEADDR if the socket had it. */
 	EVENT_BIND_FAIL = 5,
+	/* The timer of a timewait socket fired: the socket is gone (its
+	 * TIME_WAIT, or an orphan's FIN_WAIT2, ended); tw_substate says which. */
+	EVENT_TW_EXPIRED = 6,
 };
 
 /* How the owner of a socket was learned. */
@@ -37,6 +40,9 @@ enum event_flag {
 	FLAG_OWNER_CLOSED = 1 << 2, /* the owner closed the fd it was known by */
 	FLAG_RESET_SENT = 1 << 3,   /* EVENT_RESET: this socket sent it */
 	FLAG_REUSEADDR = 1 << 4,    /* EVENT_BIND_FAIL: the socket had SO_REUSEADDR */
+	/* EVENT_STATE to CLOSE: the socket was handed to a timewait socket,
+	 * whose substate and timer are in tw_substate and tw_left. */
+	FLAG_TIME_WAIT = 1 << 5,
 };
 
 /* Indexes of the per-CPU counters map. */
@@ -83,11 +89,13 @@ struct event {
 	__u8 kind; /* enum event_kind */
 	__u8 oldstate;
 	__u8 newstate;
-	__u8 flags; /* enum event_flag */
-	__u16 pad;
+	__u8 flags;	  /* enum event_flag */
+	__u8 tw_substate; /* FLAG_TIME_WAIT, EVENT_TW_EXPIRED: TIME_WAIT or FIN_WAIT2 */
+	__u8 pad;
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[TASK_COMM_LEN];
+	__u32 tw_left; /* FLAG_TIME_WAIT: jiffies until the timewait timer fires */
 	struct owner owner;
 	struct origin origin; /* for accept and CLOSE -> SYN_SENT */
 };

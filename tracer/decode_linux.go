@@ -57,12 +57,17 @@ func addrPort(family uint16, raw *[16]uint8, port uint16) netip.AddrPort {
 }
 
 var kindOf = [...]Kind{
-	tcptraceEventKindEVENT_STATE:     KindTransition,
-	tcptraceEventKindEVENT_ACCEPT:    KindAccept,
-	tcptraceEventKindEVENT_CLOSE_FD:  KindCloseFD,
-	tcptraceEventKindEVENT_RESET:     KindReset,
-	tcptraceEventKindEVENT_BIND_FAIL: KindBindFail,
+	tcptraceEventKindEVENT_STATE:      KindTransition,
+	tcptraceEventKindEVENT_ACCEPT:     KindAccept,
+	tcptraceEventKindEVENT_CLOSE_FD:   KindCloseFD,
+	tcptraceEventKindEVENT_RESET:      KindReset,
+	tcptraceEventKindEVENT_BIND_FAIL:  KindBindFail,
+	tcptraceEventKindEVENT_TW_EXPIRED: kindTimeWaitExpired,
 }
+
+// kindTimeWaitExpired marks a decoded record about a timewait socket whose
+// timer fired; it becomes a TimeWaitSighting, never an Event of its own.
+const kindTimeWaitExpired Kind = 255
 
 // decode fills ev from one ring-buffer record; it reports false for a record
 // it does not understand.

@@ -176,3 +176,28 @@ func readConfigHZ(path string) int64 {
 	}
 	return 0
 }
+
+// kernelSymbol finds a kernel function's address in /proc/kallsyms; 0 when it
+// is not there or addresses are hidden (kernel.kptr_restrict, no CAP_SYSLOG).
+func kernelSymbol(name string) uint64 {
+	f, err := os.Open("/proc/kallsyms")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	suffix := " " + name
+	for sc.Scan() {
+		line := sc.Text()
+		// "ffffffff82064f30 t tw_timer_handler"
+		if !strings.HasSuffix(line, suffix) || len(line) != 16+3+len(name) {
+			continue
+		}
+		addr, err := strconv.ParseUint(line[:16], 16, 64)
+		if err != nil {
+			return 0
+		}
+		return addr
+	}
+	return 0
+}

@@ -22,30 +22,31 @@ const (
 )
 
 type tcptraceEvent struct {
-	_        structs.HostLayout
-	TsNs     uint64
-	Cookie   uint64
-	Inode    uint64
-	Netns    uint32
-	Pid      uint32
-	Tid      uint32
-	SkErr    int32
-	Fd       int32
-	Reason   uint32
-	Family   uint16
-	Sport    uint16
-	Dport    uint16
-	Kind     uint8
-	Oldstate uint8
-	Newstate uint8
-	Flags    uint8
-	Pad      uint16
-	Saddr    [16]uint8
-	Daddr    [16]uint8
-	Comm     [16]int8
-	_        [4]byte
-	Owner    tcptraceOwner
-	Origin   struct {
+	_          structs.HostLayout
+	TsNs       uint64
+	Cookie     uint64
+	Inode      uint64
+	Netns      uint32
+	Pid        uint32
+	Tid        uint32
+	SkErr      int32
+	Fd         int32
+	Reason     uint32
+	Family     uint16
+	Sport      uint16
+	Dport      uint16
+	Kind       uint8
+	Oldstate   uint8
+	Newstate   uint8
+	Flags      uint8
+	TwSubstate uint8
+	Pad        uint8
+	Saddr      [16]uint8
+	Daddr      [16]uint8
+	Comm       [16]int8
+	TwLeft     uint32
+	Owner      tcptraceOwner
+	Origin     struct {
 		_       structs.HostLayout
 		StackId int32
 		Pad     uint32
@@ -61,16 +62,18 @@ const (
 	tcptraceEventFlagFLAG_OWNER_CLOSED tcptraceEventFlag = 4
 	tcptraceEventFlagFLAG_RESET_SENT   tcptraceEventFlag = 8
 	tcptraceEventFlagFLAG_REUSEADDR    tcptraceEventFlag = 16
+	tcptraceEventFlagFLAG_TIME_WAIT    tcptraceEventFlag = 32
 )
 
 type tcptraceEventKind uint32
 
 const (
-	tcptraceEventKindEVENT_STATE     tcptraceEventKind = 1
-	tcptraceEventKindEVENT_ACCEPT    tcptraceEventKind = 2
-	tcptraceEventKindEVENT_CLOSE_FD  tcptraceEventKind = 3
-	tcptraceEventKindEVENT_RESET     tcptraceEventKind = 4
-	tcptraceEventKindEVENT_BIND_FAIL tcptraceEventKind = 5
+	tcptraceEventKindEVENT_STATE      tcptraceEventKind = 1
+	tcptraceEventKindEVENT_ACCEPT     tcptraceEventKind = 2
+	tcptraceEventKindEVENT_CLOSE_FD   tcptraceEventKind = 3
+	tcptraceEventKindEVENT_RESET      tcptraceEventKind = 4
+	tcptraceEventKindEVENT_BIND_FAIL  tcptraceEventKind = 5
+	tcptraceEventKindEVENT_TW_EXPIRED tcptraceEventKind = 6
 )
 
 type tcptraceFileRecord struct {
@@ -195,8 +198,10 @@ const (
 	tcptraceProgHandleSendReset       = "handle_send_reset"
 	tcptraceProgHandleSetState        = "handle_set_state"
 	tcptraceProgHandleSetStateClassic = "handle_set_state_classic"
+	tcptraceProgHandleTimerExpire     = "handle_timer_expire"
 	tcptraceVarFilterPids             = "filter_pids"
 	tcptraceVarKeyByAddress           = "key_by_address"
+	tcptraceVarTwTimerFn              = "tw_timer_fn"
 	tcptraceVarUnusedCounter          = "unused_counter"
 	tcptraceVarUnusedEvent            = "unused_event"
 	tcptraceVarUnusedEventFlag        = "unused_event_flag"
@@ -263,6 +268,7 @@ type tcptraceProgramSpecs struct {
 	HandleSendReset       *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
 	HandleSetState        *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	HandleSetStateClassic *ebpf.ProgramSpec `ebpf:"handle_set_state_classic"`
+	HandleTimerExpire     *ebpf.ProgramSpec `ebpf:"handle_timer_expire"`
 }
 
 // tcptraceMapSpecs contains maps before they are loaded into the kernel.
@@ -286,6 +292,7 @@ type tcptraceMapSpecs struct {
 type tcptraceVariableSpecs struct {
 	FilterPids        *ebpf.VariableSpec `ebpf:"filter_pids"`
 	KeyByAddress      *ebpf.VariableSpec `ebpf:"key_by_address"`
+	TwTimerFn         *ebpf.VariableSpec `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
 	UnusedEventFlag   *ebpf.VariableSpec `ebpf:"unused_event_flag"`
@@ -347,6 +354,7 @@ func (m *tcptraceMaps) Close() error {
 type tcptraceVariables struct {
 	FilterPids        *ebpf.Variable `ebpf:"filter_pids"`
 	KeyByAddress      *ebpf.Variable `ebpf:"key_by_address"`
+	TwTimerFn         *ebpf.Variable `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
 	UnusedEventFlag   *ebpf.Variable `ebpf:"unused_event_flag"`
@@ -375,6 +383,7 @@ type tcptracePrograms struct {
 	HandleSendReset       *ebpf.Program `ebpf:"handle_send_reset"`
 	HandleSetState        *ebpf.Program `ebpf:"handle_set_state"`
 	HandleSetStateClassic *ebpf.Program `ebpf:"handle_set_state_classic"`
+	HandleTimerExpire     *ebpf.Program `ebpf:"handle_timer_expire"`
 }
 
 func (p *tcptracePrograms) Close() error {
@@ -393,6 +402,7 @@ func (p *tcptracePrograms) Close() error {
 		p.HandleSendReset,
 		p.HandleSetState,
 		p.HandleSetStateClassic,
+		p.HandleTimerExpire,
 	)
 }
 

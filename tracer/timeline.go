@@ -71,10 +71,15 @@ type SocketSnapshot struct {
 type Timeline struct {
 	conns   map[uint64]*Conn
 	started time.Time
-	// held counts held CLOSE transitions; nextCheck is the earliest timewait
-	// check due, so that TimeWaitChecks need not look at every connection.
-	held      int
-	nextCheck time.Time
+	// held counts held CLOSE transitions; checks orders the timewait checks
+	// due, so that TimeWaitChecks need not look at every connection.
+	held   int
+	checks checkQueue
+	// TimeWaitGrace is how long after a timewait timer was due a walk looks
+	// for the socket: 0 where walks alone tell the end of TIME_WAIT, more
+	// where the kernel reports the timer firing (timers of a minute fire up
+	// to a few seconds late), so that walks only find sockets killed early.
+	TimeWaitGrace time.Duration
 	// recent keeps closed connections a little longer: an active RST is
 	// sent just after the socket went to CLOSE.
 	recent map[uint64]*Conn
@@ -329,23 +334,19 @@ func (t *Timeline) spareEvent(ev *Event) {
 // those whose CLOSE may have been a move into TIME_WAIT, those whose timewait
 // timer is due, and orphans waiting in FIN_WAIT2 for the peer's FIN.
 func (t *Timeline) TimeWaitChecks(now time.Time, fn func(cookie uint64)) {
-	if t.held == 0 && (t.nextCheck.IsZero() || now.Before(t.nextCheck)) {
-		return
-	}
-	t.nextCheck = time.Time{}
-	for cookie, c := range t.conns {
-		switch {
-		case c.held != nil || (c.timeWaitCheck != 0 && now.UnixNano() >= c.timeWaitCheck):
-			fn(cookie)
-		case c.timeWaitCheck != 0:
-			t.noteCheck(time.Unix(0, c.timeWaitCheck))
+	if t.held > 0 {
+		for cookie, c := range t.conns {
+			if c.held != nil {
+				fn(cookie)
+			}
 		}
 	}
-}
-
-func (t *Timeline) noteCheck(at time.Time) {
-	if t.nextCheck.IsZero() || at.Before(t.nextCheck) {
-		t.nextCheck = at
+	for n := now.UnixNano(); len(t.checks) > 0 && t.checks[0].at <= n; {
+		ch := t.checks.pop()
+		// A check was pushed each time it moved: only the latest counts.
+		if c := t.conns[ch.cookie]; c != nil && c.held == nil && c.timeWaitCheck == ch.at {
+			fn(ch.cookie)
+		}
 	}
 }
 
@@ -426,8 +427,57 @@ func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 	if check.After(s.Expiry) && s.At.Before(s.Expiry) {
 		check = s.Expiry
 	}
+	if s.Substate == StateTimeWait && s.At.Before(s.Expiry) {
+		check = check.Add(t.TimeWaitGrace)
+	}
 	c.timeWaitCheck = check.UnixNano()
-	t.noteCheck(check)
+	t.checks.push(timeWaitCheck{at: c.timeWaitCheck, cookie: c.Cookie})
+}
+
+// timeWaitCheck is a walk due at a time (Unix nanoseconds) for a connection.
+type timeWaitCheck struct {
+	at     int64
+	cookie uint64
+}
+
+// checkQueue is a binary min-heap of timewait checks, earliest first.
+type checkQueue []timeWaitCheck
+
+func (q *checkQueue) push(ch timeWaitCheck) {
+	h := append(*q, ch)
+	for i := len(h) - 1; i > 0; {
+		parent := (i - 1) / 2
+		if h[parent].at <= h[i].at {
+			break
+		}
+		h[parent], h[i] = h[i], h[parent]
+		i = parent
+	}
+	*q = h
+}
+
+func (q *checkQueue) pop() timeWaitCheck {
+	h := *q
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		least, l, r := i, 2*i+1, 2*i+2
+		if l < len(h) && h[l].at < h[least].at {
+			least = l
+		}
+		if r < len(h) && h[r].at < h[least].at {
+			least = r
+		}
+		if least == i {
+			break
+		}
+		h[i], h[least] = h[least], h[i]
+		i = least
+	}
+	*q = h
+	return top
 }
 
 // FlushHeld shows every CLOSE still waiting for a timewait walk as it was reported.

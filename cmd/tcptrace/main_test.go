@@ -327,6 +327,11 @@ func TestBPFLeaksLive(t *testing.T) {
 					}
 				}
 				slices.Sort(ssFDs)
+				if len(p.FDs) < len(ssFDs) && p.Oldest < 1100*time.Millisecond {
+					// The clients closed a few ms apart: the youngest is
+					// not yet past the threshold.
+					continue
+				}
 				if fmt.Sprint(p.FDs) != fmt.Sprint(ssFDs) || p.AtLeast || len(p.Origins) != 1 || !strings.HasPrefix(p.Origins[0].Where, "main.(*peer).serve.func1") {
 					t.Errorf("report %+v; ss fds %v", p, ssFDs)
 				}
