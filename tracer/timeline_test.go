@@ -98,6 +98,44 @@ func TestTimelineTimeWait(t *testing.T) {
 	}
 }
 
+// With the kernel reporting timers that fire, a walk looks only for timewait
+// sockets still there a grace period after their timer was due.
+func TestTimelineTimeWaitGrace(t *testing.T) {
+	s := newScript()
+	s.tl.TimeWaitGrace = 6 * time.Second
+	for cookie := uint64(1); cookie <= 3; cookie++ {
+		s.tr(cookie, 0, StateFinWait2, StateClose, client)
+		s.tw(cookie, 0, true, StateTimeWait, time.Duration(60+cookie)*time.Second)
+	}
+	s.out = nil
+	if got := s.checks(64 * time.Second); len(got) != 0 {
+		t.Errorf("checked before the grace ran out: %v", got)
+	}
+	// The timer of 2 fires: it ends, and no walk looks for it.
+	s.tw(2, 62500*time.Millisecond, false, 0, 0)
+	s.want(t, "2 transition TIME_WAIT->CLOSE owner=10/3 in=1m2.5s src=timewait")
+	if got := s.checks(67 * time.Second); fmt.Sprint(got) != "[1]" {
+		t.Errorf("checks at 67 s = %v, want [1]", got)
+	}
+	if got := s.checks(70 * time.Second); fmt.Sprint(got) != "[3]" {
+		t.Errorf("checks at 70 s = %v, want [3]", got)
+	}
+}
+
+func TestCheckQueueOrder(t *testing.T) {
+	var q checkQueue
+	for _, at := range []int64{50, 10, 40, 10, 30, 20, 60, 0} {
+		q.push(timeWaitCheck{at: at})
+	}
+	var got []int64
+	for len(q) > 0 {
+		got = append(got, q.pop().at)
+	}
+	if fmt.Sprint(got) != "[0 10 10 20 30 40 50 60]" {
+		t.Errorf("popped %v, want them in order", got)
+	}
+}
+
 func TestTimelineRealCloseIsReleased(t *testing.T) {
 	s := newScript()
 	s.tr(2, 0, StateFinWait2, StateClose, client)
