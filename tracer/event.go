@@ -194,8 +194,8 @@ func (o Owner) Known() bool { return o.Via != OwnerUnknown }
 // accept() or connect() call, as the kernel recorded it.
 type Origin struct {
 	StackID int32  // an id in the kernel's stack map; < 0 when none was taken
-	Leaf    uint64 // return address of the syscall wrapper, 0 when not found
 	PID     uint32 // the process whose stack it is
+	Leaf    uint64 // return address of the syscall wrapper, 0 when not found
 }
 
 // Known reports whether a stack was recorded.

@@ -11,19 +11,21 @@ import (
 // (TCP_TIMEWAIT_LEN in include/net/tcp.h); no sysctl changes it.
 const TimeWaitLen = 60 * time.Second
 
-// Conn is what the timeline knows of one connection.
+// Conn is what the timeline knows of one connection. Its fields are ordered
+// to leave no padding: a million of them are kept.
 type Conn struct {
 	Cookie uint64
 	Inode  uint64
 	NetNS  uint32
-	Local  netip.AddrPort
-	Remote netip.AddrPort
 	State  State
-	// Since is when the connection entered State; SinceExact is false when it
-	// entered it before tracing started (Since is then the start of tracing).
-	Since      time.Time
+	// SinceExact is false when the connection entered State before tracing
+	// started (Since is then the start of tracing).
 	SinceExact bool
-	Owner      Owner
+	Local      netip.AddrPort
+	Remote     netip.AddrPort
+	// Since is when the connection entered State.
+	Since time.Time
+	Owner Owner
 	// Origin is where the owner created the socket, when tcptrace saw it.
 	Origin Origin
 	// TimeWaitExpiry is when the timer of its timewait socket fires, while it has one.
@@ -32,10 +34,7 @@ type Conn struct {
 	// nanoseconds, 0 for never); lastUpdate, when the connection last changed.
 	// Not time.Time: a third of the size, for a million connections.
 	timeWaitCheck int64
-	// held is a CLOSE transition shown only once a timewait walk tells whether
-	// the connection went into TIME_WAIT instead.
-	held       *Event
-	lastUpdate int64
+	lastUpdate    int64
 }
 
 // TimeWaitSighting is what a walk of the kernel's timewait sockets found for
@@ -71,9 +70,11 @@ type SocketSnapshot struct {
 type Timeline struct {
 	conns   map[uint64]*Conn
 	started time.Time
-	// held counts held CLOSE transitions; checks orders the timewait checks
-	// due, so that TimeWaitChecks need not look at every connection.
-	held   int
+	// held are CLOSE transitions shown only once a timewait walk tells
+	// whether the connection went into TIME_WAIT instead, by cookie; checks
+	// orders the timewait checks due, so that TimeWaitChecks need not look
+	// at every connection.
+	held   map[uint64]*Event
 	checks checkQueue
 	// TimeWaitGrace is how long after a timewait timer was due a walk looks
 	// for the socket: 0 where walks alone tell the end of TIME_WAIT, more
@@ -141,7 +142,7 @@ func keep(list []Event, ev *Event, max int) []Event {
 
 // NewTimeline starts a timeline at the time tracing started.
 func NewTimeline(started time.Time) *Timeline {
-	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), started: started}
+	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*Event), started: started}
 }
 
 // Conn returns the connection with this cookie, or nil.
@@ -286,10 +287,9 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	if ev.Origin.Known() {
 		c.Origin = ev.Origin
 	}
-	if h := c.held; h != nil {
+	if h := t.held[c.Cookie]; h != nil {
 		// The socket moved on (a new connect()): the held CLOSE was a real one.
-		c.held = nil
-		t.held--
+		delete(t.held, c.Cookie)
 		c.enter(StateClose, h.Time, true)
 		emit(h)
 		t.spareEvent(h)
@@ -302,9 +302,9 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	c.fill(ev)
 	c.timeInOld(ev)
 	if mayEnterTimeWait(ev) {
-		c.held = t.newEvent()
-		*c.held = *ev
-		t.held++
+		h := t.newEvent()
+		*h = *ev
+		t.held[c.Cookie] = h
 		c.lastUpdate = ev.Time.UnixNano()
 		return
 	}
@@ -334,17 +334,13 @@ func (t *Timeline) spareEvent(ev *Event) {
 // those whose CLOSE may have been a move into TIME_WAIT, those whose timewait
 // timer is due, and orphans waiting in FIN_WAIT2 for the peer's FIN.
 func (t *Timeline) TimeWaitChecks(now time.Time, fn func(cookie uint64)) {
-	if t.held > 0 {
-		for cookie, c := range t.conns {
-			if c.held != nil {
-				fn(cookie)
-			}
-		}
+	for cookie := range t.held {
+		fn(cookie)
 	}
 	for n := now.UnixNano(); len(t.checks) > 0 && t.checks[0].at <= n; {
 		ch := t.checks.pop()
 		// A check was pushed each time it moved: only the latest counts.
-		if c := t.conns[ch.cookie]; c != nil && c.held == nil && c.timeWaitCheck == ch.at {
+		if c := t.conns[ch.cookie]; c != nil && t.held[ch.cookie] == nil && c.timeWaitCheck == ch.at {
 			fn(ch.cookie)
 		}
 	}
@@ -356,9 +352,8 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 	if c == nil {
 		return
 	}
-	if h := c.held; h != nil {
-		c.held = nil
-		t.held--
+	if h := t.held[s.Cookie]; h != nil {
+		delete(t.held, s.Cookie)
 		defer t.spareEvent(h)
 		if !s.Seen {
 			// No timewait socket: the connection really closed.
@@ -482,14 +477,11 @@ func (q *checkQueue) pop() timeWaitCheck {
 
 // FlushHeld shows every CLOSE still waiting for a timewait walk as it was reported.
 func (t *Timeline) FlushHeld(emit func(*Event)) {
-	for cookie, c := range t.conns {
-		if h := c.held; h != nil {
-			c.held = nil
-			t.held--
-			emit(h)
-			t.spareEvent(h)
-			t.forget(cookie)
-		}
+	for cookie, h := range t.held {
+		delete(t.held, cookie)
+		emit(h)
+		t.spareEvent(h)
+		t.forget(cookie)
 	}
 }
 
@@ -503,7 +495,7 @@ func (t *Timeline) Reconcile(table []SocketSnapshot, takenAt time.Time, emit fun
 	}
 	for _, cookie := range slices.Sorted(maps.Keys(t.conns)) {
 		c := t.conns[cookie]
-		if c.held != nil || c.lastUpdate >= takenAt.UnixNano() {
+		if t.held[c.Cookie] != nil || c.lastUpdate >= takenAt.UnixNano() {
 			continue
 		}
 		s := inTable[cookie]
