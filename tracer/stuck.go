@@ -31,12 +31,8 @@ type StuckSocket struct {
 var stuckStates = map[State]bool{StateFinWait1: true, StateFinWait2: true, StateClosing: true, StateLastAck: true}
 
 func buildStuck(table []SocketSnapshot, tl *Timeline, now time.Time, threshold time.Duration) []StuckSocket {
-	type ends struct{ local, remote netip.AddrPort }
-	byEnds := make(map[ends]*SocketSnapshot, len(table))
-	for i := range table {
-		byEnds[ends{table[i].Local, table[i].Remote}] = &table[i]
-	}
 	var out []StuckSocket
+	var at []int // the table index of each of out
 	for i := range table {
 		s := &table[i]
 		if !stuckStates[s.State] {
@@ -54,11 +50,25 @@ func buildStuck(table []SocketSnapshot, tl *Timeline, now time.Time, threshold t
 		if c != nil {
 			st.Owner = c.Owner
 		}
-		if peer := byEnds[ends{s.Remote, s.Local}]; peer != nil {
-			st.PeerState, st.PeerHolders = peer.State, peer.Holders
-		}
-		st.Why = st.explain()
 		out = append(out, st)
+		at = append(at, i)
+	}
+	// The local peers: one pass over the table, looking up only the few
+	// stuck sockets (a map of the whole table cost more than the rest).
+	if len(out) > 0 {
+		type ends struct{ local, remote netip.AddrPort }
+		peerOf := make(map[ends]int, len(out))
+		for j, i := range at {
+			peerOf[ends{table[i].Remote, table[i].Local}] = j
+		}
+		for i := range table {
+			if j, ok := peerOf[ends{table[i].Local, table[i].Remote}]; ok {
+				out[j].PeerState, out[j].PeerHolders = table[i].State, table[i].Holders
+			}
+		}
+	}
+	for j := range out {
+		out[j].Why = out[j].explain()
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Age > out[j].Age })
 	return out

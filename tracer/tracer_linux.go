@@ -92,6 +92,8 @@ type Tracer struct {
 	// symbolizer is made on the first leak report.
 	symbolizer   *Symbolizer
 	resetReasons map[uint32]string
+	// lastTableLen is the number of sockets the last table walk found.
+	lastTableLen int
 	// lastPortWalk limits the socket-table walks made for failed binds.
 	lastPortWalk time.Time
 	// in is the input that ring-buffer records are decoded into.
