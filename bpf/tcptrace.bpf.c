@@ -266,9 +266,26 @@ static __always_inline bool is_inet_tcp(const struct sock *sk, bool btf)
  * its timer; false when there is none (the transition was a real close, or
  * tcp_max_tw_buckets was reached).
  */
+/* Linux 5.17 to 6.0 kept the timewait death row apart, behind a pointer. */
+struct netns_ipv4___death_row_ptr {
+	struct inet_timewait_death_row *tcp_death_row;
+} __attribute__((preserve_access_index));
+
+struct net___death_row_ptr {
+	struct netns_ipv4___death_row_ptr ipv4;
+} __attribute__((preserve_access_index));
+
+/* The established table of a network namespace, timewait sockets included. */
+static __always_inline struct inet_hashinfo *tcp_hashinfo(const struct net *net)
+{
+	if (bpf_core_field_exists(net->ipv4.tcp_death_row.hashinfo))
+		return BPF_CORE_READ(net, ipv4.tcp_death_row.hashinfo);
+	return BPF_CORE_READ((struct net___death_row_ptr *)net, ipv4.tcp_death_row, hashinfo);
+}
+
 static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, struct event *e)
 {
-	struct inet_hashinfo *h = sk->__sk_common.skc_net.net->ipv4.tcp_death_row.hashinfo;
+	struct inet_hashinfo *h = tcp_hashinfo(sk->__sk_common.skc_net.net);
 	__u32 mask = BPF_CORE_READ(h, ehash_mask);
 	struct inet_ehash_bucket *bucket = BPF_CORE_READ(h, ehash);
 	struct hlist_nulls_node *node;
@@ -404,7 +421,7 @@ int handle_set_state_classic(struct trace_event_raw_inet_sock_set_state *ctx)
  * (a few hundred a second) reach this program, not every timer armed.
  */
 SEC("tp_btf/timer_expire_entry")
-int BPF_PROG(handle_timer_expire, struct timer_list *timer, unsigned long baseclk)
+int BPF_PROG(handle_timer_expire, struct timer_list *timer)
 {
 	if (!tw_timer_fn || (__u64)timer->function != tw_timer_fn)
 		return 0;
@@ -472,6 +489,9 @@ static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
  * (glibc's accept, say), so the first of the top stack words that returns
  * just after a call instruction is kept as well.
  */
+#define USER_TEXT_MIN  0x400000UL
+#define USER_SPACE_END (1UL << 56) /* 5-level paging */
+
 static __always_inline void capture_origin(void *ctx, struct origin *o)
 {
 	o->stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
@@ -486,7 +506,10 @@ static __always_inline void capture_origin(void *ctx, struct origin *o)
 
 		if (bpf_probe_read_user(&ret, sizeof(ret), (void *)(sp + i * 8)))
 			break;
-		if (ret < 6 || bpf_probe_read_user(op, sizeof(op), (void *)(ret - 6)))
+		/* Only what could be a return address into user text: reading
+		 * below 4 MiB or above user space faults, and faults are slow. */
+		if (ret < USER_TEXT_MIN || ret >= USER_SPACE_END ||
+		    bpf_probe_read_user(op, sizeof(op), (void *)(ret - 6)))
 			continue;
 		/* call rel32 (e8), or call *disp32(%rip) (ff 15) */
 		if (op[1] == 0xe8 || (op[0] == 0xff && op[1] == 0x15)) {

@@ -152,6 +152,7 @@ func (d *doctor) run() {
 	d.checkObjects()
 	d.checkLossCounters()
 	d.checkHZ()
+	d.checkTimewaitTimer()
 	d.checkFentry()
 	d.checkKprobe()
 }
@@ -752,6 +753,19 @@ func (d *doctor) checkHZ() {
 	d.add(c)
 }
 
+func (d *doctor) checkTimewaitTimer() {
+	c := HostCheck{ID: "timewait_timer", Name: "timewait timer address", Status: CheckOK, Need: NeedOptional,
+		Meaning: "the end of TIME_WAIT is reported when the kernel's timer fires (timer:timer_expire_entry)"}
+	if addr := kernelSymbol("tw_timer_handler"); addr != 0 {
+		c.Detail = fmt.Sprintf("tw_timer_handler at %#x (/proc/kallsyms)", addr)
+	} else {
+		c.Status = CheckDegraded
+		c.Detail = "tw_timer_handler has no address in /proc/kallsyms (kernel.kptr_restrict, or no CAP_SYSLOG)"
+		c.Meaning = "the end of TIME_WAIT is found by walks of the socket table when the timer is due: up to a walk later, and at more CPU"
+	}
+	d.add(c)
+}
+
 // unusedProbe loads and attaches a program of two instructions at tcp_set_state.
 func (d *doctor) unusedProbe(id, name string, spec *ebpf.ProgramSpec, attach func(*ebpf.Program) (link.Link, error), config string) {
 	c := HostCheck{ID: id, Name: name, Status: CheckOK, Need: NeedOptional,
@@ -853,7 +867,7 @@ func (d *doctor) conclude() {
 		diag.Mode = ""
 		return
 	}
-	for _, id := range []string{"cap_sys_ptrace", "loss_counters", "config_hz"} {
+	for _, id := range []string{"cap_sys_ptrace", "loss_counters", "config_hz", "timewait_timer"} {
 		if c := diag.Check(id); c != nil && c.Status != CheckOK {
 			diag.Lost = append(diag.Lost, c.Meaning)
 		}

@@ -66,10 +66,18 @@ func ownedBy(ev Event, c testenv.Conn) bool { return int(ev.Owner.PID) == c.PID 
 // TestBPFLifecycle follows one connection between two processes from connect
 // to the end of TIME_WAIT, on both ends, and checks each step against ss.
 func TestBPFLifecycle(t *testing.T) {
-	for _, tc := range []struct{ name, addr string }{{"IPv4", "127.0.0.1:0"}, {"IPv6", "[::1]:0"}} {
+	for _, tc := range []struct {
+		name, addr string
+		cfg        Config
+	}{
+		{"IPv4", "127.0.0.1:0", Config{}},
+		{"IPv6", "[::1]:0", Config{}},
+		// Where the timer's address is hidden, walks find the end of TIME_WAIT.
+		{"IPv4 without the timer", "127.0.0.1:0", Config{endTimeWaitByWalks: true}},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			r := startTracer(t, Config{})
+			r := startTracer(t, tc.cfg)
 			server, client, srv, cli := testenv.Pair(t, tc.addr)
 
 			// The client's connect() runs in the client; the server's child is

@@ -38,6 +38,9 @@ type Config struct {
 	// NoOrigins skips the user stacks taken at connect() and accept(), the
 	// costliest work in the kernel, for modes that never show them.
 	NoOrigins bool
+	// endTimeWaitByWalks ignores the timewait timer, as where its address
+	// is hidden: walks find the end of TIME_WAIT (tests use it).
+	endTimeWaitByWalks bool
 }
 
 // Recorder keeps the inputs of a trace, in order.
@@ -151,7 +154,10 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 		// in their place (the timer's copy is never attached).
 		spec.Programs["handle_set_state"] = spec.Programs["handle_set_state_classic"].Copy()
 		spec.Programs["handle_timer_expire"] = spec.Programs["handle_set_state_classic"].Copy()
-	} else if twTimer = kernelSymbol("tw_timer_handler"); twTimer != 0 {
+	} else if !cfg.endTimeWaitByWalks {
+		twTimer = kernelSymbol("tw_timer_handler")
+	}
+	if twTimer != 0 {
 		if err := spec.Variables["tw_timer_fn"].Set(twTimer); err != nil {
 			return nil, fmt.Errorf("set timewait timer: %w", err)
 		}

@@ -26,6 +26,7 @@ var thisMachine = map[string]tracer.CheckStatus{
 	"reset_tracepoints":   tracer.CheckOK,
 	"iter_tcp":            tracer.CheckOK,
 	"iter_task_file":      tracer.CheckOK,
+	"timewait_timer":      tracer.CheckOK,
 	"fentry":              tracer.CheckBlocked,
 }
 
