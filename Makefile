@@ -35,9 +35,10 @@ lint:
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h tracer/testdata/*.c
 
 # BPF tests load the real programs: run as root. TCPTRACE_REQUIRE_BPF=1 turns their
-# skip (when not root) into a failure.
+# skip (when not root) into a failure. -parallel 4: the lifecycle tests mostly wait
+# out a minute of TIME_WAIT, and the default (GOMAXPROCS, 2 here) ran them in turn.
 test:
-	TCPTRACE_REQUIRE_BPF=1 $(GO) test -count=1 -timeout 10m ./...
+	TCPTRACE_REQUIRE_BPF=1 $(GO) test -count=1 -parallel 4 -timeout 10m ./...
 	cd deploy && $(GO) test -count=1 ./...
 
 # The overhead table of BENCHMARKS.md: the churn load with no tracer, then under
