@@ -26,6 +26,12 @@ const volatile __u8 filter_pids = 0;
 const volatile __u8 want_origins = 0;
 
 /*
+ * User stacks each process may have taken a second (0: no limit). A stack
+ * walk costs microseconds: a busy server's accept() would pay it every time.
+ */
+const volatile __u32 origins_per_sec = 0;
+
+/*
  * Set by the loader when only the classic tracepoint can be attached: it may
  * not ask for socket cookies, so sockets are keyed by their address instead.
  */
@@ -489,6 +495,47 @@ static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
  * (glibc's accept, say), so the first of the top stack words that returns
  * just after a call instruction is kept as well.
  */
+/* A token bucket per process: up to origins_per_sec stacks, refilled over a second. */
+struct origin_budget {
+	__u64 refilled_ns;
+	__u64 tokens;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct origin_budget);
+} origin_budgets SEC(".maps");
+
+/* Whether the current process may take a user stack now; counts those it may not. */
+static __always_inline bool origin_allowed(void)
+{
+	if (!origins_per_sec)
+		return true;
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+	__u64 now = bpf_ktime_get_ns();
+	struct origin_budget *b = bpf_map_lookup_elem(&origin_budgets, &pid);
+	if (!b) {
+		struct origin_budget fresh = {.refilled_ns = now, .tokens = origins_per_sec - 1};
+		bpf_map_update_elem(&origin_budgets, &pid, &fresh, BPF_ANY);
+		return true;
+	}
+	/* Races between CPUs can give a token or two more: the budget is a bound on cost. */
+	__u64 earned = (now - b->refilled_ns) * origins_per_sec / 1000000000;
+	if (earned) {
+		b->tokens =
+			b->tokens + earned > origins_per_sec ? origins_per_sec : b->tokens + earned;
+		b->refilled_ns = now;
+	}
+	if (!b->tokens) {
+		count(COUNTER_ORIGINS_SKIPPED);
+		return false;
+	}
+	b->tokens--;
+	return true;
+}
+
 #define USER_TEXT_MIN  0x400000UL
 #define USER_SPACE_END (1UL << 56) /* 5-level paging */
 
@@ -527,7 +574,7 @@ static __always_inline int remember_pending(void *ctx, int fd, bool want_origin)
 	if (!sk)
 		return 0;
 	p.sk = (__u64)sk;
-	if (want_origin)
+	if (want_origin && origin_allowed())
 		capture_origin(ctx, &p.origin);
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&pending_socks, &tid, &p, BPF_ANY);
@@ -589,7 +636,7 @@ static __always_inline int handle_accept_exit(struct trace_event_raw_sys_exit *c
 	e->owner.fd = fd;
 	e->owner.source = OWNER_ACCEPT;
 	e->owner.flags = 0;
-	if (want_origins)
+	if (want_origins && origin_allowed())
 		capture_origin(ctx, &e->origin);
 	/* Map helpers may not take two pointers into the same ring-buffer record. */
 	__u64 cookie = e->cookie;

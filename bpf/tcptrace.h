@@ -47,9 +47,10 @@ enum event_flag {
 
 /* Indexes of the per-CPU counters map. */
 enum counter {
-	COUNTER_RINGBUF_DROPS = 0,  /* bpf_ringbuf_reserve failed: event lost */
-	COUNTER_OWNER_MAP_FULL = 1, /* an owner could not be stored */
-	COUNTER_MAX = 2,
+	COUNTER_RINGBUF_DROPS = 0,   /* bpf_ringbuf_reserve failed: event lost */
+	COUNTER_OWNER_MAP_FULL = 1,  /* an owner could not be stored */
+	COUNTER_ORIGINS_SKIPPED = 2, /* a user stack not taken: its process's budget was spent */
+	COUNTER_MAX = 3,
 };
 
 struct owner {

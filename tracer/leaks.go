@@ -28,6 +28,9 @@ type LeakReport struct {
 	Resets []ResetClose `json:"resets"`
 	// BindFailures are the latest bind() calls that failed with EADDRINUSE.
 	BindFailures []BindFailure `json:"bind_failures"`
+	// OriginsSkipped counts connections made since tracing started whose
+	// origin was not recorded: their process was past its stack budget.
+	OriginsSkipped uint64 `json:"origins_skipped,omitempty"`
 }
 
 // ProcessLeak is one process's leaked sockets.

@@ -405,3 +405,36 @@ func TestBPFStuckLastAck(t *testing.T) {
 		t.Errorf("why: %q", stuck.Why)
 	}
 }
+
+// TestBPFOriginRate: past its budget of user stacks a process's accepts
+// carry no origin, and each one skipped is counted.
+func TestBPFOriginRate(t *testing.T) {
+	const rate, n = 2, 6
+	r := startTracer(t, Config{OriginRate: rate})
+	started := time.Now()
+	_, conns := testenv.LeakyServer(t, n)
+	elapsed := time.Since(started)
+	var with, without int
+	for _, c := range conns {
+		ev := r.waitFor("server accept", 5*time.Second, on(c.Local, c.Remote, KindAccept, 0, 0))
+		if ev.Origin.Known() {
+			with++
+		} else {
+			without++
+		}
+	}
+	// The budget starts full and refills at rate a second.
+	if most := rate + int(elapsed.Seconds()*rate) + 1; with < rate || with > most || without == 0 {
+		t.Errorf("%d accepts with an origin, %d without, in %v: want %d to %d with, the rest without", with, without, elapsed, rate, most)
+	}
+	var skipped uint64
+	r.inRun(func() {
+		if err := r.tr.readCounters(); err != nil {
+			t.Error(err)
+		}
+		skipped = r.tr.OriginsSkipped()
+	})
+	if skipped < uint64(without) {
+		t.Errorf("%d origins counted as skipped, but %d accepts had none", skipped, without)
+	}
+}

@@ -18,7 +18,9 @@ func (t *Tracer) LeakReport(threshold time.Duration, filter *Filter) (LeakReport
 		return LeakReport{}, err
 	}
 	origin := func(c *Conn) []Frame { return t.OriginFrames(c.Origin) }
-	return FilteredLeakReport(table, t.timeline, ReadHostTCP(), time.Now(), threshold, filter, origin), nil
+	rep := FilteredLeakReport(table, t.timeline, ReadHostTCP(), time.Now(), threshold, filter, origin)
+	rep.OriginsSkipped = t.originsSkipped
+	return rep, nil
 }
 
 // ReadHostTCP reads the TCP sysctls that TIME_WAIT advice depends on; a value

@@ -16,9 +16,10 @@ import (
 type tcptraceCounter uint32
 
 const (
-	tcptraceCounterCOUNTER_RINGBUF_DROPS  tcptraceCounter = 0
-	tcptraceCounterCOUNTER_OWNER_MAP_FULL tcptraceCounter = 1
-	tcptraceCounterCOUNTER_MAX            tcptraceCounter = 2
+	tcptraceCounterCOUNTER_RINGBUF_DROPS   tcptraceCounter = 0
+	tcptraceCounterCOUNTER_OWNER_MAP_FULL  tcptraceCounter = 1
+	tcptraceCounterCOUNTER_ORIGINS_SKIPPED tcptraceCounter = 2
+	tcptraceCounterCOUNTER_MAX             tcptraceCounter = 3
 )
 
 type tcptraceEvent struct {
@@ -106,6 +107,12 @@ type tcptraceListenerKey struct {
 	Pad   uint16
 }
 
+type tcptraceOriginBudget struct {
+	_          structs.HostLayout
+	RefilledNs uint64
+	Tokens     uint64
+}
+
 type tcptraceOwner struct {
 	_      structs.HostLayout
 	Cgroup uint64
@@ -178,6 +185,7 @@ const (
 	tcptraceMapCounters               = "counters"
 	tcptraceMapEvents                 = "events"
 	tcptraceMapListeners              = "listeners"
+	tcptraceMapOriginBudgets          = "origin_budgets"
 	tcptraceMapOwners                 = "owners"
 	tcptraceMapPendingBinds           = "pending_binds"
 	tcptraceMapPendingSocks           = "pending_socks"
@@ -201,6 +209,7 @@ const (
 	tcptraceProgHandleTimerExpire     = "handle_timer_expire"
 	tcptraceVarFilterPids             = "filter_pids"
 	tcptraceVarKeyByAddress           = "key_by_address"
+	tcptraceVarOriginsPerSec          = "origins_per_sec"
 	tcptraceVarTwTimerFn              = "tw_timer_fn"
 	tcptraceVarUnusedCounter          = "unused_counter"
 	tcptraceVarUnusedEvent            = "unused_event"
@@ -275,15 +284,16 @@ type tcptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceMapSpecs struct {
-	Counters     *ebpf.MapSpec `ebpf:"counters"`
-	Events       *ebpf.MapSpec `ebpf:"events"`
-	Listeners    *ebpf.MapSpec `ebpf:"listeners"`
-	Owners       *ebpf.MapSpec `ebpf:"owners"`
-	PendingBinds *ebpf.MapSpec `ebpf:"pending_binds"`
-	PendingSocks *ebpf.MapSpec `ebpf:"pending_socks"`
-	PidFilter    *ebpf.MapSpec `ebpf:"pid_filter"`
-	Stacks       *ebpf.MapSpec `ebpf:"stacks"`
-	TwWanted     *ebpf.MapSpec `ebpf:"tw_wanted"`
+	Counters      *ebpf.MapSpec `ebpf:"counters"`
+	Events        *ebpf.MapSpec `ebpf:"events"`
+	Listeners     *ebpf.MapSpec `ebpf:"listeners"`
+	OriginBudgets *ebpf.MapSpec `ebpf:"origin_budgets"`
+	Owners        *ebpf.MapSpec `ebpf:"owners"`
+	PendingBinds  *ebpf.MapSpec `ebpf:"pending_binds"`
+	PendingSocks  *ebpf.MapSpec `ebpf:"pending_socks"`
+	PidFilter     *ebpf.MapSpec `ebpf:"pid_filter"`
+	Stacks        *ebpf.MapSpec `ebpf:"stacks"`
+	TwWanted      *ebpf.MapSpec `ebpf:"tw_wanted"`
 }
 
 // tcptraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -292,6 +302,7 @@ type tcptraceMapSpecs struct {
 type tcptraceVariableSpecs struct {
 	FilterPids        *ebpf.VariableSpec `ebpf:"filter_pids"`
 	KeyByAddress      *ebpf.VariableSpec `ebpf:"key_by_address"`
+	OriginsPerSec     *ebpf.VariableSpec `ebpf:"origins_per_sec"`
 	TwTimerFn         *ebpf.VariableSpec `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -323,15 +334,16 @@ func (o *tcptraceObjects) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceMaps struct {
-	Counters     *ebpf.Map `ebpf:"counters"`
-	Events       *ebpf.Map `ebpf:"events"`
-	Listeners    *ebpf.Map `ebpf:"listeners"`
-	Owners       *ebpf.Map `ebpf:"owners"`
-	PendingBinds *ebpf.Map `ebpf:"pending_binds"`
-	PendingSocks *ebpf.Map `ebpf:"pending_socks"`
-	PidFilter    *ebpf.Map `ebpf:"pid_filter"`
-	Stacks       *ebpf.Map `ebpf:"stacks"`
-	TwWanted     *ebpf.Map `ebpf:"tw_wanted"`
+	Counters      *ebpf.Map `ebpf:"counters"`
+	Events        *ebpf.Map `ebpf:"events"`
+	Listeners     *ebpf.Map `ebpf:"listeners"`
+	OriginBudgets *ebpf.Map `ebpf:"origin_budgets"`
+	Owners        *ebpf.Map `ebpf:"owners"`
+	PendingBinds  *ebpf.Map `ebpf:"pending_binds"`
+	PendingSocks  *ebpf.Map `ebpf:"pending_socks"`
+	PidFilter     *ebpf.Map `ebpf:"pid_filter"`
+	Stacks        *ebpf.Map `ebpf:"stacks"`
+	TwWanted      *ebpf.Map `ebpf:"tw_wanted"`
 }
 
 func (m *tcptraceMaps) Close() error {
@@ -339,6 +351,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Counters,
 		m.Events,
 		m.Listeners,
+		m.OriginBudgets,
 		m.Owners,
 		m.PendingBinds,
 		m.PendingSocks,
@@ -354,6 +367,7 @@ func (m *tcptraceMaps) Close() error {
 type tcptraceVariables struct {
 	FilterPids        *ebpf.Variable `ebpf:"filter_pids"`
 	KeyByAddress      *ebpf.Variable `ebpf:"key_by_address"`
+	OriginsPerSec     *ebpf.Variable `ebpf:"origins_per_sec"`
 	TwTimerFn         *ebpf.Variable `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`

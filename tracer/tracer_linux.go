@@ -38,6 +38,10 @@ type Config struct {
 	// NoOrigins skips the user stacks taken at connect() and accept(), the
 	// costliest work in the kernel, for modes that never show them.
 	NoOrigins bool
+	// OriginRate bounds the user stacks each process has taken a second (a
+	// walk costs microseconds); past it a connection's origin is not
+	// recorded, and that is counted. 0 takes every one.
+	OriginRate uint32
 	// endTimeWaitByWalks ignores the timewait timer, as where its address
 	// is hidden: walks find the end of TIME_WAIT (tests use it).
 	endTimeWaitByWalks bool
@@ -101,6 +105,8 @@ type Tracer struct {
 	lastPortWalk time.Time
 	// in is the input that ring-buffer records are decoded into.
 	in Input
+	// originsSkipped counts the user stacks not taken past Config.OriginRate.
+	originsSkipped uint64
 	// ownersNotTaught counts the owners found in the fd tables that the
 	// kernel's owner map had no room for; Stats.OwnerMapFull adds it.
 	ownersNotTaught uint64
@@ -143,6 +149,9 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 	if !cfg.NoOrigins {
 		if err := spec.Variables["want_origins"].Set(uint8(1)); err != nil {
 			return nil, fmt.Errorf("set origin capture: %w", err)
+		}
+		if err := spec.Variables["origins_per_sec"].Set(cfg.OriginRate); err != nil {
+			return nil, fmt.Errorf("set origin rate: %w", err)
 		}
 	}
 	var twTimer uint64
@@ -255,6 +264,11 @@ func (t *Tracer) attach() error {
 	}
 	return nil
 }
+
+// OriginsSkipped is the number of connections whose origin was not recorded
+// because their process had spent its Config.OriginRate (as of the last
+// check, once a second).
+func (t *Tracer) OriginsSkipped() uint64 { return t.originsSkipped }
 
 // Classic reports whether the tracer fell back to the classic tracepoint,
 // where sockets are keyed by address and TIME_WAIT cannot be followed.
@@ -484,8 +498,9 @@ func (t *Tracer) checkLoss(emit func(*Event)) error {
 func (t *Tracer) readCounters() error {
 	var perCPU []uint64
 	for idx, dst := range map[uint32]*uint64{
-		uint32(tcptraceCounterCOUNTER_RINGBUF_DROPS):  &t.stats.RingbufDrops,
-		uint32(tcptraceCounterCOUNTER_OWNER_MAP_FULL): &t.stats.OwnerMapFull,
+		uint32(tcptraceCounterCOUNTER_RINGBUF_DROPS):   &t.stats.RingbufDrops,
+		uint32(tcptraceCounterCOUNTER_OWNER_MAP_FULL):  &t.stats.OwnerMapFull,
+		uint32(tcptraceCounterCOUNTER_ORIGINS_SKIPPED): &t.originsSkipped,
 	} {
 		if err := t.objs.Counters.Lookup(idx, &perCPU); err != nil {
 			return fmt.Errorf("read counters: %w", err)

@@ -43,13 +43,14 @@ const exitLeaks = 3
 
 type leaksFlags struct {
 	filterFlags
-	threshold time.Duration
-	interval  time.Duration
-	once      bool
-	json      bool
-	color     string
-	debug     bool
-	metrics   metricsFlags
+	threshold  time.Duration
+	interval   time.Duration
+	once       bool
+	json       bool
+	color      string
+	debug      bool
+	originRate uint32
+	metrics    metricsFlags
 }
 
 func (f *leaksFlags) register(fs *pflag.FlagSet) {
@@ -57,6 +58,7 @@ func (f *leaksFlags) register(fs *pflag.FlagSet) {
 	fs.DurationVar(&f.threshold, "threshold", tracer.DefaultLeakThreshold, "how long in CLOSE_WAIT counts as a leak")
 	fs.DurationVar(&f.interval, "interval", 2*time.Second, "how often the live view refreshes")
 	fs.BoolVar(&f.once, "once", false, "print one report and exit (status 3 if it found leaks)")
+	registerOriginRate(fs, &f.originRate)
 	fs.BoolVar(&f.json, "json", false, "print reports as JSON")
 	fs.StringVar(&f.color, "color", "auto", "color: auto, always or never (NO_COLOR is respected)")
 	fs.BoolVar(&f.debug, "debug", false, "print the verifier's log if a program fails to load")
@@ -97,7 +99,7 @@ func runLeaks(args []string) error {
 	}
 	defer exp.close()
 
-	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NetNS: f.netnsPath})
+	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NetNS: f.netnsPath, OriginRate: f.originRate})
 	if err != nil {
 		return err
 	}
@@ -180,6 +182,9 @@ func printLeakReport(w io.Writer, title string, rep *tracer.LeakReport, st trace
 	}
 	if missed := st.Missed(); missed > 0 {
 		fmt.Fprintf(w, "  (%d events missed, state repaired from the socket table)", missed)
+	}
+	if rep.OriginsSkipped > 0 {
+		fmt.Fprintf(w, "  (%d connections' origins not recorded: past --origin-rate)", rep.OriginsSkipped)
 	}
 	fmt.Fprintln(w)
 	if len(rep.Processes) == 0 {

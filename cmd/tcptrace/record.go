@@ -45,12 +45,14 @@ type recordFlags struct {
 	tableEvery time.Duration
 	duration   time.Duration
 	debug      bool
+	originRate uint32
 	metrics    metricsFlags
 }
 
 func (f *recordFlags) register(fs *pflag.FlagSet) {
 	fs.StringVarP(&f.output, "output", "o", "", "the trace file to write (required)")
 	fs.BoolVar(&f.force, "force", false, "overwrite the file if it exists")
+	registerOriginRate(fs, &f.originRate)
 	fs.IntSliceVarP(&f.pids, "pid", "p", nil, "only sockets owned by this process (repeatable; filtered in the kernel)")
 	fs.StringVar(&f.netns, "netns", "", "walk this network namespace's socket table (a name, /proc/PID/ns/net or an inode number); all are traced")
 	fs.StringVar(&f.maxSize, "max-size", "", "start a new file past this size (e.g. 500M, 2G); the old one becomes FILE.1")
@@ -127,7 +129,7 @@ func runRecord(args []string) error {
 	if err != nil {
 		return err
 	}
-	tr, err = openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w, NetNS: ff.netnsPath})
+	tr, err = openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w, NetNS: ff.netnsPath, OriginRate: f.originRate})
 	if err != nil {
 		w.Close()
 		os.Remove(f.output)
@@ -166,6 +168,9 @@ func runRecord(args []string) error {
 	fmt.Fprintf(os.Stderr, "recorded %d events in %s to %s (%d bytes)\n", events, formatDuration(time.Since(started)), f.output, w.Size())
 	fmt.Fprintf(os.Stderr, "lost: %d ring-buffer drops, %d state-program recursion misses, %d syscall-program recursion misses; %d transitions repaired from the socket table\n",
 		st.RingbufDrops, st.StateMisses, st.SyscallMisses, st.Repairs)
+	if n := tr.OriginsSkipped(); n > 0 {
+		fmt.Fprintf(os.Stderr, "%d connections' origins not recorded: past --origin-rate %d a second a process\n", n, f.originRate)
+	}
 	return err
 }
 
