@@ -298,8 +298,11 @@ static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, s
 
 	bucket += sk->__sk_common.skc_hash & mask;
 	node = BPF_CORE_READ(bucket, chain.first);
-	/* Chains are a few sockets long; the timewait socket is put at the head. */
-	for (int i = 0; i < 8; i++) {
+	/*
+	 * Chains are a socket or two long in a table sized to memory; past 16
+	 * the CLOSE is left for a walk of the socket table to settle.
+	 */
+	for (int i = 0; i < 16; i++) {
 		/* The end of a chain is an odd "nulls" marker, not a pointer. */
 		if ((unsigned long)node & 1)
 			break;
@@ -495,6 +498,8 @@ static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
  * (glibc's accept, say), so the first of the top stack words that returns
  * just after a call instruction is kept as well.
  */
+#define NSEC_PER_SEC 1000000000LL
+
 /* A token bucket per process: up to origins_per_sec stacks, refilled over a second. */
 struct origin_budget {
 	__u64 refilled_ns;
@@ -521,12 +526,23 @@ static __always_inline bool origin_allowed(void)
 		bpf_map_update_elem(&origin_budgets, &pid, &fresh, BPF_ANY);
 		return true;
 	}
-	/* Races between CPUs can give a token or two more: the budget is a bound on cost. */
-	__u64 earned = (now - b->refilled_ns) * origins_per_sec / 1000000000;
-	if (earned) {
-		b->tokens =
-			b->tokens + earned > origins_per_sec ? origins_per_sec : b->tokens + earned;
+	/*
+	 * Another CPU may have moved refilled_ns past this one's now: a
+	 * negative delta earns nothing. Races can give a token or two more;
+	 * the budget bounds cost, it is not an exact count.
+	 */
+	__s64 since = now - b->refilled_ns;
+	if (since >= NSEC_PER_SEC) {
+		b->tokens = origins_per_sec;
 		b->refilled_ns = now;
+	} else if (since > 0) {
+		__u64 earned = since * origins_per_sec / NSEC_PER_SEC;
+		if (earned) {
+			__u64 tokens = b->tokens + earned;
+			b->tokens = tokens > origins_per_sec ? origins_per_sec : tokens;
+			/* Keep the part of a token already earned. */
+			b->refilled_ns += earned * NSEC_PER_SEC / origins_per_sec;
+		}
 	}
 	if (!b->tokens) {
 		count(COUNTER_ORIGINS_SKIPPED);

@@ -52,7 +52,7 @@ var (
 	descOwnersLost = prometheus.NewDesc("tcptrace_owners_not_stored_total",
 		"Sockets whose owner the kernel's owner map had no room for: their later transitions name no owner.", nil, nil)
 	descNetNSUnfollowed = prometheus.NewDesc("tcptrace_netns_unfollowed_total",
-		"Network namespaces tcptrace could not enter: their connections' moves into TIME_WAIT show as CLOSE.", nil, nil)
+		"Network namespaces tcptrace could not enter: their orphaned sockets that get the peer's FIN show CLOSE, not TIME_WAIT.", nil, nil)
 	descSnapshotTime = prometheus.NewDesc("tcptrace_snapshot_timestamp_seconds",
 		"When the socket table behind the gauges was walked, in seconds since the Unix epoch.", nil, nil)
 	descSnapshotTook = prometheus.NewDesc("tcptrace_snapshot_duration_seconds",

@@ -201,10 +201,10 @@ func (d *doctor) checkPrivileges() {
 	}
 	d.add(ptrace)
 	admin := HostCheck{ID: "cap_sys_admin", Name: "CAP_SYS_ADMIN", Status: CheckOK, Need: NeedOptional, Detail: "present",
-		Meaning: "can mount tracefs if needed, and enter other network namespaces (containers') to follow their connections into TIME_WAIT and walk --netns"}
+		Meaning: "can mount tracefs if needed, and enter other network namespaces (containers') to walk their socket tables (orphans getting their peer's FIN, --netns)"}
 	if !d.caps.has(capSysAdmin) {
 		admin.Status, admin.Detail = CheckDegraded, "absent"
-		admin.Meaning = "tracefs must already be mounted; connections in other network namespaces show CLOSE instead of TIME_WAIT, and --netns cannot walk the namespace it names"
+		admin.Meaning = "tracefs must already be mounted; orphaned sockets in other network namespaces that get their peer's FIN show CLOSE instead of TIME_WAIT, and --netns cannot walk the namespace it names"
 	}
 	d.add(admin)
 }

@@ -30,8 +30,8 @@ type nsHandle struct {
 	lastSeen time.Time
 }
 
-// netnsFollowedMax bounds the handles kept; sockets in namespaces past it are
-// followed to CLOSE but not into TIME_WAIT.
+// netnsFollowedMax bounds the handles kept; in namespaces past it, orphans
+// that get their peer's FIN are followed to CLOSE but not into TIME_WAIT.
 const netnsFollowedMax = 1024
 
 func newNamespaces(walked *os.File) (*namespaces, error) {

@@ -263,12 +263,15 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 		}
 	}
 	t.netns.prune(at)
+	walked := map[uint32]bool{t.netns.walked: true}
 	for ino := range inside {
 		if h := t.netns.handles[ino]; h != nil && err == nil {
 			if werr := readRecords(h.f, t.iters.timewait, keep); werr != nil {
-				// Not enterable: its sockets show CLOSE, and that is counted.
+				// Not enterable: counted.
 				t.netns.refuse(ino)
 				t.stats.NetNSUnfollowed++
+			} else {
+				walked[ino] = true
 			}
 		}
 	}
@@ -280,6 +283,13 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 	}
 	for _, cookie := range t.wanted {
 		s, seen := found[cookie]
+		if c := t.timeline.Conn(cookie); !seen && t.timerExpiry && c != nil && !walked[c.NetNS] &&
+			c.State == StateFinWait2 && at.Before(c.TimeWaitExpiry) {
+			// An orphan in a namespace not walked: not known gone. Its
+			// timer's program will say when it ends.
+			t.timeline.DeferCheck(cookie, c.TimeWaitExpiry.Add(timerGrace))
+			continue
+		}
 		in := Input{Kind: InputTimeWait, TimeWait: TimeWaitSighting{
 			Cookie: cookie, At: at, Seen: seen, Substate: s.State, Expiry: s.TimeWaitExpiry,
 		}}

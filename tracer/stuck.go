@@ -56,13 +56,16 @@ func buildStuck(table []SocketSnapshot, tl *Timeline, now time.Time, threshold t
 	// The local peers: one pass over the table, looking up only the few
 	// stuck sockets (a map of the whole table cost more than the rest).
 	if len(out) > 0 {
-		type ends struct{ local, remote netip.AddrPort }
+		type ends struct {
+			netns         uint32
+			local, remote netip.AddrPort
+		}
 		peerOf := make(map[ends]int, len(out))
 		for j, i := range at {
-			peerOf[ends{table[i].Remote, table[i].Local}] = j
+			peerOf[ends{table[i].NetNS, table[i].Remote, table[i].Local}] = j
 		}
 		for i := range table {
-			if j, ok := peerOf[ends{table[i].Local, table[i].Remote}]; ok {
+			if j, ok := peerOf[ends{table[i].NetNS, table[i].Local, table[i].Remote}]; ok {
 				out[j].PeerState, out[j].PeerHolders = table[i].State, table[i].Holders
 			}
 		}

@@ -1,6 +1,7 @@
 package tracer
 
 import (
+	"cmp"
 	"maps"
 	"net/netip"
 	"slices"
@@ -427,6 +428,24 @@ func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 	}
 	c.timeWaitCheck = check.UnixNano()
 	t.checks.push(timeWaitCheck{at: c.timeWaitCheck, cookie: c.Cookie})
+	// Replays and reports never walk, so nothing pops their checks: drop the
+	// stale ones when they outnumber the connections.
+	if len(t.checks) > 2*len(t.conns)+1024 {
+		t.checks = slices.DeleteFunc(t.checks, func(ch timeWaitCheck) bool {
+			c := t.conns[ch.cookie]
+			return c == nil || c.timeWaitCheck != ch.at
+		})
+		// A sorted slice is a heap.
+		slices.SortFunc(t.checks, func(a, b timeWaitCheck) int { return cmp.Compare(a.at, b.at) })
+	}
+}
+
+// DeferCheck moves the next timewait check of a connection to at.
+func (t *Timeline) DeferCheck(cookie uint64, at time.Time) {
+	if c := t.conns[cookie]; c != nil {
+		c.timeWaitCheck = at.UnixNano()
+		t.checks.push(timeWaitCheck{at: c.timeWaitCheck, cookie: cookie})
+	}
 }
 
 // timeWaitCheck is a walk due at a time (Unix nanoseconds) for a connection.

@@ -122,6 +122,19 @@ func TestTimelineTimeWaitGrace(t *testing.T) {
 	}
 }
 
+// A timeline nobody walks for (replay, report) keeps its due checks bounded.
+func TestTimelineChecksBounded(t *testing.T) {
+	s := newScript()
+	for cookie := uint64(1); cookie <= 20000; cookie++ {
+		s.tr(cookie, 0, StateFinWait2, StateClose, client)
+		s.tw(cookie, 0, true, StateTimeWait, time.Minute)
+		s.tw(cookie, time.Minute, false, 0, 0)
+	}
+	if n := len(s.tl.checks); n > 1024+1 {
+		t.Errorf("%d checks kept for %d connections", n, s.tl.Len())
+	}
+}
+
 func TestCheckQueueOrder(t *testing.T) {
 	var q checkQueue
 	for _, at := range []int64{50, 10, 40, 10, 30, 20, 60, 0} {

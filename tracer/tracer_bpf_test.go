@@ -78,6 +78,11 @@ func TestBPFLifecycle(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			r := startTracer(t, tc.cfg)
+			// It falls back to walks where the timer's program does not
+			// load; here it must.
+			if !tc.cfg.endTimeWaitByWalks && !r.tr.timerExpiry {
+				t.Error("the timewait timer's program is not attached")
+			}
 			server, client, srv, cli := testenv.Pair(t, tc.addr)
 
 			// The client's connect() runs in the client; the server's child is

@@ -42,8 +42,9 @@ type Config struct {
 	// walk costs microseconds); past it a connection's origin is not
 	// recorded, and that is counted. 0 takes every one.
 	OriginRate uint32
-	// endTimeWaitByWalks ignores the timewait timer, as where its address
-	// is hidden: walks find the end of TIME_WAIT (tests use it).
+	// endTimeWaitByWalks does without the timewait timer's program, as where
+	// its address is hidden or it does not load: walks find the end of
+	// TIME_WAIT (tests use it).
 	endTimeWaitByWalks bool
 }
 
@@ -70,8 +71,8 @@ type Stats struct {
 	TimeWaitWalks uint64
 	Snapshots     uint64
 	// NetNSUnfollowed counts the network namespaces not followed, past the
-	// handles kept or not enterable: their sockets' moves into TIME_WAIT
-	// show as CLOSE.
+	// handles kept or not enterable: their orphans that get the peer's FIN
+	// show CLOSE, not TIME_WAIT.
 	NetNSUnfollowed uint64
 }
 
@@ -125,13 +126,21 @@ func Open(cfg Config) (*Tracer, error) {
 		return nil, err
 	}
 	t, err := open(cfg, cfg.ClassicTracepoint)
+	if err != nil && errors.Is(err, errNoTimerProgram) {
+		// Optional: without it, walks find the end of TIME_WAIT.
+		cfg.endTimeWaitByWalks = true
+		t, err = open(cfg, cfg.ClassicTracepoint)
+	}
 	if err != nil && !cfg.ClassicTracepoint && errors.Is(err, errNoBTFTracepoint) {
 		t, err = open(cfg, true)
 	}
 	return t, err
 }
 
-var errNoBTFTracepoint = errors.New("BTF-typed tracepoint unavailable")
+var (
+	errNoBTFTracepoint = errors.New("BTF-typed tracepoint unavailable")
+	errNoTimerProgram  = errors.New("timewait timer program unavailable")
+)
 
 func open(cfg Config, classic bool) (*Tracer, error) {
 	spec, err := loadTcptrace()
@@ -160,23 +169,24 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 			return nil, fmt.Errorf("set classic mode: %w", err)
 		}
 		// The tp_btf programs may not even load here: put the classic one
-		// in their place (the timer's copy is never attached).
+		// in their place (the timer's copy, below, is never attached).
 		spec.Programs["handle_set_state"] = spec.Programs["handle_set_state_classic"].Copy()
-		spec.Programs["handle_timer_expire"] = spec.Programs["handle_set_state_classic"].Copy()
 	} else if !cfg.endTimeWaitByWalks {
 		twTimer = kernelSymbol("tw_timer_handler")
 	}
-	if twTimer != 0 {
-		if err := spec.Variables["tw_timer_fn"].Set(twTimer); err != nil {
-			return nil, fmt.Errorf("set timewait timer: %w", err)
-		}
+	if twTimer == 0 {
+		spec.Programs["handle_timer_expire"] = spec.Programs["handle_set_state_classic"].Copy()
+	} else if err := spec.Variables["tw_timer_fn"].Set(twTimer); err != nil {
+		return nil, fmt.Errorf("set timewait timer: %w", err)
 	}
 	t := &Tracer{cfg: cfg, comms: make(commCache), cgroups: make(cgroupCache), classic: classic, timerExpiry: twTimer != 0}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
 		// A kernel without BTF-typed tracepoints rejects the tp_btf program itself.
 		var ve *ebpf.VerifierError
-		if !classic && !errors.As(err, &ve) && (strings.Contains(err.Error(), "program handle_set_state:") ||
-			strings.Contains(err.Error(), "program handle_timer_expire:")) {
+		if twTimer != 0 && strings.Contains(err.Error(), "program handle_timer_expire:") {
+			return nil, fmt.Errorf("%w: %v", errNoTimerProgram, err)
+		}
+		if !classic && !errors.As(err, &ve) && strings.Contains(err.Error(), "program handle_set_state:") {
 			return nil, fmt.Errorf("%w: %v", errNoBTFTracepoint, err)
 		}
 		return nil, loadError(err, cfg.Debug)
@@ -238,7 +248,7 @@ func (t *Tracer) attach() error {
 	t.links = append(t.links, l)
 	if t.timerExpiry {
 		if l, err = link.AttachTracing(link.TracingOptions{Program: t.objs.HandleTimerExpire, AttachType: ebpf.AttachTraceRawTp}); err != nil {
-			return fmt.Errorf("attach tp_btf/timer_expire_entry: %w", err)
+			return fmt.Errorf("%w: attach tp_btf/timer_expire_entry: %v", errNoTimerProgram, err)
 		}
 		t.links = append(t.links, l)
 	}
@@ -429,6 +439,10 @@ func (t *Tracer) apply(raw []byte, emit func(*Event)) error {
 		return nil
 	}
 	if ev.Kind == kindTimeWaitExpired {
+		// Timers fire for every timewait socket on the host, --pid or not.
+		if t.timeline.Conn(ev.Cookie) == nil {
+			return nil
+		}
 		t.in.Kind = InputTimeWait
 		t.in.TimeWait = TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time}
 		return t.feed(&t.in, emit)
@@ -461,6 +475,11 @@ func (t *Tracer) apply(raw []byte, emit func(*Event)) error {
 		t.in.TimeWait.Seen = true
 		t.in.TimeWait.Substate = State(r.TwSubstate)
 		t.in.TimeWait.Expiry = ev.Time.Add(time.Duration(int64(int32(r.TwLeft)) * t.iters.nsPerJiffy))
+	} else if !t.classic {
+		// Not found in its bucket (a very long chain, say): the CLOSE stays
+		// held, and the next walk tells. The classic program cannot look,
+		// nor can its walks find timewait sockets: the CLOSE is shown.
+		return nil
 	}
 	return t.feed(&t.in, emit)
 }

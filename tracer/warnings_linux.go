@@ -16,7 +16,7 @@ func (t *Tracer) Warnings(stacks bool) []string {
 		out = append(out, "BTF-typed tracepoints are unavailable; using the classic tracepoint, which cannot follow connections into TIME_WAIT")
 	}
 	if !t.netns.follow {
-		out = append(out, "without CAP_SYS_ADMIN, connections in other network namespaces (containers) are not followed into TIME_WAIT: they show CLOSE")
+		out = append(out, "without CAP_SYS_ADMIN, other network namespaces (containers) cannot be walked: their orphaned sockets that get the peer's FIN show CLOSE, not TIME_WAIT")
 	}
 	if caps, err := effectiveCaps(); stacks && err == nil && !capSet(caps).has(capSysPtrace) {
 		out = append(out, "without CAP_SYS_PTRACE, the stacks where other users' processes created connections are shown as bare addresses")

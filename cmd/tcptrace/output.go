@@ -377,7 +377,7 @@ func (s *summary) print(w io.Writer, st tracer.Stats, elapsed time.Duration) {
 		fmt.Fprintf(w, ", %d owners not stored (owner map full)", st.OwnerMapFull)
 	}
 	if st.NetNSUnfollowed > 0 {
-		fmt.Fprintf(w, ", %d network namespaces not followed into TIME_WAIT", st.NetNSUnfollowed)
+		fmt.Fprintf(w, ", %d network namespaces not walked (orphans there not followed into TIME_WAIT)", st.NetNSUnfollowed)
 	}
 	fmt.Fprintf(w, "; %d transitions repaired from the socket table\n", st.Repairs)
 }
