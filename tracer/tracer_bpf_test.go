@@ -135,8 +135,11 @@ func TestBPFLifecycle(t *testing.T) {
 			if int(tw.Owner.PID) != cli.PID {
 				t.Errorf("TIME_WAIT owner = %+v, want client %d", tw.Owner, cli.PID)
 			}
-			if tw.TimeWaitLeft < 58*time.Second || tw.TimeWaitLeft > 61*time.Second {
-				t.Errorf("TIME_WAIT expires in %v, want about %v", tw.TimeWaitLeft, TimeWaitLen)
+			// The client is an orphan when the server's FIN comes: a walk (one
+			// a second, spaced further by a large socket table) sees the move,
+			// and reads the time left then.
+			if tw.TimeWaitLeft < 55*time.Second || tw.TimeWaitLeft > 61*time.Second {
+				t.Errorf("TIME_WAIT expires in %v, want a little under %v", tw.TimeWaitLeft, TimeWaitLen)
 			}
 			if s, ok := testenv.SSFind(t, cli.Local, cli.Remote); !ok || s.State != "TIME-WAIT" {
 				t.Errorf("ss shows the client end as %+v (found %v), want TIME-WAIT", s, ok)
