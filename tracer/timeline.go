@@ -426,7 +426,19 @@ func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 	if s.Substate == StateTimeWait && s.At.Before(s.Expiry) {
 		check = check.Add(t.TimeWaitGrace)
 	}
-	c.timeWaitCheck = check.UnixNano()
+	t.scheduleCheck(c, check)
+}
+
+// DeferCheck moves the next timewait check of a connection to at.
+func (t *Timeline) DeferCheck(cookie uint64, at time.Time) {
+	if c := t.conns[cookie]; c != nil {
+		t.scheduleCheck(c, at)
+	}
+}
+
+// scheduleCheck makes at the time of c's next timewait check.
+func (t *Timeline) scheduleCheck(c *Conn, at time.Time) {
+	c.timeWaitCheck = at.UnixNano()
 	t.checks.push(timeWaitCheck{at: c.timeWaitCheck, cookie: c.Cookie})
 	// Replays and reports never walk, so nothing pops their checks: drop the
 	// stale ones when they outnumber the connections.
@@ -437,14 +449,6 @@ func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 		})
 		// A sorted slice is a heap.
 		slices.SortFunc(t.checks, func(a, b timeWaitCheck) int { return cmp.Compare(a.at, b.at) })
-	}
-}
-
-// DeferCheck moves the next timewait check of a connection to at.
-func (t *Timeline) DeferCheck(cookie uint64, at time.Time) {
-	if c := t.conns[cookie]; c != nil {
-		c.timeWaitCheck = at.UnixNano()
-		t.checks.push(timeWaitCheck{at: c.timeWaitCheck, cookie: cookie})
 	}
 }
 
