@@ -265,13 +265,6 @@ static __always_inline bool is_inet_tcp(const struct sock *sk, bool btf)
 	       (family == AF_INET || family == AF_INET6);
 }
 
-/*
- * Finds the timewait socket that tcp_time_wait() put in sk's place: it hashed
- * it into sk's bucket of the established table, with sk's cookie, just before
- * the CLOSE transition of sk. Fills in its substate and the jiffies left on
- * its timer; false when there is none (the transition was a real close, or
- * tcp_max_tw_buckets was reached).
- */
 /* Linux 5.17 to 6.0 kept the timewait death row apart, behind a pointer. */
 struct netns_ipv4___death_row_ptr {
 	struct inet_timewait_death_row *tcp_death_row;
@@ -289,6 +282,13 @@ static __always_inline struct inet_hashinfo *tcp_hashinfo(const struct net *net)
 	return BPF_CORE_READ((struct net___death_row_ptr *)net, ipv4.tcp_death_row, hashinfo);
 }
 
+/*
+ * Finds the timewait socket that tcp_time_wait() put in sk's place: it hashed
+ * it into sk's bucket of the established table, with sk's cookie, just before
+ * the CLOSE transition of sk. Fills in its substate and the jiffies left on
+ * its timer; false when there is none (the transition was a real close, or
+ * tcp_max_tw_buckets was reached).
+ */
 static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, struct event *e)
 {
 	struct inet_hashinfo *h = tcp_hashinfo(sk->__sk_common.skc_net.net);
@@ -435,8 +435,7 @@ int BPF_PROG(handle_timer_expire, struct timer_list *timer)
 	if (!tw_timer_fn || (__u64)timer->function != tw_timer_fn)
 		return 0;
 	struct inet_timewait_sock *tw = container_of(timer, struct inet_timewait_sock, tw_timer);
-	struct sock_common *skc = &tw->__tw_common;
-	__u64 cookie = BPF_CORE_READ(skc, skc_cookie.counter);
+	__u64 cookie = BPF_CORE_READ(tw, __tw_common.skc_cookie.counter);
 	if (!cookie)
 		return 0;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -444,21 +443,12 @@ int BPF_PROG(handle_timer_expire, struct timer_list *timer)
 		count(COUNTER_RINGBUF_DROPS);
 		return 0;
 	}
+	/* The timeline knows the rest of the connection: its cookie is enough. */
 	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_boot_ns();
 	e->kind = EVENT_TW_EXPIRED;
 	e->cookie = cookie;
-	e->fd = -1;
-	e->owner.fd = -1;
-	e->origin.stack_id = -1;
-	e->family = BPF_CORE_READ(skc, skc_family);
-	e->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
-	e->sport = BPF_CORE_READ(skc, skc_num);
-	e->dport = bpf_ntohs(BPF_CORE_READ(skc, skc_dport));
-	e->oldstate = TCP_TIME_WAIT;
-	e->newstate = TCP_CLOSE;
 	e->tw_substate = BPF_CORE_READ(tw, tw_substate);
-	fill_addrs(skc, e->family, e->saddr, e->daddr, false);
 	submit(e);
 	return 0;
 }
@@ -491,13 +481,6 @@ static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
 	return sk;
 }
 
-/* Remembers the socket of a connect() or listen(), for the transition it causes. */
-/*
- * Records the user stack of a syscall. A frame-pointer walk starts at the
- * syscall instruction and skips the caller of a wrapper that keeps no frame
- * (glibc's accept, say), so the first of the top stack words that returns
- * just after a call instruction is kept as well.
- */
 #define NSEC_PER_SEC 1000000000LL
 
 /* A token bucket per process: up to origins_per_sec stacks, refilled over a second. */
@@ -555,6 +538,12 @@ static __always_inline bool origin_allowed(void)
 #define USER_TEXT_MIN  0x400000UL
 #define USER_SPACE_END (1UL << 56) /* 5-level paging */
 
+/*
+ * Records the user stack of a syscall. A frame-pointer walk starts at the
+ * syscall instruction and skips the caller of a wrapper that keeps no frame
+ * (glibc's accept, say), so the first of the top stack words that returns
+ * just after a call instruction is kept as well.
+ */
 static __always_inline void capture_origin(void *ctx, struct origin *o)
 {
 	o->stack_id = bpf_get_stackid(ctx, &stacks, BPF_F_USER_STACK);
@@ -582,6 +571,7 @@ static __always_inline void capture_origin(void *ctx, struct origin *o)
 	}
 }
 
+/* Remembers the socket of a connect() or listen(), for the transition it causes. */
 static __always_inline int remember_pending(void *ctx, int fd, bool want_origin)
 {
 	struct pending_sock p = {.fd = fd, .origin = {.stack_id = -1}};
