@@ -4,7 +4,7 @@
 GO ?= go
 BIN := bin/tcptrace
 
-.PHONY: all build generate vmlinux test check-generated lint clean deps bench
+.PHONY: all build generate vmlinux test check-generated lint clean deps bench vmtest
 
 all: build
 
@@ -15,7 +15,8 @@ build:
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		clang llvm libbpf-dev bpftool iproute2 clang-format gcc nftables
+		clang llvm libbpf-dev bpftool iproute2 clang-format gcc nftables \
+		qemu-system-x86 busybox-static cpio
 
 generate:
 	cd tracer && $(GO) generate ./...
@@ -40,6 +41,12 @@ lint:
 test:
 	TCPTRACE_REQUIRE_BPF=1 $(GO) test -count=1 -parallel 4 -timeout 10m ./...
 	cd deploy && $(GO) test -count=1 ./...
+
+# The kernel matrix: boots Debian's kernels under QEMU and runs the BPF tests and
+# the CLI inside (vmtest/run.sh). KERNEL=5.10, 6.1, 6.12 or backports picks one.
+KERNEL ?= 6.1 6.12 backports
+vmtest:
+	bash vmtest/run.sh $(KERNEL)
 
 # The overhead table of BENCHMARKS.md: the churn load with no tracer, then under
 # each tracer (as root; libbpf-tools and bpftrace from Debian are the peers).

@@ -319,14 +319,98 @@ static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, s
 	return false;
 }
 
+/*
+ * Children of listeners whose LISTEN -> SYN_RECV fired before they had an
+ * identity of their own (socket address -> the time it fired). Before Linux
+ * 6.15 (a3a128f611a9, "inet: consolidate inet_csk_clone_lock()"), the child
+ * entered SYN_RECV right after it was cloned from its listener: it still had
+ * the listener's cookie, no remote end and no addresses. The transition is
+ * reported at the child's next one, when it has them.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} unborn_children SEC(".maps");
+
+/* The owner of a new child of a listener: the listener's process until accepted. */
+static __always_inline void owner_from_listener(const struct sock *sk, __u64 cookie,
+						struct owner *owner, bool btf)
+{
+	struct listener_key key = {
+		.netns = sock_netns(sk, btf),
+		.port = SK_READ(btf, sk, __sk_common.skc_num),
+	};
+	struct listen_owner *l = bpf_map_lookup_elem(&listeners, &key);
+
+	if (!l)
+		return;
+	*owner = l->owner;
+	owner->fd = -1;
+	owner->flags = 0;
+	owner->source = OWNER_LISTENER;
+	if (bpf_map_update_elem(&owners, &cookie, owner, BPF_ANY))
+		count(COUNTER_OWNER_MAP_FULL);
+}
+
+/* Sends the record of one transition of sk, at ts_ns (0: now). */
+static __always_inline void report_transition(const struct sock *sk, __u64 cookie,
+					      const struct owner *owner,
+					      const struct origin *origin, int oldstate,
+					      int newstate, __u64 ts_ns, bool btf)
+{
+	if (!owner_wanted(owner))
+		return;
+	struct event *e = new_event(sk, EVENT_STATE, cookie, owner, btf);
+	if (!e)
+		return;
+	if (ts_ns)
+		e->ts_ns = ts_ns;
+	e->oldstate = oldstate;
+	e->newstate = newstate;
+	e->origin = *origin;
+	e->sk_err = SK_READ(btf, sk, sk_err);
+
+	__u8 flags = owner->flags;
+	if (e->sk_err)
+		flags |= FLAG_SOCK_ERR;
+	if (btf && newstate == TCP_CLOSE &&
+	    (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) && find_timewait(sk, cookie, e))
+		flags |= FLAG_TIME_WAIT;
+	if (SK_READ(btf, sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
+		flags |= FLAG_ORPHAN;
+	e->flags = flags;
+	submit(e);
+}
+
 /* Reports a TCP transition and keeps the owner maps up to date. */
 static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int oldstate,
 					int newstate, bool btf)
 {
 	struct owner owner = {.fd = -1};
 	struct origin origin = {.stack_id = -1};
-	struct owner *known = bpf_map_lookup_elem(&owners, &cookie);
+	__u64 sk_addr = (__u64)sk;
 
+	if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV &&
+	    !SK_READ(btf, sk, __sk_common.skc_dport)) {
+		/* A child that is still a copy of its listener: see unborn_children. */
+		__u64 now = bpf_ktime_get_boot_ns();
+		bpf_map_update_elem(&unborn_children, &sk_addr, &now, BPF_ANY);
+		return 0;
+	}
+	if (oldstate == TCP_SYN_RECV) {
+		__u64 *born = bpf_map_lookup_elem(&unborn_children, &sk_addr);
+		if (born) {
+			__u64 ts = *born;
+			bpf_map_delete_elem(&unborn_children, &sk_addr);
+			owner_from_listener(sk, cookie, &owner, btf);
+			report_transition(sk, cookie, &owner, &origin, TCP_LISTEN, TCP_SYN_RECV, ts,
+					  btf);
+		}
+	}
+
+	struct owner *known = bpf_map_lookup_elem(&owners, &cookie);
 	if (known) {
 		owner = *known;
 	} else if (oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) {
@@ -345,21 +429,7 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 		if (bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
 			count(COUNTER_OWNER_MAP_FULL);
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
-		/* A child of a listener: owned by the listener's process until accepted. */
-		struct listener_key key = {
-			.netns = sock_netns(sk, btf),
-			.port = SK_READ(btf, sk, __sk_common.skc_num),
-		};
-		struct listen_owner *l = bpf_map_lookup_elem(&listeners, &key);
-
-		if (l) {
-			owner = l->owner;
-			owner.fd = -1;
-			owner.flags = 0;
-			owner.source = OWNER_LISTENER;
-			if (bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
-				count(COUNTER_OWNER_MAP_FULL);
-		}
+		owner_from_listener(sk, cookie, &owner, btf);
 	}
 
 	if (newstate == TCP_LISTEN) {
@@ -382,27 +452,7 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&owners, &cookie);
 
-	if (!owner_wanted(&owner))
-		return 0;
-
-	struct event *e = new_event(sk, EVENT_STATE, cookie, &owner, btf);
-	if (!e)
-		return 0;
-	e->oldstate = oldstate;
-	e->newstate = newstate;
-	e->origin = origin;
-	e->sk_err = SK_READ(btf, sk, sk_err);
-
-	__u8 flags = owner.flags;
-	if (e->sk_err)
-		flags |= FLAG_SOCK_ERR;
-	if (btf && newstate == TCP_CLOSE &&
-	    (oldstate == TCP_FIN_WAIT2 || oldstate == TCP_CLOSING) && find_timewait(sk, cookie, e))
-		flags |= FLAG_TIME_WAIT;
-	if (SK_READ(btf, sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
-		flags |= FLAG_ORPHAN;
-	e->flags = flags;
-	submit(e);
+	report_transition(sk, cookie, &owner, &origin, oldstate, newstate, 0, btf);
 	return 0;
 }
 
@@ -456,7 +506,8 @@ int BPF_PROG(handle_timer_expire, struct timer_list *timer)
 /* Follows current->files to the TCP socket behind fd, or returns NULL. */
 static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
+	/* Not bpf_get_current_task_btf(), which Linux 5.10 lacks: reads are CO-RE anyway. */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
 	struct file **fds = BPF_CORE_READ(fdt, fd);
 	struct file *file = NULL;
@@ -550,6 +601,9 @@ static __always_inline void capture_origin(void *ctx, struct origin *o)
 	o->pad = 0;
 	o->leaf = 0;
 
+	/* The syscall's user registers: bpf_task_pt_regs came in Linux 5.15. */
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return;
 	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	__u64 sp = BPF_CORE_READ(regs, sp);
 	for (int i = 0; i < 8; i++) {
@@ -712,16 +766,33 @@ static __always_inline int on_reset(const struct sock *sk, bool sent, __u32 reas
 	return 0;
 }
 
+/*
+ * Before Linux 6.10, tcp_send_reset was of the tcp_event_sk_skb class: the
+ * same socket pointer at the same place, and no reason.
+ */
+struct trace_event_raw_tcp_event_sk_skb___before_6_10 {
+	struct trace_entry ent;
+	const void *skbaddr;
+	const void *skaddr;
+} __attribute__((preserve_access_index));
+
 SEC("tracepoint/tcp/tcp_send_reset")
-int handle_send_reset(struct trace_event_raw_tcp_send_reset *ctx)
+int handle_send_reset(void *ctx)
 {
-	const struct sock *sk = ctx->skaddr;
+	const struct sock *sk;
 	__u32 reason = 0;
 
+	if (bpf_core_type_exists(struct trace_event_raw_tcp_send_reset)) {
+		struct trace_event_raw_tcp_send_reset *tp = ctx;
+
+		sk = tp->skaddr;
+		if (bpf_core_field_exists(tp->reason))
+			reason = tp->reason;
+	} else {
+		sk = ((struct trace_event_raw_tcp_event_sk_skb___before_6_10 *)ctx)->skaddr;
+	}
 	if (!sk)
 		return 0; /* an answer to a segment that matched no socket */
-	if (bpf_core_field_exists(ctx->reason))
-		reason = ctx->reason;
 	return on_reset(sk, true, reason);
 }
 

@@ -192,6 +192,7 @@ const (
 	tcptraceMapPidFilter              = "pid_filter"
 	tcptraceMapStacks                 = "stacks"
 	tcptraceMapTwWanted               = "tw_wanted"
+	tcptraceMapUnbornChildren         = "unborn_children"
 	tcptraceProgDumpFiles             = "dump_files"
 	tcptraceProgDumpTcp               = "dump_tcp"
 	tcptraceProgDumpTimewait          = "dump_timewait"
@@ -284,16 +285,17 @@ type tcptraceProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type tcptraceMapSpecs struct {
-	Counters      *ebpf.MapSpec `ebpf:"counters"`
-	Events        *ebpf.MapSpec `ebpf:"events"`
-	Listeners     *ebpf.MapSpec `ebpf:"listeners"`
-	OriginBudgets *ebpf.MapSpec `ebpf:"origin_budgets"`
-	Owners        *ebpf.MapSpec `ebpf:"owners"`
-	PendingBinds  *ebpf.MapSpec `ebpf:"pending_binds"`
-	PendingSocks  *ebpf.MapSpec `ebpf:"pending_socks"`
-	PidFilter     *ebpf.MapSpec `ebpf:"pid_filter"`
-	Stacks        *ebpf.MapSpec `ebpf:"stacks"`
-	TwWanted      *ebpf.MapSpec `ebpf:"tw_wanted"`
+	Counters       *ebpf.MapSpec `ebpf:"counters"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
+	OriginBudgets  *ebpf.MapSpec `ebpf:"origin_budgets"`
+	Owners         *ebpf.MapSpec `ebpf:"owners"`
+	PendingBinds   *ebpf.MapSpec `ebpf:"pending_binds"`
+	PendingSocks   *ebpf.MapSpec `ebpf:"pending_socks"`
+	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
+	Stacks         *ebpf.MapSpec `ebpf:"stacks"`
+	TwWanted       *ebpf.MapSpec `ebpf:"tw_wanted"`
+	UnbornChildren *ebpf.MapSpec `ebpf:"unborn_children"`
 }
 
 // tcptraceVariableSpecs contains global variables before they are loaded into the kernel.
@@ -334,16 +336,17 @@ func (o *tcptraceObjects) Close() error {
 //
 // It can be passed to loadTcptraceObjects or ebpf.CollectionSpec.LoadAndAssign.
 type tcptraceMaps struct {
-	Counters      *ebpf.Map `ebpf:"counters"`
-	Events        *ebpf.Map `ebpf:"events"`
-	Listeners     *ebpf.Map `ebpf:"listeners"`
-	OriginBudgets *ebpf.Map `ebpf:"origin_budgets"`
-	Owners        *ebpf.Map `ebpf:"owners"`
-	PendingBinds  *ebpf.Map `ebpf:"pending_binds"`
-	PendingSocks  *ebpf.Map `ebpf:"pending_socks"`
-	PidFilter     *ebpf.Map `ebpf:"pid_filter"`
-	Stacks        *ebpf.Map `ebpf:"stacks"`
-	TwWanted      *ebpf.Map `ebpf:"tw_wanted"`
+	Counters       *ebpf.Map `ebpf:"counters"`
+	Events         *ebpf.Map `ebpf:"events"`
+	Listeners      *ebpf.Map `ebpf:"listeners"`
+	OriginBudgets  *ebpf.Map `ebpf:"origin_budgets"`
+	Owners         *ebpf.Map `ebpf:"owners"`
+	PendingBinds   *ebpf.Map `ebpf:"pending_binds"`
+	PendingSocks   *ebpf.Map `ebpf:"pending_socks"`
+	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
+	Stacks         *ebpf.Map `ebpf:"stacks"`
+	TwWanted       *ebpf.Map `ebpf:"tw_wanted"`
+	UnbornChildren *ebpf.Map `ebpf:"unborn_children"`
 }
 
 func (m *tcptraceMaps) Close() error {
@@ -358,6 +361,7 @@ func (m *tcptraceMaps) Close() error {
 		m.PidFilter,
 		m.Stacks,
 		m.TwWanted,
+		m.UnbornChildren,
 	)
 }
 

@@ -142,7 +142,13 @@ func runRecord(args []string) error {
 	nextFlush, nextTable := started.Add(time.Second), started.Add(f.tableEvery)
 	var events uint64
 	var tickErr error
+	announced := false
 	err = tr.Run(ctx, exp.emit(func(*tracer.Event) { events++ }), exp.tick(func() {
+		if !announced {
+			// Tracing has begun: what happens from now on is in the trace.
+			announced = true
+			fmt.Fprintf(os.Stderr, "recording to %s\n", f.output)
+		}
 		now := time.Now()
 		if now.After(nextFlush) && tickErr == nil {
 			nextFlush = now.Add(time.Second)

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -202,16 +204,10 @@ func leakFDs(t *testing.T, out string, pid int) string {
 func TestBPFRecordReport(t *testing.T) {
 	testenv.RequireBPF(t)
 	trace := filepath.Join(t.TempDir(), "leak.trace")
-	rec := exec.Command(tcptraceBinary, "record", "-o", trace, "--duration", "4s")
-	var recErr strings.Builder
-	rec.Stderr = &recErr
-	if err := rec.Start(); err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(time.Second)
+	rec, recErr := startRecord(t, "-o", trace, "--duration", "4s")
 	server, _ := testenv.LeakyServer(t, 3)
 	if err := rec.Wait(); err != nil {
-		t.Fatalf("record: %v: %s", err, recErr.String())
+		t.Fatalf("record: %v: %s", err, recErr())
 	}
 	port := fmt.Sprint(netip.MustParseAddrPort(server.ListenAddr()).Port())
 	live, stderr, code := runTcptrace(t, nil, "leaks", "--once", "--json", "--threshold", "1s", "--lport", port)
@@ -244,34 +240,86 @@ func TestBPFRecordReport(t *testing.T) {
 func TestBPFRecordKilled(t *testing.T) {
 	testenv.RequireBPF(t)
 	trace := filepath.Join(t.TempDir(), "killed.trace")
-	rec := exec.Command(tcptraceBinary, "record", "-o", trace)
-	if err := rec.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer rec.Process.Kill()
-	time.Sleep(time.Second)
+	rec, _ := startRecord(t, "-o", trace)
 	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
 	client := testenv.StartPeer(t, "client", server.ListenAddr())
 	cli := client.Conn("connected")
 	server.Expect("accepted")
 	client.Send("close")
 	server.Expect("eof")
-	time.Sleep(1500 * time.Millisecond) // past a flush
+
+	// The server end's transitions up to CLOSE_WAIT, as a replay of the
+	// file the recorder is writing reads them.
+	replay := func() (states []string, stderr string, code int) {
+		out, stderr, code := runOffline(t, "replay", trace, "--json", "--lport", fmt.Sprint(cli.Remote.Port()))
+		for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+			var m map[string]any
+			if json.Unmarshal([]byte(line), &m) == nil && m["type"] == "transition" && m["remote"] == cli.Local.String() {
+				states = append(states, m["new"].(string))
+			}
+		}
+		return states, stderr, code
+	}
+	// Kill it once a flush (one a second) has written the CLOSE_WAIT.
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		if states, _, _ := replay(); slices.Contains(states, "CLOSE_WAIT") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the recorder wrote no CLOSE_WAIT of the server end in 15s")
+		}
+	}
 	rec.Process.Signal(syscall.SIGKILL)
 	rec.Wait()
 
-	out, stderr, code := runOffline(t, "replay", trace, "--json", "--lport", fmt.Sprint(cli.Remote.Port()))
+	states, stderr, code := replay()
 	if code != 0 || !(strings.Contains(stderr, "no end record") || strings.Contains(stderr, "ends in the middle of a record")) {
 		t.Fatalf("replay of a killed recording: exit %d, stderr %q", code, stderr)
-	}
-	var states []string
-	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
-		var m map[string]any
-		if json.Unmarshal([]byte(line), &m) == nil && m["type"] == "transition" && m["remote"] == cli.Local.String() {
-			states = append(states, m["new"].(string))
-		}
 	}
 	if !slices.Contains(states, "CLOSE_WAIT") {
 		t.Errorf("the server end's transitions before the kill are missing: %v\n%s", states, stderr)
 	}
+}
+
+// startRecord starts tcptrace record with args and returns once it says it
+// is recording, with its standard error so far and to come.
+func startRecord(t *testing.T, args ...string) (*exec.Cmd, func() string) {
+	t.Helper()
+	rec := exec.Command(tcptraceBinary, append([]string{"record"}, args...)...)
+	pipe, err := rec.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rec.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { rec.Process.Kill(); rec.Wait() })
+	var mu sync.Mutex
+	var stderr strings.Builder
+	started, ended := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(ended)
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			mu.Lock()
+			stderr.WriteString(sc.Text() + "\n")
+			mu.Unlock()
+			if strings.HasPrefix(sc.Text(), "recording to ") {
+				close(started)
+			}
+		}
+	}()
+	text := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return stderr.String()
+	}
+	select {
+	case <-started:
+	case <-ended:
+		t.Fatalf("record ended before it started: %s", text())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("record did not start in 60s: %s", text())
+	}
+	return rec, text
 }

@@ -18,9 +18,30 @@ import (
 	"time"
 )
 
+// PrebuiltEnv names a folder of binaries built beforehand (by vmtest, for a
+// guest kernel that has no Go toolchain or C compiler): Build and BuildC take
+// them from there.
+const PrebuiltEnv = "TCPTRACE_TEST_BINARIES"
+
+// prebuilt returns the binary named name in the PrebuiltEnv folder, if set.
+func prebuilt(name string) (string, bool, error) {
+	dir := os.Getenv(PrebuiltEnv)
+	if dir == "" {
+		return "", false, nil
+	}
+	path := filepath.Join(dir, name)
+	if _, err := os.Stat(path); err != nil {
+		return "", true, fmt.Errorf("%s=%s: %w", PrebuiltEnv, dir, err)
+	}
+	return path, true, nil
+}
+
 // Build compiles the package at path (relative to the repository root) into
 // dir and returns the binary's path.
 func Build(dir, pkg string) (string, error) {
+	if path, ok, err := prebuilt(filepath.Base(pkg)); ok {
+		return path, err
+	}
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
 	out := filepath.Join(dir, filepath.Base(pkg))
@@ -39,6 +60,9 @@ var PeerBinary string
 // BuildC compiles a C test program with frame pointers and debug information.
 func BuildC(dir, src string) (string, error) {
 	out := filepath.Join(dir, strings.TrimSuffix(filepath.Base(src), ".c"))
+	if path, ok, err := prebuilt(filepath.Base(out)); ok {
+		return path, err
+	}
 	cmd := exec.Command("cc", "-g", "-O0", "-fno-omit-frame-pointer", "-o", out, src)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Run(); err != nil {

@@ -23,6 +23,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"os/signal"
 	"strconv"
 	"sync"
 	"syscall"
@@ -30,7 +31,13 @@ import (
 
 func main() {
 	if len(os.Args) == 2 && os.Args[1] == "hold" {
-		select {} // a child of "share": holds its inherited fds until killed
+		// A child of "share": holds its inherited fds until killed. It waits
+		// on a signal, not select{}: a static build with no other goroutine
+		// would call select{} a deadlock.
+		stop := make(chan os.Signal, 1)
+		signal.Notify(stop, syscall.SIGTERM)
+		<-stop
+		os.Exit(0)
 	}
 	if len(os.Args) < 3 || len(os.Args) > 4 {
 		fmt.Fprintln(os.Stderr, "usage: testpeer server ADDR | testpeer client ADDR [N]")
