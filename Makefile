@@ -44,7 +44,7 @@ test:
 
 # The kernel matrix: boots Debian's kernels under QEMU and runs the BPF tests and
 # the CLI inside (vmtest/run.sh). KERNEL=5.10, 6.1, 6.12 or backports picks one.
-KERNEL ?= 6.1 6.12 backports
+KERNEL ?= 5.10 6.1 6.12 backports
 vmtest:
 	bash vmtest/run.sh $(KERNEL)
 

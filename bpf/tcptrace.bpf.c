@@ -37,6 +37,12 @@ const volatile __u32 origins_per_sec = 0;
  */
 const volatile __u8 key_by_address = 0;
 
+/*
+ * Set by the loader where tracing programs may not ask for socket cookies
+ * (before Linux 5.12): tcptrace numbers the sockets itself (sock_ids, tw_ids).
+ */
+const volatile __u8 own_cookies = 0;
+
 /* Set by the loader: the address of the kernel's tw_timer_handler. */
 const volatile __u64 tw_timer_fn = 0;
 
@@ -119,6 +125,28 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } counters SEC(".maps");
+
+/* With own_cookies: a full socket's address -> the number tcptrace gave it. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, __u64);
+	__type(value, __u64);
+} sock_ids SEC(".maps");
+
+/*
+ * With own_cookies: a timewait socket's address -> the number of the socket it
+ * took over from. An LRU, because a timewait socket killed before its timer
+ * fires leaves its entry behind (the loader shrinks it to one entry when
+ * cookies are the kernel's).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 1 << 16);
+	__type(key, __u64);
+	__type(value, __u64);
+} tw_ids SEC(".maps");
 
 /* The reader polls the ring: waking it would cost an interrupt per record. */
 static __always_inline void submit(struct event *e)
@@ -215,12 +243,52 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk, bo
 	fill_addrs(&sk->__sk_common, e->family, e->saddr, e->daddr, btf);
 }
 
-/* The key of a socket whose cookie, if any, was already assigned. */
+/*
+ * The number tcptrace gave a socket (own_cookies), 0 if none; with create, a
+ * socket without one gets one: the time to the nanosecond and the CPU, which
+ * no other socket can share.
+ */
+static __always_inline __u64 own_id(const void *sk, bool timewait, bool create)
+{
+	__u64 addr = (__u64)sk;
+	__u64 *id = timewait ? bpf_map_lookup_elem(&tw_ids, &addr)
+			     : bpf_map_lookup_elem(&sock_ids, &addr);
+
+	if (id)
+		return *id;
+	if (!create)
+		return 0;
+	__u64 fresh = bpf_ktime_get_boot_ns() << 12 | (bpf_get_smp_processor_id() & 0xfff);
+	long err = timewait ? bpf_map_update_elem(&tw_ids, &addr, &fresh, BPF_NOEXIST)
+			    : bpf_map_update_elem(&sock_ids, &addr, &fresh, BPF_NOEXIST);
+	if (!err)
+		return fresh;
+	/* Another CPU numbered it first, or the map is full. */
+	id = timewait ? bpf_map_lookup_elem(&tw_ids, &addr) : bpf_map_lookup_elem(&sock_ids, &addr);
+	if (id)
+		return *id;
+	count(COUNTER_OWNER_MAP_FULL);
+	return 0;
+}
+
+/* The key of a full socket whose cookie, if any, was already assigned. */
 static __always_inline __u64 sock_key(const void *sk)
 {
 	if (key_by_address)
 		return (__u64)sk;
+	if (own_cookies)
+		return own_id(sk, false, false);
 	return BPF_CORE_READ((struct sock_common *)sk, skc_cookie.counter);
+}
+
+/* The key of a socket seen through a BTF pointer, assigned now if need be. */
+static __always_inline __u64 sock_cookie(const void *sk, bool timewait)
+{
+	if (key_by_address)
+		return (__u64)sk;
+	if (own_cookies)
+		return own_id(sk, timewait, true);
+	return bpf_get_socket_cookie((void *)sk);
 }
 
 /*
@@ -282,12 +350,35 @@ static __always_inline struct inet_hashinfo *tcp_hashinfo(const struct net *net)
 	return BPF_CORE_READ((struct net___death_row_ptr *)net, ipv4.tcp_death_row, hashinfo);
 }
 
+/* Whether a timewait socket has sk's addresses and ports, in sk's namespace. */
+static __always_inline bool same_four_tuple(const struct inet_timewait_sock *tw,
+					    const struct sock *sk)
+{
+	const struct sock_common *t = &tw->__tw_common, *c = &sk->__sk_common;
+
+	/* skc_num may already be 0 at sk's CLOSE; inet_sport is not. */
+	if (BPF_CORE_READ(t, skc_dport) != c->skc_dport ||
+	    BPF_CORE_READ(t, skc_num) !=
+		    bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)) ||
+	    BPF_CORE_READ(t, skc_net.net) != c->skc_net.net)
+		return false;
+	if (c->skc_family == AF_INET)
+		return BPF_CORE_READ(t, skc_daddr) == c->skc_daddr &&
+		       BPF_CORE_READ(t, skc_rcv_saddr) == c->skc_rcv_saddr;
+	/* Compared as two 64-bit halves: BPF has no memcmp. */
+	__u64 d[2], r[2], *cd = (__u64 *)&c->skc_v6_daddr, *cr = (__u64 *)&c->skc_v6_rcv_saddr;
+	BPF_CORE_READ_INTO(&d, t, skc_v6_daddr);
+	BPF_CORE_READ_INTO(&r, t, skc_v6_rcv_saddr);
+	return d[0] == cd[0] && d[1] == cd[1] && r[0] == cr[0] && r[1] == cr[1];
+}
+
 /*
  * Finds the timewait socket that tcp_time_wait() put in sk's place: it hashed
  * it into sk's bucket of the established table, with sk's cookie, just before
  * the CLOSE transition of sk. Fills in its substate and the jiffies left on
  * its timer; false when there is none (the transition was a real close, or
- * tcp_max_tw_buckets was reached).
+ * tcp_max_tw_buckets was reached). With own_cookies, the timewait socket is
+ * found by its addresses and ports, and takes over sk's number.
  */
 static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, struct event *e)
 {
@@ -309,7 +400,14 @@ static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, s
 		struct inet_timewait_sock *tw =
 			container_of(node, struct inet_timewait_sock, __tw_common.skc_nulls_node);
 		if (BPF_CORE_READ(tw, __tw_common.skc_state) == TCP_TIME_WAIT &&
-		    BPF_CORE_READ(tw, __tw_common.skc_cookie.counter) == cookie) {
+		    (own_cookies ? same_four_tuple(tw, sk)
+				 : BPF_CORE_READ(tw, __tw_common.skc_cookie.counter) == cookie)) {
+			if (own_cookies) {
+				/* The number moves with the connection; sk is freed now. */
+				__u64 addr = (__u64)tw, sk_addr = (__u64)sk;
+				bpf_map_update_elem(&tw_ids, &addr, &cookie, BPF_ANY);
+				bpf_map_delete_elem(&sock_ids, &sk_addr);
+			}
 			e->tw_substate = BPF_CORE_READ(tw, tw_substate);
 			e->tw_left = BPF_CORE_READ(tw, tw_timer.expires) - bpf_jiffies64();
 			return true;
@@ -451,7 +549,6 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 	/* After CLOSE the socket is gone or starts over with a new connect(). */
 	if (newstate == TCP_CLOSE)
 		bpf_map_delete_elem(&owners, &cookie);
-
 	report_transition(sk, cookie, &owner, &origin, oldstate, newstate, 0, btf);
 	return 0;
 }
@@ -461,7 +558,20 @@ int BPF_PROG(handle_set_state, const struct sock *sk, int oldstate, int newstate
 {
 	if (!is_inet_tcp(sk, true))
 		return 0;
-	return on_set_state(sk, bpf_get_socket_cookie((void *)sk), oldstate, newstate, true);
+	__u64 cookie;
+	if (own_cookies &&
+	    ((oldstate == TCP_CLOSE && (newstate == TCP_SYN_SENT || newstate == TCP_LISTEN)) ||
+	     (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV))) {
+		/*
+		 * A socket's life begins: a new number, never one left at its
+		 * address by a socket freed before (numbers stay past CLOSE, as
+		 * cookies do, for the RST and close() that may follow it).
+		 */
+		__u64 addr = (__u64)sk;
+		bpf_map_delete_elem(&sock_ids, &addr);
+	}
+	cookie = sock_cookie(sk, false);
+	return on_set_state(sk, cookie, oldstate, newstate, true);
 }
 
 /* The fallback where BTF-typed tracepoints cannot be attached. */
@@ -485,7 +595,14 @@ int BPF_PROG(handle_timer_expire, struct timer_list *timer)
 	if (!tw_timer_fn || (__u64)timer->function != tw_timer_fn)
 		return 0;
 	struct inet_timewait_sock *tw = container_of(timer, struct inet_timewait_sock, tw_timer);
-	__u64 cookie = BPF_CORE_READ(tw, __tw_common.skc_cookie.counter);
+	__u64 cookie;
+	if (own_cookies) {
+		__u64 addr = (__u64)tw;
+		cookie = own_id(tw, true, false);
+		bpf_map_delete_elem(&tw_ids, &addr);
+	} else {
+		cookie = BPF_CORE_READ(tw, __tw_common.skc_cookie.counter);
+	}
 	if (!cookie)
 		return 0;
 	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
@@ -877,9 +994,9 @@ int handle_bind_exit(struct trace_event_raw_sys_exit *ctx)
 
 static __always_inline void fill_record(struct sock_record *r, struct sock_common *skc)
 {
-	r->cookie = key_by_address ? (__u64)skc : bpf_get_socket_cookie(skc);
 	r->family = skc->skc_family;
 	r->state = skc->skc_state;
+	r->cookie = sock_cookie(skc, r->state == TCP_TIME_WAIT);
 	r->netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
 	r->sport = skc->skc_num;
 	r->dport = bpf_ntohs(skc->skc_dport);
@@ -938,7 +1055,8 @@ int dump_timewait(struct bpf_iter__tcp *ctx)
 
 	if (!skc || skc->skc_state != TCP_TIME_WAIT)
 		return 0;
-	__u64 cookie = sock_key(skc);
+	__u64 cookie =
+		own_cookies ? own_id(skc, true, false) : BPF_CORE_READ(skc, skc_cookie.counter);
 	if (!cookie || !bpf_map_lookup_elem(&tw_wanted, &cookie))
 		return 0;
 	fill_record(&r, skc);
@@ -969,13 +1087,17 @@ int dump_files(struct bpf_iter__task_file *ctx)
 	    (r.protocol != IPPROTO_TCP && r.protocol != IPPROTO_MPTCP))
 		return 0;
 	r.inode = BPF_CORE_READ(file, f_inode, i_ino);
-	r.cookie = sock_key(sk);
 	r.pid = task->tgid;
 	r.fd = ctx->fd;
 	r.cgroup = BPF_CORE_READ(task, cgroups, dfl_cgrp, kn, id);
 	r.netns = BPF_CORE_READ(sk, __sk_common.skc_net.net, ns.inum);
 	r.sport = BPF_CORE_READ(sk, __sk_common.skc_num);
 	r.state = BPF_CORE_READ(sk, __sk_common.skc_state);
+	/* Numbered as dump_tcp numbers it; a socket in CLOSE has no number to keep. */
+	if (own_cookies && r.protocol == IPPROTO_TCP && r.state != TCP_CLOSE)
+		r.cookie = own_id(sk, false, true);
+	else
+		r.cookie = sock_key(sk);
 	BPF_CORE_READ_STR_INTO(&r.comm, task, group_leader, comm);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

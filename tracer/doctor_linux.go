@@ -132,6 +132,9 @@ type doctor struct {
 	spec         *ebpf.CollectionSpec
 	maps         map[string]*ebpf.Map
 	cache        *btf.Cache
+	// ownCookies: the kernel refused cookies to tracing programs, so the
+	// programs are loaded as tcptrace then loads them.
+	ownCookies bool
 }
 
 func (d *doctor) add(c HostCheck) { d.diag.Checks = append(d.diag.Checks, c) }
@@ -150,6 +153,8 @@ func (d *doctor) run() {
 	d.checkBTF()
 	d.checkTracefs()
 	d.checkObjects()
+	d.checkCookies()
+	d.checkOriginLeaf()
 	d.checkLossCounters()
 	d.checkHZ()
 	d.checkTimewaitTimer()
@@ -253,19 +258,13 @@ func formatLimit(v uint64) string {
 	return fmt.Sprintf("%d bytes", v)
 }
 
-// Oldest kernel whose helpers cover every program of tcptrace: 5.15 brought
-// bpf_task_pt_regs, the newest helper the programs call.
-const minKernelMajor, minKernelMinor = 5, 15
-
 func (d *doctor) checkKernel() {
 	c := HostCheck{ID: "kernel", Name: "kernel", Status: CheckOK, Need: NeedInfo,
 		Detail:  fmt.Sprintf("Linux %s (%s)", d.diag.Kernel, d.diag.Arch),
-		Meaning: "tcptrace's programs call helpers up to Linux 5.15 (bpf_task_pt_regs); the rows below say what this kernel really loads"}
-	var major, minor int
-	if _, err := fmt.Sscanf(d.diag.Kernel, "%d.%d", &major, &minor); err == nil &&
-		(major < minKernelMajor || major == minKernelMajor && minor < minKernelMinor) {
+		Meaning: "tcptrace runs on Linux " + minKernel + " and later (tested on " + testedKernels + "); the rows below say what this kernel loads"}
+	if olderThanFloor(d.diag.Kernel) {
 		c.Status = CheckDegraded
-		c.Meaning = "older than 5.15, the first kernel with every helper tcptrace's programs call (unless backported): the rows below say what loads"
+		c.Meaning = "older than " + minKernel + ", the oldest kernel tcptrace is tested on: it may still run where features were backported; the rows below say what loads"
 	}
 	d.add(c)
 }
@@ -635,6 +634,17 @@ func (d *doctor) checkObjects() {
 	}
 }
 
+// load makes the collection of one program, with tcptrace's maps and its
+// own socket numbers where the kernel refuses cookies to tracing programs.
+func (d *doctor) load(spec *ebpf.CollectionSpec) (*ebpf.Collection, error) {
+	if d.ownCookies {
+		if err := spec.Variables["own_cookies"].Set(uint8(1)); err != nil {
+			return nil, err
+		}
+	}
+	return ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: d.maps, Cache: d.cache})
+}
+
 // tryProgram loads one of tcptrace's programs, attaches it as tcptrace
 // does, runs it once if it is an iterator, and detaches it.
 func (d *doctor) tryProgram(name string) (string, error) {
@@ -654,7 +664,12 @@ func (d *doctor) tryProgram(name string) (string, error) {
 			}
 		}
 	}
-	coll, err := ebpf.NewCollectionWithOptions(spec, ebpf.CollectionOptions{MapReplacements: d.maps, Cache: d.cache})
+	coll, err := d.load(spec)
+	if err != nil && !d.ownCookies && row != rowClassic && refusesCookies(err) {
+		// As tcptrace does here: it numbers the sockets itself.
+		d.ownCookies = true
+		coll, err = d.load(spec)
+	}
 	if err != nil {
 		return "", err
 	}
@@ -716,6 +731,50 @@ func (d *doctor) resetReasonDetail() string {
 		return fmt.Sprintf("%d reset reasons named by the kernel", n)
 	}
 	return "the kernel names no reset reasons (sk_rst_reason is Linux 6.10+): sent RSTs are not explained"
+}
+
+func (d *doctor) checkCookies() {
+	c := HostCheck{ID: "socket_cookies", Name: "socket cookies", Status: CheckOK, Need: NeedOptional,
+		Detail:  "tracing programs may ask the kernel for socket cookies (Linux 5.12+)",
+		Meaning: "connections are keyed by the kernel's cookies, the ones ss -e shows"}
+	switch {
+	case !d.privileged || d.spec == nil:
+		c.Status, c.Detail = CheckUnknown, "not checked: tcptrace's programs were not loaded"
+	case d.ownCookies:
+		c.Status = CheckDegraded
+		c.Detail = "bpf_get_socket_cookie is refused in tp_btf and iterator programs (Linux 5.12+)"
+		c.Meaning = "tcptrace numbers connections itself: everything works, but connection ids are not the cookies ss -e shows"
+	}
+	d.add(c)
+}
+
+func (d *doctor) checkOriginLeaf() {
+	c := HostCheck{ID: "origin_leaf", Name: "syscall registers", Status: CheckOK, Need: NeedOptional,
+		Detail:  "bpf_task_pt_regs present (Linux 5.15+)",
+		Meaning: "an origin includes the caller of a syscall wrapper that keeps no stack frame (glibc's accept, say)"}
+	switch {
+	case d.kernelBTF == nil:
+		c.Status, c.Detail = CheckUnknown, "no kernel BTF to look into"
+	case !hasTaskPtRegs(d.kernelBTF):
+		c.Status = CheckDegraded
+		c.Detail = "no bpf_task_pt_regs helper (Linux 5.15+)"
+		c.Meaning = "origins are the user stack alone: one may miss the caller of a syscall wrapper that keeps no stack frame (glibc's accept, say)"
+	}
+	d.add(c)
+}
+
+// hasTaskPtRegs reports whether the kernel has the bpf_task_pt_regs helper.
+func hasTaskPtRegs(spec *btf.Spec) bool {
+	var ids *btf.Enum
+	if err := spec.TypeByName("bpf_func_id", &ids); err != nil {
+		return false
+	}
+	for _, v := range ids.Values {
+		if v.Name == "BPF_FUNC_task_pt_regs" {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *doctor) checkLossCounters() {
@@ -867,7 +926,7 @@ func (d *doctor) conclude() {
 		diag.Mode = ""
 		return
 	}
-	for _, id := range []string{"cap_sys_ptrace", "loss_counters", "config_hz", "timewait_timer"} {
+	for _, id := range []string{"cap_sys_ptrace", "socket_cookies", "origin_leaf", "loss_counters", "config_hz", "timewait_timer"} {
 		if c := diag.Check(id); c != nil && c.Status != CheckOK {
 			diag.Lost = append(diag.Lost, c.Meaning)
 		}

@@ -29,6 +29,43 @@ const (
 
 const tracefsPath = "/sys/kernel/tracing"
 
+// The oldest kernel tcptrace supports, and the kernels the kernel matrix
+// (vmtest/) boots and passes on: Debian 11, 12, 13 and trixie-backports.
+const (
+	minKernel     = "5.10"
+	testedKernels = "5.10, 6.1, 6.12, 6.18 and 7.3"
+)
+
+// kernelRelease is the running kernel's release, as uname -r prints it.
+func kernelRelease() string {
+	var uts unix.Utsname
+	_ = unix.Uname(&uts)
+	return unix.ByteSliceToString(uts.Release[:])
+}
+
+// olderThanFloor reports whether a kernel release is older than minKernel.
+func olderThanFloor(release string) bool {
+	var major, minor, minMajor, minMinor int
+	fmt.Sscanf(minKernel, "%d.%d", &minMajor, &minMinor)
+	if _, err := fmt.Sscanf(release, "%d.%d", &major, &minor); err != nil {
+		return false
+	}
+	return major < minMajor || major == minMajor && minor < minMinor
+}
+
+// belowFloor adds to a reason tcptrace cannot run that the kernel is older
+// than the oldest it supports, when it is: the missing piece, the running
+// kernel and the minimum in one line.
+func belowFloor(err error) error {
+	if err == nil {
+		return nil
+	}
+	if release := kernelRelease(); olderThanFloor(release) {
+		return fmt.Errorf("%w; this is Linux %s, and tcptrace needs Linux %s or later", err, release, minKernel)
+	}
+	return err
+}
+
 // CheckHost reports, in one sentence, the first thing missing for tracing:
 // privileges, memory for BPF maps, a kernel lockdown that forbids reading
 // kernel memory, kernel BTF, the BPF ring buffer, or tracefs (mounted here
@@ -45,12 +82,12 @@ func CheckHost() error {
 		return errors.New("the kernel is locked down in confidentiality mode, where BPF programs may not read kernel memory: tcptrace cannot work on this kernel")
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return errors.New("kernel BTF is missing (/sys/kernel/btf/vmlinux): tcptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y")
+		return belowFloor(errors.New("kernel BTF is missing (/sys/kernel/btf/vmlinux): tcptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		return fmt.Errorf("the kernel has no BPF ring buffer (%v): tcptrace needs Linux 5.8 or later", err)
+		return belowFloor(fmt.Errorf("the kernel has no BPF ring buffer (Linux 5.8+): %v", err))
 	}
-	return ensureTracefs()
+	return belowFloor(ensureTracefs())
 }
 
 func checkPrivileges() error {
@@ -87,6 +124,10 @@ func ensureTracefs() error {
 // loadError turns a load failure into one line that names the program and
 // the kernel feature it needs, with the verifier's whole log when debug is set.
 func loadError(err error, debug bool) error {
+	return belowFloor(describeLoadError(err, debug))
+}
+
+func describeLoadError(err error, debug bool) error {
 	what := "a tcptrace program"
 	if m := failedProgram.FindStringSubmatch(err.Error()); m != nil {
 		what = "tcptrace's program " + m[1]
@@ -142,9 +183,7 @@ func programFeature(section string) string {
 // Without a kernel config it assumes 250, the most common value; only the time
 // left shown for TIME_WAIT depends on it.
 func kernelHZ() int64 {
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
-	release := unix.ByteSliceToString(uts.Release[:])
+	release := kernelRelease()
 	for _, path := range []string{"/boot/config-" + release, "/proc/config.gz"} {
 		if hz := readConfigHZ(path); hz > 0 {
 			return hz

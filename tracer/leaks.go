@@ -31,6 +31,9 @@ type LeakReport struct {
 	// OriginsSkipped counts connections made since tracing started whose
 	// origin was not recorded: their process was past its stack budget.
 	OriginsSkipped uint64 `json:"origins_skipped,omitempty"`
+	// Limits are what the live tracer runs without on this host (kernel
+	// features, privileges), one sentence each, as Tracer.Warnings says.
+	Limits []string `json:"limits,omitempty"`
 }
 
 // ProcessLeak is one process's leaked sockets.

@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
+
 	"github.com/tcptrace/tcptrace/internal/testenv"
 )
 
@@ -120,9 +122,16 @@ func TestBPFLeaks(t *testing.T) {
 	if len(pa.Origins) != 1 || !strings.HasPrefix(pa.Origins[0].Where, "main.(*peer).serve.func1 (") {
 		t.Errorf("Go server origins: %+v", pa.Origins)
 	}
+	// glibc's accept keeps no frame: its caller is found through the
+	// syscall's registers where bpf_task_pt_regs exists (5.15), else the
+	// origin is the next function up, main.
+	caller := "accept_connections ("
+	if spec, err := btf.LoadKernelSpec(); err == nil && !hasTaskPtRegs(spec) {
+		caller = "main ("
+	}
 	pc := got[cserver.PID]
-	if len(pc.Origins) != 1 || !strings.HasPrefix(pc.Origins[0].Where, "accept_connections (") || !strings.Contains(pc.Origins[0].Where, "leakserver.c:") {
-		t.Errorf("C server origins: %+v", pc.Origins)
+	if len(pc.Origins) != 1 || !strings.HasPrefix(pc.Origins[0].Where, caller) || !strings.Contains(pc.Origins[0].Where, "leakserver.c:") {
+		t.Errorf("C server origins: %+v, want %s...leakserver.c:", pc.Origins, caller)
 	}
 }
 

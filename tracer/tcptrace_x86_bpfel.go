@@ -190,7 +190,9 @@ const (
 	tcptraceMapPendingBinds           = "pending_binds"
 	tcptraceMapPendingSocks           = "pending_socks"
 	tcptraceMapPidFilter              = "pid_filter"
+	tcptraceMapSockIds                = "sock_ids"
 	tcptraceMapStacks                 = "stacks"
+	tcptraceMapTwIds                  = "tw_ids"
 	tcptraceMapTwWanted               = "tw_wanted"
 	tcptraceMapUnbornChildren         = "unborn_children"
 	tcptraceProgDumpFiles             = "dump_files"
@@ -211,6 +213,7 @@ const (
 	tcptraceVarFilterPids             = "filter_pids"
 	tcptraceVarKeyByAddress           = "key_by_address"
 	tcptraceVarOriginsPerSec          = "origins_per_sec"
+	tcptraceVarOwnCookies             = "own_cookies"
 	tcptraceVarTwTimerFn              = "tw_timer_fn"
 	tcptraceVarUnusedCounter          = "unused_counter"
 	tcptraceVarUnusedEvent            = "unused_event"
@@ -293,7 +296,9 @@ type tcptraceMapSpecs struct {
 	PendingBinds   *ebpf.MapSpec `ebpf:"pending_binds"`
 	PendingSocks   *ebpf.MapSpec `ebpf:"pending_socks"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
+	SockIds        *ebpf.MapSpec `ebpf:"sock_ids"`
 	Stacks         *ebpf.MapSpec `ebpf:"stacks"`
+	TwIds          *ebpf.MapSpec `ebpf:"tw_ids"`
 	TwWanted       *ebpf.MapSpec `ebpf:"tw_wanted"`
 	UnbornChildren *ebpf.MapSpec `ebpf:"unborn_children"`
 }
@@ -305,6 +310,7 @@ type tcptraceVariableSpecs struct {
 	FilterPids        *ebpf.VariableSpec `ebpf:"filter_pids"`
 	KeyByAddress      *ebpf.VariableSpec `ebpf:"key_by_address"`
 	OriginsPerSec     *ebpf.VariableSpec `ebpf:"origins_per_sec"`
+	OwnCookies        *ebpf.VariableSpec `ebpf:"own_cookies"`
 	TwTimerFn         *ebpf.VariableSpec `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -344,7 +350,9 @@ type tcptraceMaps struct {
 	PendingBinds   *ebpf.Map `ebpf:"pending_binds"`
 	PendingSocks   *ebpf.Map `ebpf:"pending_socks"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
+	SockIds        *ebpf.Map `ebpf:"sock_ids"`
 	Stacks         *ebpf.Map `ebpf:"stacks"`
+	TwIds          *ebpf.Map `ebpf:"tw_ids"`
 	TwWanted       *ebpf.Map `ebpf:"tw_wanted"`
 	UnbornChildren *ebpf.Map `ebpf:"unborn_children"`
 }
@@ -359,7 +367,9 @@ func (m *tcptraceMaps) Close() error {
 		m.PendingBinds,
 		m.PendingSocks,
 		m.PidFilter,
+		m.SockIds,
 		m.Stacks,
+		m.TwIds,
 		m.TwWanted,
 		m.UnbornChildren,
 	)
@@ -372,6 +382,7 @@ type tcptraceVariables struct {
 	FilterPids        *ebpf.Variable `ebpf:"filter_pids"`
 	KeyByAddress      *ebpf.Variable `ebpf:"key_by_address"`
 	OriginsPerSec     *ebpf.Variable `ebpf:"origins_per_sec"`
+	OwnCookies        *ebpf.Variable `ebpf:"own_cookies"`
 	TwTimerFn         *ebpf.Variable `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`

@@ -46,6 +46,9 @@ type Config struct {
 	// its address is hidden or it does not load: walks find the end of
 	// TIME_WAIT (tests use it).
 	endTimeWaitByWalks bool
+	// ownCookies numbers the sockets in the kernel programs, where tracing
+	// programs may not ask for socket cookies (before Linux 5.12).
+	ownCookies bool
 }
 
 // Recorder keeps the inputs of a trace, in order.
@@ -125,13 +128,19 @@ func Open(cfg Config) (*Tracer, error) {
 	if err := CheckHost(); err != nil {
 		return nil, err
 	}
-	t, err := open(cfg, cfg.ClassicTracepoint)
-	if err != nil && errors.Is(err, errNoTimerProgram) {
+	classic := cfg.ClassicTracepoint
+	t, err := open(cfg, classic)
+	// Each fallback gives up one thing and is tried once, in this order.
+	if errors.Is(err, errNoCookies) {
+		cfg.ownCookies = true
+		t, err = open(cfg, classic)
+	}
+	if errors.Is(err, errNoTimerProgram) {
 		// Optional: without it, walks find the end of TIME_WAIT.
 		cfg.endTimeWaitByWalks = true
-		t, err = open(cfg, cfg.ClassicTracepoint)
+		t, err = open(cfg, classic)
 	}
-	if err != nil && !cfg.ClassicTracepoint && errors.Is(err, errNoBTFTracepoint) {
+	if !classic && errors.Is(err, errNoBTFTracepoint) {
 		t, err = open(cfg, true)
 	}
 	return t, err
@@ -140,7 +149,15 @@ func Open(cfg Config) (*Tracer, error) {
 var (
 	errNoBTFTracepoint = errors.New("BTF-typed tracepoint unavailable")
 	errNoTimerProgram  = errors.New("timewait timer program unavailable")
+	errNoCookies       = errors.New("socket cookies refused to tracing programs")
 )
+
+// refusesCookies tells a load failure caused by bpf_get_socket_cookie, which
+// tracing programs (tp_btf, iterators) may call from Linux 5.12 on.
+func refusesCookies(err error) bool {
+	var ve *ebpf.VerifierError
+	return errors.As(err, &ve) && strings.Contains(fmt.Sprintf("%+v", ve), "bpf_get_socket_cookie")
+}
 
 func open(cfg Config, classic bool) (*Tracer, error) {
 	spec, err := loadTcptrace()
@@ -163,6 +180,14 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 			return nil, fmt.Errorf("set origin rate: %w", err)
 		}
 	}
+	if cfg.ownCookies {
+		if err := spec.Variables["own_cookies"].Set(uint8(1)); err != nil {
+			return nil, fmt.Errorf("set own socket numbers: %w", err)
+		}
+	} else {
+		// An LRU map is allocated whole: keep the unused one small.
+		spec.Maps["tw_ids"].MaxEntries = 1
+	}
 	var twTimer uint64
 	if classic {
 		if err := spec.Variables["key_by_address"].Set(uint8(1)); err != nil {
@@ -181,6 +206,9 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 	}
 	t := &Tracer{cfg: cfg, comms: make(commCache), cgroups: make(cgroupCache), classic: classic, timerExpiry: twTimer != 0}
 	if err := spec.LoadAndAssign(&t.objs, nil); err != nil {
+		if !classic && !cfg.ownCookies && refusesCookies(err) {
+			return nil, fmt.Errorf("%w: %v", errNoCookies, err)
+		}
 		// A kernel without BTF-typed tracepoints rejects the tp_btf program itself.
 		var ve *ebpf.VerifierError
 		if twTimer != 0 && strings.Contains(err.Error(), "program handle_timer_expire:") {
@@ -279,6 +307,11 @@ func (t *Tracer) attach() error {
 // because their process had spent its Config.OriginRate (as of the last
 // check, once a second).
 func (t *Tracer) OriginsSkipped() uint64 { return t.originsSkipped }
+
+// OwnCookies reports whether the kernel programs number the sockets
+// themselves, because tracing programs may not ask for their cookies: the
+// connection ids are then not the cookies `ss -e` shows.
+func (t *Tracer) OwnCookies() bool { return t.cfg.ownCookies }
 
 // Classic reports whether the tracer fell back to the classic tracepoint,
 // where sockets are keyed by address and TIME_WAIT cannot be followed.

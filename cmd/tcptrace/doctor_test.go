@@ -99,9 +99,17 @@ func TestBPFDoctor(t *testing.T) {
 	if code != 0 || stderr != "" {
 		t.Fatalf("text: exit %d, stderr %q", code, stderr)
 	}
+	// The verdict comes last, followed by what a degraded kernel lacks.
 	lines := strings.Split(strings.TrimRight(stdout, "\n"), "\n")
-	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "tcptrace can run here") {
-		t.Errorf("last line %q, want the verdict", last)
+	verdict := len(lines) - 1
+	for verdict > 0 && strings.HasPrefix(lines[verdict], "  - ") {
+		verdict--
+	}
+	if !strings.HasPrefix(lines[verdict], "tcptrace can run here") {
+		t.Errorf("line %q, want the verdict", lines[verdict])
+	}
+	if lost := len(lines) - 1 - verdict; lost != len(d.Lost) {
+		t.Errorf("%d lines after the verdict, want one for each of %d things lost: %q", lost, len(d.Lost), d.Lost)
 	}
 	for _, row := range []string{"BTF raw tracepoint (tp_btf)  ok ", "BPF iterator iter/tcp        ok ", "fentry (tcp_set_state)       " + fentryWord + " "} {
 		if !strings.Contains(stdout, row) {

@@ -107,6 +107,7 @@ func runLeaks(args []string) error {
 	ctx, cancel := exp.liveContext(tr, 0)
 	defer cancel()
 
+	limits := tr.Warnings(true)
 	terminal := !f.json && isatty.IsTerminal(os.Stdout.Fd())
 	var found, reportErr error
 	next := time.Now()
@@ -121,6 +122,7 @@ func runLeaks(args []string) error {
 			cancel()
 			return
 		}
+		rep.Limits = limits
 		switch {
 		case f.json:
 			b, _ := json.Marshal(rep)
@@ -194,6 +196,19 @@ func printLeakReport(w io.Writer, title string, rep *tracer.LeakReport, st trace
 	printStuck(w, rep)
 	printTimeWait(w, &rep.TimeWait)
 	printAborts(w, rep)
+	printLimits(w, rep.Limits)
+}
+
+// printLimits says what tracing runs without here, so that a report read
+// later still tells what it could not see.
+func printLimits(w io.Writer, limits []string) {
+	if len(limits) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "\nrunning without:")
+	for _, l := range limits {
+		fmt.Fprintln(w, "  "+l)
+	}
 }
 
 func printAborts(w io.Writer, rep *tracer.LeakReport) {

@@ -109,6 +109,7 @@ func runStream(args []string) error {
 	started := time.Now()
 	err = tr.Run(ctx, exp.emit(out.emit), exp.tick(out.flush))
 	out.finish(tr.Stats(), time.Since(started))
+	printLimits(os.Stderr, tr.Warnings(false))
 	return exp.finish(err)
 }
 
