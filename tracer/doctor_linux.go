@@ -763,15 +763,28 @@ func (d *doctor) checkOriginLeaf() {
 	d.add(c)
 }
 
-// hasTaskPtRegs reports whether the kernel has the bpf_task_pt_regs helper.
+// hasTaskPtRegs reports whether the kernel has the bpf_task_pt_regs helper (5.15).
 func hasTaskPtRegs(spec *btf.Spec) bool {
-	var ids *btf.Enum
-	if err := spec.TypeByName("bpf_func_id", &ids); err != nil {
+	return btfHas(spec, "bpf_func_id", "BPF_FUNC_task_pt_regs")
+}
+
+// btfHas reports whether the kernel type named typ, a struct or an enum, has a
+// member or value named name: features that came with a field or a helper.
+func btfHas(spec *btf.Spec, typ, name string) bool {
+	types, err := spec.AnyTypesByName(typ)
+	if err != nil {
 		return false
 	}
-	for _, v := range ids.Values {
-		if v.Name == "BPF_FUNC_task_pt_regs" {
-			return true
+	for _, t := range types {
+		switch t := t.(type) {
+		case *btf.Struct:
+			if slices.ContainsFunc(t.Members, func(m btf.Member) bool { return m.Name == name }) {
+				return true
+			}
+		case *btf.Enum:
+			if slices.ContainsFunc(t.Values, func(v btf.EnumValue) bool { return v.Name == name }) {
+				return true
+			}
 		}
 	}
 	return false
@@ -881,16 +894,7 @@ func (d *doctor) checkKprobe() {
 // hasRecursionMisses reports whether bpf_prog_info has recursion_misses
 // (Linux 5.12+).
 func hasRecursionMisses(spec *btf.Spec) bool {
-	var info *btf.Struct
-	if err := spec.TypeByName("bpf_prog_info", &info); err != nil {
-		return false
-	}
-	for _, m := range info.Members {
-		if m.Name == "recursion_misses" {
-			return true
-		}
-	}
-	return false
+	return btfHas(spec, "bpf_prog_info", "recursion_misses")
 }
 
 // conclude decides whether tcptrace can run, in which mode, and what it lacks.
@@ -930,6 +934,9 @@ func (d *doctor) conclude() {
 		if c := diag.Check(id); c != nil && c.Status != CheckOK {
 			diag.Lost = append(diag.Lost, c.Meaning)
 		}
+	}
+	if c := diag.Check(rowResets); c != nil && c.Status == CheckOK && len(loadResetReasons()) == 0 {
+		diag.Lost = append(diag.Lost, "RSTs this host sends are labeled without the kernel's reason (sk_rst_reason, Linux 6.10+)")
 	}
 }
 

@@ -56,11 +56,11 @@ func olderThanFloor(release string) bool {
 // belowFloor adds to a reason tcptrace cannot run that the kernel is older
 // than the oldest it supports, when it is: the missing piece, the running
 // kernel and the minimum in one line.
-func belowFloor(err error) error {
+func belowFloor(err error, release string) error {
 	if err == nil {
 		return nil
 	}
-	if release := kernelRelease(); olderThanFloor(release) {
+	if olderThanFloor(release) {
 		return fmt.Errorf("%w; this is Linux %s, and tcptrace needs Linux %s or later", err, release, minKernel)
 	}
 	return err
@@ -82,12 +82,12 @@ func CheckHost() error {
 		return errors.New("the kernel is locked down in confidentiality mode, where BPF programs may not read kernel memory: tcptrace cannot work on this kernel")
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
-		return belowFloor(errors.New("kernel BTF is missing (/sys/kernel/btf/vmlinux): tcptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"))
+		return belowFloor(errors.New("kernel BTF is missing (/sys/kernel/btf/vmlinux): tcptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"), kernelRelease())
 	}
 	if err := features.HaveMapType(ebpf.RingBuf); err != nil {
-		return belowFloor(fmt.Errorf("the kernel has no BPF ring buffer (Linux 5.8+): %v", err))
+		return belowFloor(fmt.Errorf("the kernel has no BPF ring buffer (Linux 5.8+): %v", err), kernelRelease())
 	}
-	return belowFloor(ensureTracefs())
+	return belowFloor(ensureTracefs(), kernelRelease())
 }
 
 func checkPrivileges() error {
@@ -124,7 +124,7 @@ func ensureTracefs() error {
 // loadError turns a load failure into one line that names the program and
 // the kernel feature it needs, with the verifier's whole log when debug is set.
 func loadError(err error, debug bool) error {
-	return belowFloor(describeLoadError(err, debug))
+	return belowFloor(describeLoadError(err, debug), kernelRelease())
 }
 
 func describeLoadError(err error, debug bool) error {

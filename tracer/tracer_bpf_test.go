@@ -4,12 +4,17 @@ package tracer
 
 import (
 	"context"
-	"github.com/tcptrace/tcptrace/internal/testenv"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/asm"
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/tcptrace/tcptrace/internal/testenv"
 )
 
 // view is what the tracer's events say of one connection end right now.
@@ -326,4 +331,54 @@ func connCookie(tl *Timeline, c testenv.Conn) uint64 {
 		}
 	})
 	return cookie
+}
+
+// TestBPFKernelLimitsNamed: each feature this kernel lacks, found by the
+// test's own look at the kernel, is named in the tracer's warnings (which the
+// stream's summary and leaks repeat), and nothing it has is.
+func TestBPFKernelLimitsNamed(t *testing.T) {
+	r := startTracer(t, Config{})
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reasons *btf.Enum
+	warnings := strings.Join(r.tr.Warnings(true), "\n")
+	for _, c := range []struct {
+		lacks bool
+		says  string
+	}{
+		{!tracingGetsCookies(t), "socket cookies"},
+		{!hasTaskPtRegs(spec), "bpf_task_pt_regs"},
+		{!hasRecursionMisses(spec), "recursion_misses"},
+		{spec.TypeByName("sk_rst_reason", &reasons) != nil, "sk_rst_reason"},
+	} {
+		if strings.Contains(warnings, c.says) != c.lacks {
+			t.Errorf("kernel lacks %q: %v; warnings:\n%s", c.says, c.lacks, warnings)
+		}
+	}
+	if r.tr.OwnCookies() != !tracingGetsCookies(t) {
+		t.Errorf("own socket numbers %v where tracing programs get cookies: %v", r.tr.OwnCookies(), tracingGetsCookies(t))
+	}
+}
+
+// tracingGetsCookies loads a tp_btf program of its own that asks for the
+// socket's cookie: refused before Linux 5.12.
+func tracingGetsCookies(t *testing.T) bool {
+	t.Helper()
+	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
+		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceRawTp, AttachTo: "inet_sock_set_state", License: "GPL",
+		Instructions: asm.Instructions{
+			asm.LoadMem(asm.R1, asm.R1, 0, asm.DWord), // the struct sock *
+			asm.FnGetSocketCookie.Call(),
+			asm.Mov.Imm(asm.R0, 0),
+			asm.Return(),
+		},
+	})
+	if err != nil {
+		t.Logf("a tp_btf program asking for a cookie: %v", err)
+		return false
+	}
+	prog.Close()
+	return true
 }

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf/btf"
+
 	"github.com/tcptrace/tcptrace/internal/testenv"
 	"github.com/tcptrace/tcptrace/tracer"
 )
@@ -277,6 +279,16 @@ func TestBPFLeaksOnce(t *testing.T) {
 	p := rep.Processes[0]
 	if int(p.PID) != servers["leaky"].PID || p.Comm != "testpeer" || fmt.Sprint(p.FDs) != fmt.Sprint(ssFDs) || len(ssFDs) != 2 {
 		t.Errorf("report pid %d comm %s fds %v; want pid %d testpeer, ss fds %v", p.PID, p.Comm, p.FDs, servers["leaky"].PID, ssFDs)
+	}
+	// What the kernel lacks is in the report: reset reasons came in 6.10.
+	var reasons *btf.Enum
+	spec, err := btf.LoadKernelSpec()
+	if err != nil {
+		t.Fatal(err)
+	}
+	lacksReasons := spec.TypeByName("sk_rst_reason", &reasons) != nil
+	if named := strings.Contains(strings.Join(rep.Limits, "\n"), "sk_rst_reason"); named != lacksReasons {
+		t.Errorf("limits %q: reset reasons named %v, kernel lacks them %v", rep.Limits, named, lacksReasons)
 	}
 
 	// The well-behaved server alone: no leak, exit 0.
