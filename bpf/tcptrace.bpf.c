@@ -245,8 +245,10 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk, bo
 
 /*
  * The number tcptrace gave a socket (own_cookies), 0 if none; with create, a
- * socket without one gets one: the time to the nanosecond and the CPU, which
- * no other socket can share.
+ * socket without one gets one: the time in units of 16 ns and the CPU, which
+ * no other socket can share (no program runs twice on a CPU in 16 ns). Kept
+ * under 2^53, so that JSON readers that hold numbers as doubles read it
+ * exactly; the time wraps after 1.6 years of uptime.
  */
 static __always_inline __u64 own_id(const void *sk, bool timewait, bool create)
 {
@@ -258,7 +260,9 @@ static __always_inline __u64 own_id(const void *sk, bool timewait, bool create)
 		return *id;
 	if (!create)
 		return 0;
-	__u64 fresh = bpf_ktime_get_boot_ns() << 12 | (bpf_get_smp_processor_id() & 0xfff);
+	__u64 fresh =
+		((bpf_ktime_get_boot_ns() >> 4) << 10 | (bpf_get_smp_processor_id() & 0x3ff)) &
+		((1ULL << 53) - 1);
 	long err = timewait ? bpf_map_update_elem(&tw_ids, &addr, &fresh, BPF_NOEXIST)
 			    : bpf_map_update_elem(&sock_ids, &addr, &fresh, BPF_NOEXIST);
 	if (!err)

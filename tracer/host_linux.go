@@ -79,7 +79,7 @@ func CheckHost() error {
 		return fmt.Errorf("this kernel counts BPF maps against RLIMIT_MEMLOCK and raising it failed (%v): run tcptrace as root, give it CAP_SYS_RESOURCE, or raise 'ulimit -l'", err)
 	}
 	if lockdownMode() == "confidentiality" {
-		return errors.New("the kernel is locked down in confidentiality mode, where BPF programs may not read kernel memory: tcptrace cannot work on this kernel")
+		return errors.New("the kernel is locked down in confidentiality mode (/sys/kernel/security/lockdown), where BPF programs may not read kernel memory: tcptrace cannot work on this kernel")
 	}
 	if _, err := os.Stat("/sys/kernel/btf/vmlinux"); err != nil {
 		return belowFloor(errors.New("kernel BTF is missing (/sys/kernel/btf/vmlinux): tcptrace needs a kernel built with CONFIG_DEBUG_INFO_BTF=y"), kernelRelease())

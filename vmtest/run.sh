@@ -91,7 +91,7 @@ done
 wait
 
 # One line a test run, a kernel's boot time, and a failure for anything missing.
-failed=0
+failed=0 runs_ok=0 runs_failed=0
 for k in "${kernels[@]}"; do
 	log=$out/$k.log
 	release=$(cat "${kdir[$k]}/release")
@@ -99,8 +99,13 @@ for k in "${kernels[@]}"; do
 		echo "vmtest: $k ($release): FAIL: the guest did not finish; last lines of $log:"
 		tail -n 30 "$log"
 		failed=1
+		runs_failed=$((runs_failed + 1))
 		continue
 	fi
+	n=$(tr -d '\r' <"$log" | grep -cE '^==== result [^ ]+ 0 ' || true)
+	runs_ok=$((runs_ok + n))
+	n=$(tr -d '\r' <"$log" | grep -cE '^==== result [^ ]+ [1-9]' || true)
+	runs_failed=$((runs_failed + n))
 	tr -d '\r' <"$log" | awk -v k="$k" -v rel="$release" '
 		/^==== run / { run = $3; start = 1 }
 		/^==== result / {
@@ -114,4 +119,5 @@ for k in "${kernels[@]}"; do
 		failed=1
 	fi
 done
+echo "vmtest: $runs_ok passed, $runs_failed failed"
 exit $failed
