@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Owners: the process that holds a socket, learned in connect(), listen()
+ * and accept(), a listener's children, closes of fds, and the pid filter.
+ */
+#ifndef TCPTRACE_OWNERS_H
+#define TCPTRACE_OWNERS_H
+
+/* Set by the loader: only sockets owned by pids in pid_filter are reported. */
+const volatile __u8 filter_pids = 0;
+
+/* Socket cookie -> the process that owns the socket. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, __u64);
+	__type(value, struct owner);
+} owners SEC(".maps");
+
+/* (netns, port) of a listening socket -> its owner, for children in its accept queue. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, struct listener_key);
+	__type(value, struct listen_owner);
+} listeners SEC(".maps");
+
+/* Thread id -> the socket and fd of its connect() or listen() in progress. */
+struct pending_sock {
+	__u64 sk;
+	__s32 fd;
+	__u16 protocol;
+	__u16 pad;
+	struct origin origin;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct pending_sock);
+} pending_socks SEC(".maps");
+
+/* Pids whose sockets are reported when filter_pids is set. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u32);
+	__type(value, __u8);
+} pid_filter SEC(".maps");
+
+static __always_inline bool pid_wanted(__u32 pid)
+{
+	return !filter_pids || bpf_map_lookup_elem(&pid_filter, &pid);
+}
+
+/* Whether the pid filter lets through the events of a socket with this owner. */
+static __always_inline bool owner_wanted(const struct owner *owner)
+{
+	return owner->source ? pid_wanted(owner->pid) : !filter_pids;
+}
+
+/*
+ * Children of listeners whose LISTEN -> SYN_RECV fired before they had an
+ * identity of their own (socket address -> the time it fired). Before Linux
+ * 6.15 (a3a128f611a9, "inet: consolidate inet_csk_clone_lock()"), the child
+ * entered SYN_RECV right after it was cloned from its listener: it still had
+ * the listener's cookie, no remote end and no addresses. The transition is
+ * reported at the child's next one, when it has them.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u64);
+} unborn_children SEC(".maps");
+
+/* The owner of a new child of a listener: the listener's process until accepted. */
+static __always_inline void owner_from_listener(const struct sock *sk, __u64 cookie,
+						struct owner *owner, bool btf)
+{
+	struct listener_key key = {
+		.netns = sock_netns(sk, btf),
+		.port = SK_READ(btf, sk, __sk_common.skc_num),
+	};
+	struct listen_owner *l = bpf_map_lookup_elem(&listeners, &key);
+
+	if (!l)
+		return;
+	*owner = l->owner;
+	owner->fd = -1;
+	owner->flags = 0;
+	owner->source = OWNER_LISTENER;
+	if (bpf_map_update_elem(&owners, &cookie, owner, BPF_ANY))
+		count(COUNTER_OWNER_MAP_FULL);
+}
+
+/* Follows current->files to the TCP socket behind fd, or returns NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
+{
+	/* Not bpf_get_current_task_btf(), which Linux 5.10 lacks: reads are CO-RE anyway. */
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds = BPF_CORE_READ(fdt, fd);
+	struct file *file = NULL;
+
+	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return NULL;
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	struct socket *sock = BPF_CORE_READ(file, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return NULL;
+	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (family != AF_INET && family != AF_INET6)
+		return NULL;
+	*protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (*protocol != IPPROTO_TCP && *protocol != IPPROTO_MPTCP)
+		return NULL;
+	return sk;
+}
+
+/* Remembers the socket of a connect() or listen(), for the transition it causes. */
+static __always_inline int remember_pending(void *ctx, int fd, bool want_origin)
+{
+	struct pending_sock p = {.fd = fd, .origin = {.stack_id = -1}};
+	struct sock *sk = tcp_sock_of_fd(fd, &p.protocol);
+
+	if (!sk)
+		return 0;
+	p.sk = (__u64)sk;
+	if (want_origin && origin_allowed())
+		capture_origin(ctx, &p.origin);
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	bpf_map_update_elem(&pending_socks, &tid, &p, BPF_ANY);
+	return 0;
+}
+
+/*
+ * Reports an fd event (accept or close) about a TCP socket, with the owner
+ * known so far; the caller updates the owner.
+ */
+static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd,
+					      struct owner **known)
+{
+	__u64 cookie = sock_key(sk);
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+
+	*known = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
+	/* Skip sockets that never left CLOSE (unconnected probes): no cookie, no owner. */
+	if ((!cookie || (key_by_address && !*known)) &&
+	    BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
+		return NULL;
+	if (!pid_wanted(pid) && !(*known && pid_wanted((*known)->pid)))
+		return NULL;
+
+	struct owner none = {.fd = -1};
+	struct event *e = new_event(sk, kind, cookie, *known ? *known : &none, false);
+	if (e)
+		e->fd = fd;
+	return e;
+}
+
+/* Reports an accept()ed TCP socket with its new owner, the accepting process. */
+static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	int fd = (int)ctx->ret;
+	__u16 protocol;
+	struct owner *known;
+
+	if (fd < 0)
+		return 0;
+	struct sock *sk = tcp_sock_of_fd(fd, &protocol);
+	if (!sk || protocol != IPPROTO_TCP)
+		return 0;
+	struct event *e = fd_event(sk, EVENT_ACCEPT, fd, &known);
+	if (!e)
+		return 0;
+	fill_current(&e->owner);
+	e->owner.fd = fd;
+	e->owner.source = OWNER_ACCEPT;
+	e->owner.flags = 0;
+	if (want_origins && origin_allowed())
+		capture_origin(ctx, &e->origin);
+	/* Map helpers may not take two pointers into the same ring-buffer record. */
+	__u64 cookie = e->cookie;
+	struct owner owner = e->owner;
+	if (cookie && bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
+		count(COUNTER_OWNER_MAP_FULL);
+	submit(e);
+	return 0;
+}
+
+/* Reports a close() of an fd of a TCP socket; marks the owner's own fd closed. */
+static __always_inline int on_close_fd(int fd)
+{
+	__u16 protocol;
+	struct owner *known;
+
+	struct sock *sk = tcp_sock_of_fd(fd, &protocol);
+	if (!sk || protocol != IPPROTO_TCP)
+		return 0;
+	struct event *e = fd_event(sk, EVENT_CLOSE_FD, fd, &known);
+	if (!e)
+		return 0;
+	if (known && known->pid == e->pid && known->fd == fd) {
+		known->flags |= FLAG_OWNER_CLOSED;
+		e->owner.flags |= FLAG_OWNER_CLOSED;
+	}
+	submit(e);
+	return 0;
+}
+
+#endif /* TCPTRACE_OWNERS_H */

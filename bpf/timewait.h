@@ -1,0 +1,139 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * TIME_WAIT: the timewait socket that takes a socket's place, its walks,
+ * and the end of its timer.
+ */
+#ifndef TCPTRACE_TIMEWAIT_H
+#define TCPTRACE_TIMEWAIT_H
+
+/* Set by the loader: the address of the kernel's tw_timer_handler. */
+const volatile __u64 tw_timer_fn = 0;
+
+/* Cookies of timewait sockets the tracer asks the timewait walk about. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 1 << 20);
+	__type(key, __u64);
+	__type(value, __u8);
+} tw_wanted SEC(".maps");
+
+/* Linux 5.17 to 6.0 kept the timewait death row apart, behind a pointer. */
+struct netns_ipv4___death_row_ptr {
+	struct inet_timewait_death_row *tcp_death_row;
+} __attribute__((preserve_access_index));
+
+struct net___death_row_ptr {
+	struct netns_ipv4___death_row_ptr ipv4;
+} __attribute__((preserve_access_index));
+
+/* The established table of a network namespace, timewait sockets included. */
+static __always_inline struct inet_hashinfo *tcp_hashinfo(const struct net *net)
+{
+	if (bpf_core_field_exists(net->ipv4.tcp_death_row.hashinfo))
+		return BPF_CORE_READ(net, ipv4.tcp_death_row.hashinfo);
+	return BPF_CORE_READ((struct net___death_row_ptr *)net, ipv4.tcp_death_row, hashinfo);
+}
+
+/* Whether a timewait socket has sk's addresses and ports, in sk's namespace. */
+static __always_inline bool same_four_tuple(const struct inet_timewait_sock *tw,
+					    const struct sock *sk)
+{
+	const struct sock_common *t = &tw->__tw_common, *c = &sk->__sk_common;
+
+	/* skc_num may already be 0 at sk's CLOSE; inet_sport is not. */
+	if (BPF_CORE_READ(t, skc_dport) != c->skc_dport ||
+	    BPF_CORE_READ(t, skc_num) !=
+		    bpf_ntohs(BPF_CORE_READ((struct inet_sock *)sk, inet_sport)) ||
+	    BPF_CORE_READ(t, skc_net.net) != c->skc_net.net)
+		return false;
+	if (c->skc_family == AF_INET)
+		return BPF_CORE_READ(t, skc_daddr) == c->skc_daddr &&
+		       BPF_CORE_READ(t, skc_rcv_saddr) == c->skc_rcv_saddr;
+	/* Compared as two 64-bit halves: BPF has no memcmp. */
+	__u64 d[2], r[2], *cd = (__u64 *)&c->skc_v6_daddr, *cr = (__u64 *)&c->skc_v6_rcv_saddr;
+	BPF_CORE_READ_INTO(&d, t, skc_v6_daddr);
+	BPF_CORE_READ_INTO(&r, t, skc_v6_rcv_saddr);
+	return d[0] == cd[0] && d[1] == cd[1] && r[0] == cr[0] && r[1] == cr[1];
+}
+
+/*
+ * Finds the timewait socket that tcp_time_wait() put in sk's place: it hashed
+ * it into sk's bucket of the established table, with sk's cookie, just before
+ * the CLOSE transition of sk. Fills in its substate and the jiffies left on
+ * its timer; false when there is none (the transition was a real close, or
+ * tcp_max_tw_buckets was reached). With own_cookies, the timewait socket is
+ * found by its addresses and ports, and takes over sk's number.
+ */
+static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, struct event *e)
+{
+	struct inet_hashinfo *h = tcp_hashinfo(sk->__sk_common.skc_net.net);
+	__u32 mask = BPF_CORE_READ(h, ehash_mask);
+	struct inet_ehash_bucket *bucket = BPF_CORE_READ(h, ehash);
+	struct hlist_nulls_node *node;
+
+	bucket += sk->__sk_common.skc_hash & mask;
+	node = BPF_CORE_READ(bucket, chain.first);
+	/*
+	 * Chains are a socket or two long in a table sized to memory; past 16
+	 * the CLOSE is left for a walk of the socket table to settle.
+	 */
+	for (int i = 0; i < 16; i++) {
+		/* The end of a chain is an odd "nulls" marker, not a pointer. */
+		if ((unsigned long)node & 1)
+			break;
+		struct inet_timewait_sock *tw =
+			container_of(node, struct inet_timewait_sock, __tw_common.skc_nulls_node);
+		if (BPF_CORE_READ(tw, __tw_common.skc_state) == TCP_TIME_WAIT &&
+		    (own_cookies ? same_four_tuple(tw, sk)
+				 : BPF_CORE_READ(tw, __tw_common.skc_cookie.counter) == cookie)) {
+			if (own_cookies) {
+				/* The number moves with the connection; sk is freed now. */
+				__u64 addr = (__u64)tw, sk_addr = (__u64)sk;
+				bpf_map_update_elem(&tw_ids, &addr, &cookie, BPF_ANY);
+				bpf_map_delete_elem(&sock_ids, &sk_addr);
+			}
+			e->tw_substate = BPF_CORE_READ(tw, tw_substate);
+			e->tw_left = BPF_CORE_READ(tw, tw_timer.expires) - bpf_jiffies64();
+			return true;
+		}
+		node = BPF_CORE_READ(node, next);
+	}
+	return false;
+}
+
+/*
+ * The end of a timewait socket's life: its timer fires. Only timer expiries
+ * (a few hundred a second) reach this program, not every timer armed.
+ */
+static __always_inline int on_timer_expire(struct timer_list *timer)
+{
+	if (!tw_timer_fn || (__u64)timer->function != tw_timer_fn)
+		return 0;
+	struct inet_timewait_sock *tw = container_of(timer, struct inet_timewait_sock, tw_timer);
+	__u64 cookie;
+	if (own_cookies) {
+		__u64 addr = (__u64)tw;
+		cookie = own_id(tw, true, false);
+		bpf_map_delete_elem(&tw_ids, &addr);
+	} else {
+		cookie = BPF_CORE_READ(tw, __tw_common.skc_cookie.counter);
+	}
+	if (!cookie)
+		return 0;
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_RINGBUF_DROPS);
+		return 0;
+	}
+	/* The timeline knows the rest of the connection: its cookie is enough. */
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->kind = EVENT_TW_EXPIRED;
+	e->cookie = cookie;
+	e->tw_substate = BPF_CORE_READ(tw, tw_substate);
+	submit(e);
+	return 0;
+}
+
+#endif /* TCPTRACE_TIMEWAIT_H */
