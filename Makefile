@@ -29,9 +29,15 @@ vmlinux:
 check-generated: generate
 	git diff --exit-code -- tracer/
 
+# The packages that read traces must build anywhere and never load BPF.
+PURE := ./tcp ./timeline ./analysis ./tracefile ./metrics
+
 lint:
 	test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)
 	$(GO) vet ./...
+	GOOS=darwin $(GO) build $(PURE)
+	GOOS=windows $(GO) build $(PURE)
+	! $(GO) list -deps $(PURE) | grep -E 'cilium/ebpf|tcptrace/tracer$$'
 	cd deploy && $(GO) vet ./...
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h tracer/testdata/*.c
 

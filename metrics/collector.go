@@ -7,7 +7,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 var (
@@ -109,11 +109,11 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	for from := range numStates {
 		for to := range numStates {
 			if n := s.transitions[from][to]; n > 0 {
-				counter(descTransitions, n, tracer.State(from).String(), tracer.State(to).String())
+				counter(descTransitions, n, tcp.State(from).String(), tcp.State(to).String())
 			}
 		}
 	}
-	for st := tracer.StateEstablished; int(st) < numStates; st++ {
+	for st := tcp.StateEstablished; int(st) < numStates; st++ {
 		gauge(descSockets, float64(s.Sockets[st]), st.String())
 	}
 

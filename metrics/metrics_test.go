@@ -15,7 +15,8 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 func TestTopN(t *testing.T) {
@@ -94,7 +95,7 @@ func TestCollectorBounds(t *testing.T) {
 	}
 	// An old socket in a small process: its age goes into other's.
 	s.CloseWait[0].Oldest = time.Hour
-	s.Sockets[tracer.StateCloseWait] = 15
+	s.Sockets[tcp.StateCloseWait] = 15
 	c := NewCollector(3)
 	c.now = func() time.Time { return at.Add(2 * time.Second) }
 	if got := gather(t, c); len(got) != 0 {
@@ -159,26 +160,26 @@ func contains(list []string, s string) bool {
 // TestObserver counts transitions, RSTs and failed binds that the filter
 // selects, with failed binds bounded to the first N port and command pairs.
 func TestObserver(t *testing.T) {
-	filter := &tracer.Filter{Port: 8080}
+	filter := &timeline.Filter{Port: 8080}
 	o := NewObserver(filter, 2)
 	local := netip.MustParseAddrPort("127.0.0.1:8080")
 	remote := netip.MustParseAddrPort("127.0.0.1:40000")
-	for _, ev := range []tracer.Event{
-		{Kind: tracer.KindTransition, Local: local, Remote: remote, Old: tracer.StateEstablished, New: tracer.StateCloseWait},
-		{Kind: tracer.KindTransition, Local: local, Remote: remote, Old: tracer.StateEstablished, New: tracer.StateCloseWait},
-		{Kind: tracer.KindTransition, Local: netip.MustParseAddrPort("127.0.0.1:9"), Remote: remote, Old: tracer.StateEstablished, New: tracer.StateCloseWait},
-		{Kind: tracer.KindAccept, Local: local, Remote: remote, Old: tracer.StateEstablished, New: tracer.StateEstablished},
-		{Kind: tracer.KindReset, Local: local, Remote: remote, ResetSent: true, ResetReason: "TCP_ABORT_ON_CLOSE"},
-		{Kind: tracer.KindReset, Local: local, Remote: remote},
-		{Kind: tracer.KindBindFail, Local: local, Owner: tracer.Owner{Comm: "a"}},
-		{Kind: tracer.KindBindFail, Local: local, Owner: tracer.Owner{Comm: "b\xff"}},
-		{Kind: tracer.KindBindFail, Local: local, Owner: tracer.Owner{Comm: "c"}},
-		{Kind: tracer.KindBindFail, Local: local, Owner: tracer.Owner{Comm: "a"}},
+	for _, ev := range []tcp.Event{
+		{Kind: tcp.KindTransition, Local: local, Remote: remote, Old: tcp.StateEstablished, New: tcp.StateCloseWait},
+		{Kind: tcp.KindTransition, Local: local, Remote: remote, Old: tcp.StateEstablished, New: tcp.StateCloseWait},
+		{Kind: tcp.KindTransition, Local: netip.MustParseAddrPort("127.0.0.1:9"), Remote: remote, Old: tcp.StateEstablished, New: tcp.StateCloseWait},
+		{Kind: tcp.KindAccept, Local: local, Remote: remote, Old: tcp.StateEstablished, New: tcp.StateEstablished},
+		{Kind: tcp.KindReset, Local: local, Remote: remote, ResetSent: true, ResetReason: "TCP_ABORT_ON_CLOSE"},
+		{Kind: tcp.KindReset, Local: local, Remote: remote},
+		{Kind: tcp.KindBindFail, Local: local, Owner: tcp.Owner{Comm: "a"}},
+		{Kind: tcp.KindBindFail, Local: local, Owner: tcp.Owner{Comm: "b\xff"}},
+		{Kind: tcp.KindBindFail, Local: local, Owner: tcp.Owner{Comm: "c"}},
+		{Kind: tcp.KindBindFail, Local: local, Owner: tcp.Owner{Comm: "a"}},
 	} {
 		o.Observe(&ev)
 	}
 	c := NewCollector(2)
-	c.Publish(o.Snapshot(nil, tracer.NewTimeline(time.Now()), tracer.Stats{}, time.Now()))
+	c.Publish(o.Snapshot(nil, timeline.NewTimeline(time.Now()), timeline.Stats{}, time.Now()))
 	got := gather(t, c)
 	for name, want := range map[string][]string{
 		"tcptrace_transitions_total":     {"from=ESTABLISHED,to=CLOSE_WAIT 2"},
@@ -195,39 +196,39 @@ func TestObserver(t *testing.T) {
 // holder, a shared socket counting for each, with the filter applied.
 func TestObserverSnapshot(t *testing.T) {
 	now := time.Now()
-	sock := func(state tracer.State, local, remote string, age time.Duration, holders ...tracer.Owner) tracer.SocketSnapshot {
-		return tracer.SocketSnapshot{
+	sock := func(state tcp.State, local, remote string, age time.Duration, holders ...tcp.Owner) tcp.SocketSnapshot {
+		return tcp.SocketSnapshot{
 			Cookie: uint64(len(local) + len(remote)*100 + int(age)), State: state,
 			Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote),
 			LastReceived: now.Add(-age), Holders: holders,
 		}
 	}
-	a := tracer.Owner{PID: 10, Comm: "a", FD: 5, Via: tracer.OwnerSeed}
-	b := tracer.Owner{PID: 20, Comm: "b", FD: 7, Via: tracer.OwnerSeed}
-	table := []tracer.SocketSnapshot{
-		sock(tracer.StateCloseWait, "127.0.0.1:80", "127.0.0.1:5001", 3*time.Second, a),
-		sock(tracer.StateCloseWait, "127.0.0.1:80", "127.0.0.1:5002", 9*time.Second, a, b),
-		sock(tracer.StateCloseWait, "127.0.0.1:81", "127.0.0.1:5003", time.Second, b),
-		sock(tracer.StateTimeWait, "127.0.0.1:5004", "127.0.0.1:80", 0),
-		sock(tracer.StateTimeWait, "127.0.0.1:5005", "127.0.0.1:80", 0),
-		sock(tracer.StateListen, "127.0.0.1:80", "0.0.0.0:0", 0, a),
+	a := tcp.Owner{PID: 10, Comm: "a", FD: 5, Via: tcp.OwnerSeed}
+	b := tcp.Owner{PID: 20, Comm: "b", FD: 7, Via: tcp.OwnerSeed}
+	table := []tcp.SocketSnapshot{
+		sock(tcp.StateCloseWait, "127.0.0.1:80", "127.0.0.1:5001", 3*time.Second, a),
+		sock(tcp.StateCloseWait, "127.0.0.1:80", "127.0.0.1:5002", 9*time.Second, a, b),
+		sock(tcp.StateCloseWait, "127.0.0.1:81", "127.0.0.1:5003", time.Second, b),
+		sock(tcp.StateTimeWait, "127.0.0.1:5004", "127.0.0.1:80", 0),
+		sock(tcp.StateTimeWait, "127.0.0.1:5005", "127.0.0.1:80", 0),
+		sock(tcp.StateListen, "127.0.0.1:80", "0.0.0.0:0", 0, a),
 	}
 	for i := range table {
 		table[i].Cookie = uint64(i + 1)
 	}
-	tl := tracer.NewTimeline(now.Add(-time.Minute))
-	s := NewObserver(nil, 20).Snapshot(table, tl, tracer.Stats{}, now)
+	tl := timeline.NewTimeline(now.Add(-time.Minute))
+	s := NewObserver(nil, 20).Snapshot(table, tl, timeline.Stats{}, now)
 	got := fmt.Sprint(s.CloseWait)
 	want := fmt.Sprint([]ProcessCloseWait{{10, "a", 2, 9 * time.Second, ""}, {20, "b", 2, 9 * time.Second, ""}})
 	if got != want {
 		t.Errorf("CLOSE_WAIT by process %s, want %s", got, want)
 	}
-	if fmt.Sprint(s.TimeWait) != "[{127.0.0.1:80 2}]" || s.Sockets[tracer.StateCloseWait] != 3 || s.Sockets[tracer.StateListen] != 1 {
+	if fmt.Sprint(s.TimeWait) != "[{127.0.0.1:80 2}]" || s.Sockets[tcp.StateCloseWait] != 3 || s.Sockets[tcp.StateListen] != 1 {
 		t.Errorf("TIME_WAIT %v, sockets %v", s.TimeWait, s.Sockets)
 	}
 
 	// Only local port 81: process b's one socket there.
-	s = NewObserver(&tracer.Filter{LPort: 81}, 20).Snapshot(table, tl, tracer.Stats{}, now)
+	s = NewObserver(&timeline.Filter{LPort: 81}, 20).Snapshot(table, tl, timeline.Stats{}, now)
 	if fmt.Sprint(s.CloseWait) != fmt.Sprint([]ProcessCloseWait{{20, "b", 1, time.Second, ""}}) || len(s.TimeWait) != 0 {
 		t.Errorf("--lport 81: CLOSE_WAIT %v, TIME_WAIT %v", s.CloseWait, s.TimeWait)
 	}

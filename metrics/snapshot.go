@@ -14,17 +14,19 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // numStates covers every TCP state number, UNKNOWN (0) included.
-const numStates = int(tracer.StateNewSynRecv) + 1
+const numStates = int(tcp.StateNewSynRecv) + 1
 
-func stateIndex(s tracer.State) int {
+func stateIndex(s tcp.State) int {
 	if int(s) < numStates {
 		return int(s)
 	}
-	return int(tracer.StateUnknown)
+	return int(tcp.StateUnknown)
 }
 
 // maxResetKeys bounds the reset series; the kernel's reset reasons are a
@@ -44,7 +46,7 @@ type bindKey struct {
 // Observer counts the events the tracer emits and makes snapshots. Use it
 // only from the goroutine that calls the tracer's Run.
 type Observer struct {
-	filter      *tracer.Filter
+	filter      *timeline.Filter
 	transitions [numStates][numStates]uint64
 	resets      firstN[resetKey]
 	binds       firstN[bindKey]
@@ -52,17 +54,17 @@ type Observer struct {
 
 // NewObserver counts what filter selects (nil: everything); top bounds the
 // bind-failure series.
-func NewObserver(filter *tracer.Filter, top int) *Observer {
+func NewObserver(filter *timeline.Filter, top int) *Observer {
 	if filter == nil {
-		filter = &tracer.Filter{}
+		filter = &timeline.Filter{}
 	}
 	return &Observer{filter: filter, resets: newFirstN[resetKey](maxResetKeys), binds: newFirstN[bindKey](top)}
 }
 
 // Observe counts one emitted event: transitions, RSTs and failed binds.
-func (o *Observer) Observe(ev *tracer.Event) {
+func (o *Observer) Observe(ev *tcp.Event) {
 	switch ev.Kind {
-	case tracer.KindTransition, tracer.KindReset, tracer.KindBindFail:
+	case tcp.KindTransition, tcp.KindReset, tcp.KindBindFail:
 	default:
 		return
 	}
@@ -70,11 +72,11 @@ func (o *Observer) Observe(ev *tracer.Event) {
 		return
 	}
 	switch ev.Kind {
-	case tracer.KindTransition:
+	case tcp.KindTransition:
 		o.transitions[stateIndex(ev.Old)][stateIndex(ev.New)]++
-	case tracer.KindReset:
+	case tcp.KindReset:
 		o.resets.add(resetKey{sent: ev.ResetSent, reason: ev.ResetReason})
-	case tracer.KindBindFail:
+	case tcp.KindBindFail:
 		o.binds.add(bindKey{port: ev.Local.Port(), comm: labelValue(ev.Owner.Comm)})
 	}
 }
@@ -99,7 +101,7 @@ type Snapshot struct {
 	// TimeWait counts TIME_WAIT sockets by remote address and port.
 	TimeWait []DestinationCount
 	// Stats are the tracer's counts of what it read and lost.
-	Stats tracer.Stats
+	Stats timeline.Stats
 
 	transitions [numStates][numStates]uint64
 	resets      firstN[resetKey]
@@ -127,9 +129,9 @@ type DestinationCount struct {
 // Snapshot makes a snapshot from a walk of the socket and fd tables taken at
 // now, the timeline (which dates each CLOSE_WAIT), the tracer's counts, and
 // the events observed so far. Call it from Run's goroutine.
-func (o *Observer) Snapshot(table []tracer.SocketSnapshot, tl *tracer.Timeline, stats tracer.Stats, now time.Time) *Snapshot {
+func (o *Observer) Snapshot(table []tcp.SocketSnapshot, tl *timeline.Timeline, stats timeline.Stats, now time.Time) *Snapshot {
 	s := &Snapshot{At: now, Stats: stats, transitions: o.transitions, resets: o.resets.clone(), binds: o.binds.clone()}
-	var closeWait []tracer.SocketSnapshot
+	var closeWait []tcp.SocketSnapshot
 	timeWait := map[netip.AddrPort]int{}
 	for i := range table {
 		sk := &table[i]
@@ -138,17 +140,17 @@ func (o *Observer) Snapshot(table []tracer.SocketSnapshot, tl *tracer.Timeline, 
 		}
 		s.Sockets[stateIndex(sk.State)]++
 		switch sk.State {
-		case tracer.StateCloseWait:
+		case tcp.StateCloseWait:
 			closeWait = append(closeWait, *sk)
-		case tracer.StateTimeWait:
+		case tcp.StateTimeWait:
 			timeWait[sk.Remote]++
 		}
 	}
 	// The leak report with no threshold: every CLOSE_WAIT socket, by holder.
-	rep := tracer.FilteredLeakReport(closeWait, tl, tracer.HostTCP{}, now, 0, o.filter, nil)
+	rep := analysis.FilteredLeakReport(closeWait, tl, tcp.HostTCP{}, now, 0, o.filter, nil)
 	for _, p := range rep.Processes {
 		s.CloseWait = append(s.CloseWait, ProcessCloseWait{PID: p.PID, Comm: labelValue(p.Comm), Count: p.Count, Oldest: p.Oldest,
-			Container: tracer.ShortContainerID(p.Container)})
+			Container: tcp.ShortContainerID(p.Container)})
 	}
 	for dst, n := range timeWait {
 		s.TimeWait = append(s.TimeWait, DestinationCount{Destination: dst.String(), Count: n})

@@ -9,21 +9,22 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // benchEvent is a transition like those a loopback churn records: IPv4,
 // an owner and a running task, no reset or origin.
-func benchEvent(i int) tracer.Input {
-	return tracer.Input{Kind: tracer.InputEvent, Event: tracer.Event{
-		Kind: tracer.KindTransition, Time: t0.Add(time.Duration(i) * 7 * time.Microsecond),
+func benchEvent(i int) timeline.Input {
+	return timeline.Input{Kind: timeline.InputEvent, Event: tcp.Event{
+		Kind: tcp.KindTransition, Time: t0.Add(time.Duration(i) * 7 * time.Microsecond),
 		Cookie: 870000 + uint64(i/10), Inode: 1400000 + uint64(i/10), NetNS: 4026531833,
 		Local:  netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(32768+i%28000)),
 		Remote: netip.MustParseAddrPort("127.0.0.1:9100"),
-		Old:    tracer.State(1 + i%11), New: tracer.State(1 + (i+1)%11),
-		Running: tracer.Task{PID: 31000, TID: 31004 + uint32(i%4), Comm: "churn"},
-		Owner:   tracer.Owner{PID: 31000, Comm: "churn", FD: int32(5 + i%4), Via: tracer.OwnerConnect},
-		FD:      -1, Origin: tracer.Origin{StackID: -1},
+		Old:    tcp.State(1 + i%11), New: tcp.State(1 + (i+1)%11),
+		Running: tcp.Task{PID: 31000, TID: 31004 + uint32(i%4), Comm: "churn"},
+		Owner:   tcp.Owner{PID: 31000, Comm: "churn", FD: int32(5 + i%4), Via: tcp.OwnerConnect},
+		FD:      -1, Origin: tcp.Origin{StackID: -1},
 	}}
 }
 
@@ -62,7 +63,7 @@ func BenchmarkRead(b *testing.B) {
 	b.SetBytes(int64(len(data)) / n)
 	b.ReportAllocs()
 	b.ResetTimer()
-	var in tracer.Input
+	var in timeline.Input
 	read := 0
 	for read < b.N {
 		rd, err := NewReader(bytes.NewReader(data))

@@ -10,7 +10,7 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 // Magic opens every trace file; Version follows it as a little-endian uint16.
@@ -114,7 +114,7 @@ func (e *encoder) addrPort(ap netip.AddrPort) {
 	e.b = binary.LittleEndian.AppendUint16(e.b, ap.Port())
 }
 
-func (e *encoder) owner(o tracer.Owner) {
+func (e *encoder) owner(o tcp.Owner) {
 	e.uvarint(uint64(o.PID))
 	e.str(o.Comm)
 	e.varint(int64(o.FD))
@@ -124,7 +124,7 @@ func (e *encoder) owner(o tracer.Owner) {
 	e.str(o.Container)
 }
 
-func (e *encoder) snapshot(s *tracer.SocketSnapshot) {
+func (e *encoder) snapshot(s *tcp.SocketSnapshot) {
 	e.uvarint(s.Cookie)
 	e.uvarint(s.Inode)
 	e.uvarint(uint64(s.NetNS))
@@ -140,7 +140,7 @@ func (e *encoder) snapshot(s *tracer.SocketSnapshot) {
 	}
 }
 
-func (e *encoder) event(ev *tracer.Event) {
+func (e *encoder) event(ev *tcp.Event) {
 	e.byte1(uint8(ev.Kind))
 	e.time(ev.Time)
 	e.uvarint(ev.Cookie)
@@ -176,7 +176,7 @@ func (e *encoder) event(ev *tracer.Event) {
 	}
 }
 
-func (e *encoder) frames(frames []tracer.Frame) {
+func (e *encoder) frames(frames []tcp.Frame) {
 	e.uvarint(uint64(len(frames)))
 	for _, f := range frames {
 		e.uvarint(f.Addr)
@@ -292,22 +292,22 @@ func (d *decoder) addrPort() netip.AddrPort {
 	return netip.AddrPortFrom(a, binary.LittleEndian.Uint16(p))
 }
 
-func (d *decoder) owner() tracer.Owner {
-	o := tracer.Owner{
+func (d *decoder) owner() tcp.Owner {
+	o := tcp.Owner{
 		PID: uint32(d.uvarint()), Comm: d.str(), FD: int32(d.varint()),
-		Via: tracer.OwnerSource(d.byte1()), Closed: d.bool(),
+		Via: tcp.OwnerSource(d.byte1()), Closed: d.bool(),
 	}
 	o.Cgroup, o.Container = d.uvarint(), d.str()
 	return o
 }
 
-func (d *decoder) snapshot(s *tracer.SocketSnapshot) {
+func (d *decoder) snapshot(s *tcp.SocketSnapshot) {
 	s.Cookie = d.uvarint()
 	s.Inode = d.uvarint()
 	s.NetNS = uint32(d.uvarint())
 	s.Local = d.addrPort()
 	s.Remote = d.addrPort()
-	s.State = tracer.State(d.byte1())
+	s.State = tcp.State(d.byte1())
 	s.TimeWaitExpiry = d.time()
 	s.LastReceived = d.time()
 	s.Reuse = d.bool()
@@ -442,8 +442,8 @@ func addrPortAt(p []byte, i int) (netip.AddrPort, int) {
 	return netip.AddrPortFrom(a, binary.LittleEndian.Uint16(p[i:])), i + 2
 }
 
-func (d *decoder) ownerAt(p []byte, i int) (tracer.Owner, int) {
-	var o tracer.Owner
+func (d *decoder) ownerAt(p []byte, i int) (tcp.Owner, int) {
+	var o tcp.Owner
 	var v uint64
 	var fd int64
 	var b uint8
@@ -453,7 +453,7 @@ func (d *decoder) ownerAt(p []byte, i int) (tracer.Owner, int) {
 	fd, i = sv(p, i)
 	o.FD = int32(fd)
 	b, i = u8(p, i)
-	o.Via = tracer.OwnerSource(b)
+	o.Via = tcp.OwnerSource(b)
 	b, i = u8(p, i)
 	o.Closed = b != 0
 	o.Cgroup, i = uv(p, i)
@@ -461,7 +461,7 @@ func (d *decoder) ownerAt(p []byte, i int) (tracer.Owner, int) {
 	return o, i
 }
 
-func (d *decoder) event(ev *tracer.Event) {
+func (d *decoder) event(ev *tcp.Event) {
 	p := d.b
 	var v uint64
 	var b uint8
@@ -469,7 +469,7 @@ func (d *decoder) event(ev *tracer.Event) {
 	// Field by field: every field is set, and clearing the whole struct first
 	// would cost a tenth of the decoding.
 	b, i = u8(p, i)
-	ev.Kind = tracer.Kind(b)
+	ev.Kind = tcp.Kind(b)
 	ev.Time, i = d.timeAt(p, i)
 	var vs [6]uint64
 	i = uvs(p, i, vs[:3])
@@ -477,20 +477,20 @@ func (d *decoder) event(ev *tracer.Event) {
 	ev.Local, i = addrPortAt(p, i)
 	ev.Remote, i = addrPortAt(p, i)
 	b, i = u8(p, i)
-	ev.Old = tracer.State(b)
+	ev.Old = tcp.State(b)
 	b, i = u8(p, i)
-	ev.New = tracer.State(b)
+	ev.New = tcp.State(b)
 	ev.InOld, ev.OldSince, ev.PortHolders = 0, false, nil
 	i = uvs(p, i, vs[:2])
 	ev.Running.PID, ev.Running.TID = uint32(vs[0]), uint32(vs[1])
 	ev.Running.Comm, i = d.strAt(p, i)
 	ev.Owner, i = d.ownerAt(p, i)
 	b, i = u8(p, i)
-	ev.Source = tracer.Source(b)
+	ev.Source = tcp.Source(b)
 	ev.Flags, i = u8(p, i)
 	i = uvs(p, i, vs[:6])
 	ev.Errno, ev.FD, ev.TimeWaitLeft = int32(unzig(vs[0])), int32(unzig(vs[1])), time.Duration(unzig(vs[2]))
-	ev.Origin = tracer.Origin{StackID: int32(unzig(vs[3])), Leaf: vs[4], PID: uint32(vs[5])}
+	ev.Origin = tcp.Origin{StackID: int32(unzig(vs[3])), Leaf: vs[4], PID: uint32(vs[5])}
 	ev.ResetReason, i = d.strAt(p, i)
 	b, i = u8(p, i)
 	ev.ResetSent = b != 0
@@ -507,18 +507,18 @@ func (d *decoder) event(ev *tracer.Event) {
 			d.fail()
 			return
 		}
-		ev.PortHolders = make([]tracer.SocketSnapshot, v-1)
+		ev.PortHolders = make([]tcp.SocketSnapshot, v-1)
 		for j := range ev.PortHolders {
 			d.snapshot(&ev.PortHolders[j])
 		}
 	}
 }
 
-func (d *decoder) frames() []tracer.Frame {
+func (d *decoder) frames() []tcp.Frame {
 	n := d.count()
-	frames := make([]tracer.Frame, 0, n)
+	frames := make([]tcp.Frame, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
-		frames = append(frames, tracer.Frame{Addr: d.uvarint(), Func: d.str(), File: d.str(), Line: int(d.uvarint()), Module: d.str()})
+		frames = append(frames, tcp.Frame{Addr: d.uvarint(), Func: d.str(), File: d.str(), Line: int(d.uvarint()), Module: d.str()})
 	}
 	return frames
 }

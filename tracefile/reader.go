@@ -10,7 +10,8 @@ import (
 	"io"
 	"time"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // maxRecord bounds one record's payload: a corrupt length fails cleanly.
@@ -23,7 +24,7 @@ type Reader struct {
 	// Processes and Origins are what the file said of the processes and
 	// origin stacks its events refer to, as far as it has been read.
 	Processes map[uint32]Process
-	Origins   map[originKey][]tracer.Frame
+	Origins   map[originKey][]tcp.Frame
 	// Offset is the byte offset of the next record; Records counts the
 	// records read; Last is the time of the latest input read.
 	Offset  int64
@@ -57,7 +58,7 @@ func (e *FormatError) Error() string {
 // NewReader reads the file's start and header.
 func NewReader(r io.Reader) (*Reader, error) {
 	rd := &Reader{
-		r: bufio.NewReaderSize(r, 1<<20), Processes: map[uint32]Process{}, Origins: map[originKey][]tracer.Frame{},
+		r: bufio.NewReaderSize(r, 1<<20), Processes: map[uint32]Process{}, Origins: map[originKey][]tcp.Frame{},
 	}
 	start := make([]byte, len(Magic)+2)
 	n, err := io.ReadFull(rd.r, start)
@@ -155,7 +156,7 @@ func (rd *Reader) record() (byte, []byte, error) {
 
 // Next reads the next input. It returns io.EOF at the end of the file;
 // other errors are *FormatError.
-func (rd *Reader) Next(in *tracer.Input) error {
+func (rd *Reader) Next(in *timeline.Input) error {
 	for {
 		start := rd.Offset
 		typ, payload, err := rd.record()
@@ -165,26 +166,26 @@ func (rd *Reader) Next(in *tracer.Input) error {
 		rd.dec.b, rd.dec.err = payload, nil
 		switch typ {
 		case recEvent:
-			in.Kind = tracer.InputEvent
+			in.Kind = timeline.InputEvent
 			rd.dec.event(&in.Event)
 			rd.Last = in.Event.Time
 		case recTimeWait:
-			in.Kind = tracer.InputTimeWait
-			in.TimeWait = tracer.TimeWaitSighting{Cookie: rd.dec.uvarint(), At: rd.dec.time(), Seen: rd.dec.bool(),
-				Substate: tracer.State(rd.dec.byte1()), Expiry: rd.dec.time()}
+			in.Kind = timeline.InputTimeWait
+			in.TimeWait = timeline.TimeWaitSighting{Cookie: rd.dec.uvarint(), At: rd.dec.time(), Seen: rd.dec.bool(),
+				Substate: tcp.State(rd.dec.byte1()), Expiry: rd.dec.time()}
 			rd.Last = in.TimeWait.At
 		case recTable:
-			in.Kind = tracer.InputTable
-			in.Table = tracer.Table{At: rd.dec.time(), Repair: rd.dec.bool()}
+			in.Kind = timeline.InputTable
+			in.Table = timeline.Table{At: rd.dec.time(), Repair: rd.dec.bool()}
 			n := rd.dec.count()
-			in.Table.Sockets = make([]tracer.SocketSnapshot, n)
+			in.Table.Sockets = make([]tcp.SocketSnapshot, n)
 			for i := range in.Table.Sockets {
 				rd.dec.snapshot(&in.Table.Sockets[i])
 			}
 			rd.Last = in.Table.At
 		case recStats:
-			in.Kind = tracer.InputStats
-			in.Stats = tracer.StatsAt{At: rd.dec.time()}
+			in.Kind = timeline.InputStats
+			in.Stats = timeline.StatsAt{At: rd.dec.time()}
 			for _, v := range statsFields(&in.Stats.Stats) {
 				*v = rd.dec.uvarint()
 			}
@@ -213,6 +214,6 @@ func (rd *Reader) Next(in *tracer.Input) error {
 }
 
 // Origin returns the symbolized stack the file holds for an origin, or nil.
-func (rd *Reader) Origin(o tracer.Origin) []tracer.Frame {
+func (rd *Reader) Origin(o tcp.Origin) []tcp.Frame {
 	return rd.Origins[originKey{o.PID, o.StackID, o.Leaf}]
 }

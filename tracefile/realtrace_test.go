@@ -6,7 +6,7 @@ import (
 	"os"
 	"testing"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // BenchmarkReadTraceFile reads the trace named by TCPTRACE_BENCH_TRACE (a real
@@ -20,7 +20,7 @@ func BenchmarkReadTraceFile(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var in tracer.Input
+	var in timeline.Input
 	events := 0
 	b.SetBytes(int64(len(data)))
 	b.ResetTimer()
@@ -37,7 +37,7 @@ func BenchmarkReadTraceFile(b *testing.B) {
 			if err != nil {
 				b.Fatal(err)
 			}
-			if in.Kind == tracer.InputEvent {
+			if in.Kind == timeline.InputEvent {
 				events++
 			}
 		}

@@ -12,40 +12,41 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
 // sampleInputs has one input of every kind, with every field set.
-func sampleInputs() []tracer.Input {
+func sampleInputs() []timeline.Input {
 	local := netip.MustParseAddrPort("127.0.0.1:8080")
 	remote := netip.MustParseAddrPort("[::1]:40000")
-	holder := tracer.Owner{PID: 42, Comm: "server", FD: 7, Via: tracer.OwnerSeed, Cgroup: 4242, Container: "3f1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"}
-	sock := tracer.SocketSnapshot{Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote, State: tracer.StateCloseWait,
-		LastReceived: t0.Add(-time.Minute), Reuse: true, Holders: []tracer.Owner{holder, {PID: 43, Comm: "child", FD: 3, Via: tracer.OwnerSeed}}}
+	holder := tcp.Owner{PID: 42, Comm: "server", FD: 7, Via: tcp.OwnerSeed, Cgroup: 4242, Container: "3f1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"}
+	sock := tcp.SocketSnapshot{Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote, State: tcp.StateCloseWait,
+		LastReceived: t0.Add(-time.Minute), Reuse: true, Holders: []tcp.Owner{holder, {PID: 43, Comm: "child", FD: 3, Via: tcp.OwnerSeed}}}
 	tw := sock
-	tw.Cookie, tw.State, tw.Holders, tw.LastReceived, tw.TimeWaitExpiry = 10, tracer.StateTimeWait, nil, time.Time{}, t0.Add(time.Minute)
-	return []tracer.Input{
-		{Kind: tracer.InputTable, Table: tracer.Table{At: t0, Sockets: []tracer.SocketSnapshot{sock, tw}}},
-		{Kind: tracer.InputEvent, Event: tracer.Event{
-			Kind: tracer.KindTransition, Time: t0.Add(time.Second), Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote,
-			Old: tracer.StateEstablished, New: tracer.StateCloseWait, Running: tracer.Task{PID: 5, TID: 6, Comm: "client"},
-			Owner: tracer.Owner{PID: 42, Comm: "server", FD: 7, Via: tracer.OwnerAccept, Closed: true, Cgroup: 77}, Source: tracer.SourceKernel,
-			Flags: tracer.FlagOrphan, Errno: 104, FD: -1, TimeWaitLeft: 59 * time.Second,
-			Origin: tracer.Origin{StackID: 3, Leaf: 0x401000, PID: 42}, ResetReason: "TCP_ABORT_ON_CLOSE", ResetSent: true, ReuseAddr: true,
-			PortHolders: []tracer.SocketSnapshot{tw},
+	tw.Cookie, tw.State, tw.Holders, tw.LastReceived, tw.TimeWaitExpiry = 10, tcp.StateTimeWait, nil, time.Time{}, t0.Add(time.Minute)
+	return []timeline.Input{
+		{Kind: timeline.InputTable, Table: timeline.Table{At: t0, Sockets: []tcp.SocketSnapshot{sock, tw}}},
+		{Kind: timeline.InputEvent, Event: tcp.Event{
+			Kind: tcp.KindTransition, Time: t0.Add(time.Second), Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote,
+			Old: tcp.StateEstablished, New: tcp.StateCloseWait, Running: tcp.Task{PID: 5, TID: 6, Comm: "client"},
+			Owner: tcp.Owner{PID: 42, Comm: "server", FD: 7, Via: tcp.OwnerAccept, Closed: true, Cgroup: 77}, Source: tcp.SourceKernel,
+			Flags: tcp.FlagOrphan, Errno: 104, FD: -1, TimeWaitLeft: 59 * time.Second,
+			Origin: tcp.Origin{StackID: 3, Leaf: 0x401000, PID: 42}, ResetReason: "TCP_ABORT_ON_CLOSE", ResetSent: true, ReuseAddr: true,
+			PortHolders: []tcp.SocketSnapshot{tw},
 		}},
-		{Kind: tracer.InputEvent, Event: tracer.Event{Kind: tracer.KindBindFail, Time: t0.Add(2 * time.Second), Local: local,
-			Owner: tracer.Owner{PID: 50, Comm: "restart", FD: 3}, FD: 3, PortHolders: []tracer.SocketSnapshot{}}},
-		{Kind: tracer.InputTimeWait, TimeWait: tracer.TimeWaitSighting{Cookie: 10, At: t0.Add(3 * time.Second), Seen: true, Substate: tracer.StateTimeWait, Expiry: t0.Add(time.Minute)}},
-		{Kind: tracer.InputStats, Stats: tracer.StatsAt{At: t0.Add(4 * time.Second), Stats: tracer.Stats{Events: 1, RingbufDrops: 2, StateMisses: 3, SyscallMisses: 4, OwnerMapFull: 5, Repairs: 6, TimeWaitWalks: 7, Snapshots: 8}}},
-		{Kind: tracer.InputTable, Table: tracer.Table{At: t0.Add(5 * time.Second), Repair: true}},
+		{Kind: timeline.InputEvent, Event: tcp.Event{Kind: tcp.KindBindFail, Time: t0.Add(2 * time.Second), Local: local,
+			Owner: tcp.Owner{PID: 50, Comm: "restart", FD: 3}, FD: 3, PortHolders: []tcp.SocketSnapshot{}}},
+		{Kind: timeline.InputTimeWait, TimeWait: timeline.TimeWaitSighting{Cookie: 10, At: t0.Add(3 * time.Second), Seen: true, Substate: tcp.StateTimeWait, Expiry: t0.Add(time.Minute)}},
+		{Kind: timeline.InputStats, Stats: timeline.StatsAt{At: t0.Add(4 * time.Second), Stats: timeline.Stats{Events: 1, RingbufDrops: 2, StateMisses: 3, SyscallMisses: 4, OwnerMapFull: 5, Repairs: 6, TimeWaitWalks: 7, Snapshots: 8}}},
+		{Kind: timeline.InputTable, Table: timeline.Table{At: t0.Add(5 * time.Second), Repair: true}},
 	}
 }
 
-func frames(o tracer.Origin) []tracer.Frame {
-	return []tracer.Frame{{Addr: o.Leaf, Func: "main.serve", File: "main.go", Line: 88, Module: "/srv/api"}}
+func frames(o tcp.Origin) []tcp.Frame {
+	return []tcp.Frame{{Addr: o.Leaf, Func: "main.serve", File: "main.go", Line: 88, Module: "/srv/api"}}
 }
 
 func process(pid uint32) Process {
@@ -82,14 +83,14 @@ func writeSample(t testing.TB, closeIt bool) []byte {
 	return b
 }
 
-func readAll(data []byte) (*Reader, []tracer.Input, error) {
+func readAll(data []byte) (*Reader, []timeline.Input, error) {
 	rd, err := NewReader(bytes.NewReader(data))
 	if err != nil {
 		return nil, nil, err
 	}
-	var ins []tracer.Input
+	var ins []timeline.Input
 	for {
-		var in tracer.Input
+		var in timeline.Input
 		err := rd.Next(&in)
 		if err == io.EOF {
 			return rd, ins, nil
@@ -102,13 +103,13 @@ func readAll(data []byte) (*Reader, []tracer.Input, error) {
 }
 
 // normalize makes times comparable (monotonic readings and locations differ).
-func normalize(ins []tracer.Input) {
+func normalize(ins []timeline.Input) {
 	fix := func(t *time.Time) {
 		if !t.IsZero() {
 			*t = time.Unix(0, t.UnixNano()).UTC()
 		}
 	}
-	fixSock := func(s *tracer.SocketSnapshot) { fix(&s.TimeWaitExpiry); fix(&s.LastReceived) }
+	fixSock := func(s *tcp.SocketSnapshot) { fix(&s.TimeWaitExpiry); fix(&s.LastReceived) }
 	for i := range ins {
 		in := &ins[i]
 		fix(&in.Event.Time)
@@ -145,7 +146,7 @@ func TestRoundTrip(t *testing.T) {
 	if p := rd.Processes[42]; p.Cmdline != "/srv/api --port 8080" || !p.Start.Equal(t0.Add(-time.Hour)) {
 		t.Errorf("process %+v", p)
 	}
-	if f := rd.Origin(tracer.Origin{StackID: 3, Leaf: 0x401000, PID: 42}); len(f) != 1 || f[0].Func != "main.serve" {
+	if f := rd.Origin(tcp.Origin{StackID: 3, Leaf: 0x401000, PID: 42}); len(f) != 1 || f[0].Func != "main.serve" {
 		t.Errorf("origin frames %+v", f)
 	}
 }
@@ -236,7 +237,7 @@ func TestRotation(t *testing.T) {
 			t.Errorf("%s: %v, ended %v, %d inputs, part %d", p, err, rd.Ended, len(ins), rd.Header.Part)
 		}
 		// Each file starts with a table walk, so that it stands alone.
-		if ins[0].Kind != tracer.InputTable {
+		if ins[0].Kind != timeline.InputTable {
 			t.Errorf("%s starts with input kind %d", p, ins[0].Kind)
 		}
 	}

@@ -11,16 +11,17 @@ import (
 	"os"
 	"time"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // Header describes a trace: where and how it was recorded.
 type Header struct {
-	Tracer   string         `json:"tracer"` // tcptrace's version
-	Hostname string         `json:"hostname"`
-	Kernel   string         `json:"kernel"`
-	Started  time.Time      `json:"started"`
-	Host     tracer.HostTCP `json:"host_tcp"`
+	Tracer   string      `json:"tracer"` // tcptrace's version
+	Hostname string      `json:"hostname"`
+	Kernel   string      `json:"kernel"`
+	Started  time.Time   `json:"started"`
+	Host     tcp.HostTCP `json:"host_tcp"`
 	// ClockOffsetNs maps the kernel's CLOCK_BOOTTIME to wall-clock time
 	// (wall = boottime + offset); event times in the file are already wall-clock.
 	ClockOffsetNs int64    `json:"clock_offset_ns"`
@@ -46,7 +47,7 @@ type Options struct {
 	MaxSize  int64
 	MaxFiles int
 	// Frames symbolizes the stack where a socket was created, while its process lives.
-	Frames func(tracer.Origin) []tracer.Frame
+	Frames func(tcp.Origin) []tcp.Frame
 	// Process describes a process while it lives.
 	Process func(pid uint32) Process
 }
@@ -64,7 +65,7 @@ type Writer struct {
 	// Origins and processes already in the current file.
 	origins   map[originKey]bool
 	processes map[uint32]bool
-	lastTable *tracer.Table
+	lastTable *timeline.Table
 }
 
 type originKey struct {
@@ -128,21 +129,21 @@ func (w *Writer) write(typ byte) error {
 
 // Record appends one input, with the process and origin details it refers
 // to the first time they appear in the file.
-func (w *Writer) Record(in *tracer.Input) error {
+func (w *Writer) Record(in *timeline.Input) error {
 	if w.opts.MaxSize > 0 && w.size >= w.opts.MaxSize {
 		if err := w.rotate(); err != nil {
 			return err
 		}
 	}
 	switch in.Kind {
-	case tracer.InputEvent:
+	case timeline.InputEvent:
 		ev := &in.Event
 		if err := w.describe(ev); err != nil {
 			return err
 		}
 		w.enc.event(ev)
 		return w.write(recEvent)
-	case tracer.InputTimeWait:
+	case timeline.InputTimeWait:
 		s := &in.TimeWait
 		w.enc.uvarint(s.Cookie)
 		w.enc.time(s.At)
@@ -150,7 +151,7 @@ func (w *Writer) Record(in *tracer.Input) error {
 		w.enc.byte1(uint8(s.Substate))
 		w.enc.time(s.Expiry)
 		return w.write(recTimeWait)
-	case tracer.InputTable:
+	case timeline.InputTable:
 		w.lastTable = &in.Table
 		w.enc.time(in.Table.At)
 		w.enc.bool(in.Table.Repair)
@@ -159,7 +160,7 @@ func (w *Writer) Record(in *tracer.Input) error {
 			w.enc.snapshot(&in.Table.Sockets[i])
 		}
 		return w.write(recTable)
-	case tracer.InputStats:
+	case timeline.InputStats:
 		st := &in.Stats
 		w.enc.time(st.At)
 		for _, v := range statsFields(&st.Stats) {
@@ -171,14 +172,14 @@ func (w *Writer) Record(in *tracer.Input) error {
 }
 
 // statsFields lists the counts in the order the stats record holds them.
-func statsFields(s *tracer.Stats) []*uint64 {
+func statsFields(s *timeline.Stats) []*uint64 {
 	return []*uint64{&s.Events, &s.RingbufDrops, &s.StateMisses, &s.SyscallMisses, &s.OwnerMapFull,
 		&s.Repairs, &s.TimeWaitWalks, &s.Snapshots, &s.NetNSUnfollowed}
 }
 
 // describe records the owner's process and the event's origin stack the
 // first time the file meets them.
-func (w *Writer) describe(ev *tracer.Event) error {
+func (w *Writer) describe(ev *tcp.Event) error {
 	if pid := ev.Owner.PID; ev.Owner.Known() && !w.processes[pid] && w.opts.Process != nil {
 		w.processes[pid] = true
 		p := w.opts.Process(pid)
@@ -239,7 +240,7 @@ func (w *Writer) rotate() error {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	if w.lastTable != nil {
-		return w.Record(&tracer.Input{Kind: tracer.InputTable, Table: *w.lastTable})
+		return w.Record(&timeline.Input{Kind: timeline.InputTable, Table: *w.lastTable})
 	}
 	return nil
 }

@@ -18,6 +18,8 @@ import (
 
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 // cgroupCache maps cgroup ids to the container id their path names ("" for
@@ -48,7 +50,7 @@ func (c cgroupCache) container(id uint64, pid uint32) string {
 	}
 	e = cgroupEntry{retry: time.Now().Add(time.Second)}
 	if path, err := procCgroup(pid); err == nil && cgroupIDOf(path) == id {
-		e = cgroupEntry{container: ContainerID(path), known: true}
+		e = cgroupEntry{container: tcp.ContainerID(path), known: true}
 	}
 	c[id] = e
 	return e.container

@@ -3,15 +3,16 @@
 package tracer
 
 import (
-	"strings"
-
 	"bytes"
-	"github.com/cilium/ebpf/btf"
 	"net/netip"
+	"strings"
 	"time"
 	"unsafe"
 
+	"github.com/cilium/ebpf/btf"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 const afInet = 2
@@ -56,22 +57,22 @@ func addrPort(family uint16, raw *[16]uint8, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.AddrFrom16(*raw), port)
 }
 
-var kindOf = [...]Kind{
-	tcptraceEventKindEVENT_STATE:      KindTransition,
-	tcptraceEventKindEVENT_ACCEPT:     KindAccept,
-	tcptraceEventKindEVENT_CLOSE_FD:   KindCloseFD,
-	tcptraceEventKindEVENT_RESET:      KindReset,
-	tcptraceEventKindEVENT_BIND_FAIL:  KindBindFail,
+var kindOf = [...]tcp.Kind{
+	tcptraceEventKindEVENT_STATE:      tcp.KindTransition,
+	tcptraceEventKindEVENT_ACCEPT:     tcp.KindAccept,
+	tcptraceEventKindEVENT_CLOSE_FD:   tcp.KindCloseFD,
+	tcptraceEventKindEVENT_RESET:      tcp.KindReset,
+	tcptraceEventKindEVENT_BIND_FAIL:  tcp.KindBindFail,
 	tcptraceEventKindEVENT_TW_EXPIRED: kindTimeWaitExpired,
 }
 
 // kindTimeWaitExpired marks a decoded record about a timewait socket whose
 // timer fired; it becomes a TimeWaitSighting, never an Event of its own.
-const kindTimeWaitExpired Kind = 255
+const kindTimeWaitExpired tcp.Kind = 255
 
 // decode fills ev from one ring-buffer record; it reports false for a record
 // it does not understand.
-func (t *Tracer) decode(raw []byte, ev *Event) bool {
+func (t *Tracer) decode(raw []byte, ev *tcp.Event) bool {
 	if len(raw) < int(unsafe.Sizeof(tcptraceEvent{})) {
 		return false
 	}
@@ -79,7 +80,7 @@ func (t *Tracer) decode(raw []byte, ev *Event) bool {
 	if int(r.Kind) >= len(kindOf) || kindOf[r.Kind] == 0 {
 		return false
 	}
-	*ev = Event{
+	*ev = tcp.Event{
 		Kind:    kindOf[r.Kind],
 		Time:    t.clock.wall(r.TsNs),
 		Cookie:  r.Cookie,
@@ -87,36 +88,36 @@ func (t *Tracer) decode(raw []byte, ev *Event) bool {
 		NetNS:   r.Netns,
 		Local:   addrPort(r.Family, &r.Saddr, r.Sport),
 		Remote:  addrPort(r.Family, &r.Daddr, r.Dport),
-		Old:     State(r.Oldstate),
-		New:     State(r.Newstate),
-		Running: Task{PID: r.Pid, TID: r.Tid, Comm: t.comms.name(r.Comm)},
-		Source:  SourceKernel,
+		Old:     tcp.State(r.Oldstate),
+		New:     tcp.State(r.Newstate),
+		Running: tcp.Task{PID: r.Pid, TID: r.Tid, Comm: t.comms.name(r.Comm)},
+		Source:  tcp.SourceKernel,
 		Flags:   r.Flags,
 		Errno:   r.SkErr,
 		FD:      r.Fd,
-		Origin:  Origin{StackID: r.Origin.StackId, Leaf: r.Origin.Leaf, PID: r.Pid},
-		Owner:   Owner{FD: -1},
+		Origin:  tcp.Origin{StackID: r.Origin.StackId, Leaf: r.Origin.Leaf, PID: r.Pid},
+		Owner:   tcp.Owner{FD: -1},
 	}
 	if r.Owner.Source != 0 {
-		ev.Owner = Owner{
+		ev.Owner = tcp.Owner{
 			PID:       r.Owner.Pid,
 			Comm:      t.comms.name(r.Owner.Comm),
 			FD:        r.Owner.Fd,
-			Via:       OwnerSource(r.Owner.Source),
+			Via:       tcp.OwnerSource(r.Owner.Source),
 			Closed:    r.Flags&uint8(tcptraceEventFlagFLAG_OWNER_CLOSED) != 0,
 			Cgroup:    r.Owner.Cgroup,
 			Container: t.cgroups.container(r.Owner.Cgroup, r.Owner.Pid),
 		}
 	}
 	switch ev.Kind {
-	case KindReset:
+	case tcp.KindReset:
 		ev.ResetSent = r.Flags&uint8(tcptraceEventFlagFLAG_RESET_SENT) != 0
 		if ev.ResetSent {
 			ev.ResetReason = t.resetReasons[r.Reason]
 		}
-	case KindBindFail:
+	case tcp.KindBindFail:
 		ev.ReuseAddr = r.Flags&uint8(tcptraceEventFlagFLAG_REUSEADDR) != 0
-		ev.Owner = Owner{PID: r.Owner.Pid, Comm: t.comms.name(r.Owner.Comm), FD: r.Owner.Fd,
+		ev.Owner = tcp.Owner{PID: r.Owner.Pid, Comm: t.comms.name(r.Owner.Comm), FD: r.Owner.Fd,
 			Cgroup: r.Owner.Cgroup, Container: t.cgroups.container(r.Owner.Cgroup, r.Owner.Pid)}
 	}
 	return true

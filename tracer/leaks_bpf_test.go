@@ -13,7 +13,10 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/tcptrace/tcptrace/analysis"
 	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // ssCloseWaitFDs lists, per pid, the fds ss shows in CLOSE-WAIT on these local addresses.
@@ -53,20 +56,20 @@ func TestBPFLeaks(t *testing.T) {
 	cclient.Expect("connected")
 	cconn := cserver.Conn("accepted")
 	cclient.Send("close")
-	r.waitFor("C server CLOSE_WAIT", 5*time.Second, on(cconn.Local, cconn.Remote, KindTransition, StateEstablished, StateCloseWait))
+	r.waitFor("C server CLOSE_WAIT", 5*time.Second, on(cconn.Local, cconn.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateCloseWait))
 
 	threshold := time.Second
 	time.Sleep(threshold + 200*time.Millisecond)
-	var rep LeakReport
+	var rep analysis.LeakReport
 	var err error
-	r.inRun(func() { rep, err = r.tr.LeakReport(threshold, &Filter{}) })
+	r.inRun(func() { rep, err = r.tr.LeakReport(threshold, &timeline.Filter{}) })
 	if err != nil {
 		t.Fatal(err)
 	}
 
 	locals := []string{before.ListenAddr(), good.ListenAddr(), after.ListenAddr(), cserver.ListenAddr()}
 	want := ssCloseWaitFDs(t, locals)
-	got := map[int]ProcessLeak{}
+	got := map[int]analysis.ProcessLeak{}
 	for _, p := range rep.Processes {
 		got[int(p.PID)] = p
 	}
@@ -142,11 +145,11 @@ func mustAtoi(s string) int {
 }
 
 // report runs a leak report on the tracer's goroutine.
-func (r *recorder) report(threshold time.Duration) LeakReport {
+func (r *recorder) report(threshold time.Duration) analysis.LeakReport {
 	r.t.Helper()
-	var rep LeakReport
+	var rep analysis.LeakReport
 	var err error
-	r.inRun(func() { rep, err = r.tr.LeakReport(threshold, &Filter{}) })
+	r.inRun(func() { rep, err = r.tr.LeakReport(threshold, &timeline.Filter{}) })
 	if err != nil {
 		r.t.Fatal(err)
 	}
@@ -178,7 +181,7 @@ func TestBPFTimeWaitStorm(t *testing.T) {
 	for {
 		settled := map[uint64]bool{}
 		for _, ev := range r.snapshot() {
-			if int(ev.Owner.PID) == client.PID && ev.Kind == KindTransition && (ev.New == StateTimeWait || ev.New == StateClose) {
+			if int(ev.Owner.PID) == client.PID && ev.Kind == tcp.KindTransition && (ev.New == tcp.StateTimeWait || ev.New == tcp.StateClose) {
 				settled[ev.Cookie] = true
 			}
 		}
@@ -202,7 +205,7 @@ func TestBPFTimeWaitStorm(t *testing.T) {
 			}
 		}
 	}
-	var route *TimeWaitRoute
+	var route *analysis.TimeWaitRoute
 	for i := range rep.TimeWait.Routes {
 		if rep.TimeWait.Routes[i].Remote == server.ListenAddr() {
 			route = &rep.TimeWait.Routes[i]
@@ -217,7 +220,7 @@ func TestBPFTimeWaitStorm(t *testing.T) {
 	if route.Rate <= 0 || route.Projected != int(route.Rate*60) {
 		t.Errorf("route rate %.2f/s projected %d", route.Rate, route.Projected)
 	}
-	var closer *TimeWaitCloser
+	var closer *analysis.TimeWaitCloser
 	for i := range rep.TimeWait.Closers {
 		if int(rep.TimeWait.Closers[i].PID) == client.PID {
 			closer = &rep.TimeWait.Closers[i]
@@ -239,7 +242,7 @@ func TestBPFStuckFinWait2(t *testing.T) {
 	server, client, srv, cli := testenv.Pair(t, "127.0.0.1:0")
 	client.Send("shutdown")
 	server.Expect("eof")
-	r.waitFor("client FIN_WAIT2", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateFinWait1, StateFinWait2))
+	r.waitFor("client FIN_WAIT2", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait1, tcp.StateFinWait2))
 	time.Sleep(1200 * time.Millisecond)
 	rep := r.report(time.Second)
 
@@ -247,7 +250,7 @@ func TestBPFStuckFinWait2(t *testing.T) {
 	if !ok || ss.State != "FIN-WAIT-2" {
 		t.Fatalf("ss shows the client end as %+v", ss)
 	}
-	var stuck *StuckSocket
+	var stuck *analysis.StuckSocket
 	for i := range rep.Stuck {
 		if rep.Stuck[i].Local == cli.Local.String() {
 			stuck = &rep.Stuck[i]
@@ -256,11 +259,11 @@ func TestBPFStuckFinWait2(t *testing.T) {
 	if stuck == nil {
 		t.Fatalf("client FIN_WAIT2 not reported stuck: %+v", rep.Stuck)
 	}
-	if stuck.State != StateFinWait2 || stuck.AtLeast || stuck.Age < time.Second || stuck.Orphan ||
+	if stuck.State != tcp.StateFinWait2 || stuck.AtLeast || stuck.Age < time.Second || stuck.Orphan ||
 		len(stuck.Holders) != 1 || int(stuck.Holders[0].PID) != ss.PID || stuck.Holders[0].FD != ss.FD {
 		t.Errorf("stuck %+v; ss holder pid %d fd %d", stuck, ss.PID, ss.FD)
 	}
-	if stuck.PeerState != StateCloseWait || len(stuck.PeerHolders) != 1 || int(stuck.PeerHolders[0].PID) != srv.PID || stuck.PeerHolders[0].FD != srv.FD {
+	if stuck.PeerState != tcp.StateCloseWait || len(stuck.PeerHolders) != 1 || int(stuck.PeerHolders[0].PID) != srv.PID || stuck.PeerHolders[0].FD != srv.FD {
 		t.Errorf("peer of the stuck close: %s %+v, want CLOSE_WAIT held by pid %d fd %d", stuck.PeerState, stuck.PeerHolders, srv.PID, srv.FD)
 	}
 	if !strings.Contains(stuck.Why, "has not called close()") {
@@ -275,11 +278,11 @@ func TestBPFAbortiveClose(t *testing.T) {
 	_, client, srv, cli := testenv.Pair(t, "127.0.0.1:0")
 	client.Send("abort")
 	client.Expect("aborted")
-	sent := r.waitFor("client RST sent", 5*time.Second, func(ev *Event) bool {
-		return ev.Kind == KindReset && ev.Local == cli.Local && ev.Remote == cli.Remote
+	sent := r.waitFor("client RST sent", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindReset && ev.Local == cli.Local && ev.Remote == cli.Remote
 	})
-	got := r.waitFor("server RST received", 5*time.Second, func(ev *Event) bool {
-		return ev.Kind == KindReset && ev.Local == srv.Local && ev.Remote == srv.Remote
+	got := r.waitFor("server RST received", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindReset && ev.Local == srv.Local && ev.Remote == srv.Remote
 	})
 	if !sent.ResetSent || int(sent.Owner.PID) != cli.PID {
 		t.Errorf("client reset: sent %v owner %+v, want sent by pid %d", sent.ResetSent, sent.Owner, cli.PID)
@@ -287,8 +290,8 @@ func TestBPFAbortiveClose(t *testing.T) {
 	if got.ResetSent || int(got.Owner.PID) != srv.PID || got.Owner.FD != srv.FD {
 		t.Errorf("server reset: sent %v owner %+v, want received by pid %d fd %d", got.ResetSent, got.Owner, srv.PID, srv.FD)
 	}
-	cl := r.waitFor("server ESTABLISHED->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateEstablished, StateClose))
-	if cl.Errno != 104 || cl.Flags&FlagError == 0 {
+	cl := r.waitFor("server ESTABLISHED->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateClose))
+	if cl.Errno != 104 || cl.Flags&tcp.FlagError == 0 {
 		t.Errorf("server close after RST: errno %d flags %d, want ECONNRESET (104)", cl.Errno, cl.Flags)
 	}
 	rep := r.report(time.Minute)
@@ -323,32 +326,32 @@ func TestBPFBindInUse(t *testing.T) {
 	client.Send("close")
 	client.Expect("closed")
 	// The server closed first, so its end (of an MPTCP listener: Go's default) enters TIME_WAIT.
-	r.waitFor("old server end in TIME_WAIT", 5*time.Second, func(ev *Event) bool {
-		return ev.Kind == KindTransition && ev.New == StateTimeWait && ev.Local.String() == addr && int(ev.Owner.PID) == old.PID
+	r.waitFor("old server end in TIME_WAIT", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindTransition && ev.New == tcp.StateTimeWait && ev.Local.String() == addr && int(ev.Owner.PID) == old.PID
 	})
 	old.Send("exit")
-	r.waitFor("old listener gone", 5*time.Second, func(ev *Event) bool {
-		return ev.Kind == KindTransition && ev.Old == StateListen && ev.New == StateClose && ev.Local.String() == addr
+	r.waitFor("old listener gone", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindTransition && ev.Old == tcp.StateListen && ev.New == tcp.StateClose && ev.Local.String() == addr
 	})
 
 	restart := testenv.StartPeer(t, "bind", addr, "noreuse")
 	if f := restart.Expect("bind-error"); f[0] != "EADDRINUSE" {
 		t.Fatalf("bind without SO_REUSEADDR: %v, want EADDRINUSE", f)
 	}
-	fail := r.waitFor("bind failure", 5*time.Second, func(ev *Event) bool {
-		return ev.Kind == KindBindFail && int(ev.Owner.PID) == restart.PID
+	fail := r.waitFor("bind failure", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindBindFail && int(ev.Owner.PID) == restart.PID
 	})
 	if fail.ReuseAddr || fail.Local.String() != addr || len(fail.PortHolders) == 0 {
 		t.Fatalf("bind failure %+v", fail)
 	}
 	rep := r.report(time.Minute)
-	var f *BindFailure
+	var f *analysis.BindFailure
 	for i := range rep.BindFailures {
 		if int(rep.BindFailures[i].PID) == restart.PID {
 			f = &rep.BindFailures[i]
 		}
 	}
-	if f == nil || !f.ReuseAddrWouldBind || f.Holders[0].State != StateTimeWait {
+	if f == nil || !f.ReuseAddrWouldBind || f.Holders[0].State != tcp.StateTimeWait {
 		t.Fatalf("bind failure report %+v: want TIME_WAIT holders and SO_REUSEADDR would bind", f)
 	}
 	if again := testenv.StartPeer(t, "bind", addr, "reuse"); again.Expect("bound") == nil {
@@ -360,8 +363,8 @@ func TestBPFBindInUse(t *testing.T) {
 	time.Sleep(1100 * time.Millisecond) // ports of failed binds are examined at most once a second
 	second := testenv.StartPeer(t, "bind", live.ListenAddr(), "reuse")
 	second.Expect("bind-error")
-	r.waitFor("second bind failure", 5*time.Second, func(ev *Event) bool {
-		return ev.Kind == KindBindFail && int(ev.Owner.PID) == second.PID
+	r.waitFor("second bind failure", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindBindFail && int(ev.Owner.PID) == second.PID
 	})
 	rep = r.report(time.Minute)
 	f = nil
@@ -395,19 +398,19 @@ func TestBPFStuckLastAck(t *testing.T) {
 	nft("add", "rule", "inet", table, "out", "tcp", "sport", fmt.Sprint(cli.Local.Port()), "tcp", "dport", fmt.Sprint(cli.Remote.Port()), "drop")
 
 	server.Send("close")
-	r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateCloseWait, StateLastAck))
+	r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateCloseWait, tcp.StateLastAck))
 	time.Sleep(1200 * time.Millisecond)
 	rep := r.report(time.Second)
 	if ss, ok := testenv.SSFind(t, srv.Local, srv.Remote); !ok || ss.State != "LAST-ACK" {
 		t.Fatalf("ss shows the server end as %+v", ss)
 	}
-	var stuck *StuckSocket
+	var stuck *analysis.StuckSocket
 	for i := range rep.Stuck {
 		if rep.Stuck[i].Local == srv.Local.String() && rep.Stuck[i].Remote == srv.Remote.String() {
 			stuck = &rep.Stuck[i]
 		}
 	}
-	if stuck == nil || stuck.State != StateLastAck || !stuck.Orphan || int(stuck.Owner.PID) != srv.PID || stuck.Age < time.Second || stuck.AtLeast {
+	if stuck == nil || stuck.State != tcp.StateLastAck || !stuck.Orphan || int(stuck.Owner.PID) != srv.PID || stuck.Age < time.Second || stuck.AtLeast {
 		t.Fatalf("stuck LAST_ACK: %+v", stuck)
 	}
 	if !strings.Contains(stuck.Why, "final ACK from "+srv.Remote.String()+" never came") {
@@ -425,7 +428,7 @@ func TestBPFOriginRate(t *testing.T) {
 	elapsed := time.Since(started)
 	var with, without int
 	for _, c := range conns {
-		ev := r.waitFor("server accept", 5*time.Second, on(c.Local, c.Remote, KindAccept, 0, 0))
+		ev := r.waitFor("server accept", 5*time.Second, on(c.Local, c.Remote, tcp.KindAccept, 0, 0))
 		if ev.Origin.Known() {
 			with++
 		} else {

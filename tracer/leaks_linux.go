@@ -7,26 +7,30 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // LeakReport walks the socket table and the fd tables now and reports the
 // sockets in CLOSE_WAIT for longer than threshold that the filter selects.
 // Call it from Run's goroutine (from tick), or after Run returned.
-func (t *Tracer) LeakReport(threshold time.Duration, filter *Filter) (LeakReport, error) {
+func (t *Tracer) LeakReport(threshold time.Duration, filter *timeline.Filter) (analysis.LeakReport, error) {
 	table, err := t.WalkTable()
 	if err != nil {
-		return LeakReport{}, err
+		return analysis.LeakReport{}, err
 	}
-	origin := func(c *Conn) []Frame { return t.OriginFrames(c.Origin) }
-	rep := FilteredLeakReport(table, t.timeline, ReadHostTCP(), time.Now(), threshold, filter, origin)
+	origin := func(c *timeline.Conn) []tcp.Frame { return t.OriginFrames(c.Origin) }
+	rep := analysis.FilteredLeakReport(table, t.timeline, ReadHostTCP(), time.Now(), threshold, filter, origin)
 	rep.OriginsSkipped = t.originsSkipped
 	return rep, nil
 }
 
 // ReadHostTCP reads the TCP sysctls that TIME_WAIT advice depends on; a value
 // that cannot be read stays zero.
-func ReadHostTCP() HostTCP {
-	var h HostTCP
+func ReadHostTCP() tcp.HostTCP {
+	var h tcp.HostTCP
 	read := func(name string) []int {
 		b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
 		if err != nil {
@@ -53,7 +57,7 @@ func ReadHostTCP() HostTCP {
 
 // OriginFrames symbolizes the stack recorded where a connection was created,
 // while its process lives. Call it from Run's goroutine.
-func (t *Tracer) OriginFrames(o Origin) []Frame {
+func (t *Tracer) OriginFrames(o tcp.Origin) []tcp.Frame {
 	if !o.Known() {
 		return nil
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // namespaces keeps a handle on each other network namespace that traced
@@ -96,7 +98,7 @@ func (n *namespaces) note(ino, pid uint32, now time.Time) bool {
 // prune closes the handles of namespaces no socket was seen in for a while.
 func (n *namespaces) prune(now time.Time) {
 	for ino, h := range n.handles {
-		if now.Sub(h.lastSeen) > 2*TimeWaitLen {
+		if now.Sub(h.lastSeen) > 2*timeline.TimeWaitLen {
 			h.f.Close()
 			delete(n.handles, ino)
 		}

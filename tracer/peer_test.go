@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 // The BPF tests drive real connections between real processes: testpeer
@@ -44,7 +45,7 @@ type recorder struct {
 	t      *testing.T
 	tr     *Tracer
 	mu     sync.Mutex
-	events []Event
+	events []tcp.Event
 	done   chan error
 	calls  chan func() // run on Run's goroutine, at its next tick
 }
@@ -68,7 +69,7 @@ func startTracer(t *testing.T, cfg Config) *recorder {
 	ready := make(chan struct{})
 	go func() {
 		first := true
-		r.done <- tr.Run(ctx, func(ev *Event) {
+		r.done <- tr.Run(ctx, func(ev *tcp.Event) {
 			r.mu.Lock()
 			r.events = append(r.events, *ev)
 			r.mu.Unlock()
@@ -100,7 +101,7 @@ func startTracer(t *testing.T, cfg Config) *recorder {
 }
 
 // waitFor waits until an event matches and returns it.
-func (r *recorder) waitFor(what string, timeout time.Duration, match func(*Event) bool) Event {
+func (r *recorder) waitFor(what string, timeout time.Duration, match func(*tcp.Event) bool) tcp.Event {
 	r.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -121,10 +122,10 @@ func (r *recorder) waitFor(what string, timeout time.Duration, match func(*Event
 	}
 }
 
-func (r *recorder) snapshot() []Event {
+func (r *recorder) snapshot() []tcp.Event {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return append([]Event(nil), r.events...)
+	return append([]tcp.Event(nil), r.events...)
 }
 
 func (r *recorder) dump() {
@@ -135,8 +136,8 @@ func (r *recorder) dump() {
 }
 
 // on matches events of the connection end with this local and remote address.
-func on(local, remote netip.AddrPort, kind Kind, old, new State) func(*Event) bool {
-	return func(ev *Event) bool {
-		return ev.Kind == kind && ev.Local == local && ev.Remote == remote && (kind != KindTransition || (ev.Old == old && ev.New == new))
+func on(local, remote netip.AddrPort, kind tcp.Kind, old, new tcp.State) func(*tcp.Event) bool {
+	return func(ev *tcp.Event) bool {
+		return ev.Kind == kind && ev.Local == local && ev.Remote == remote && (kind != tcp.KindTransition || (ev.Old == old && ev.New == new))
 	}
 }

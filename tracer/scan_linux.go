@@ -14,6 +14,9 @@ import (
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // iterators walk the kernel's socket table and fd tables.
@@ -87,18 +90,18 @@ func (it *iterators) expiry(r *tcptraceSockRecord, at time.Time) time.Time {
 	return at.Add(time.Duration(left * it.nsPerJiffy))
 }
 
-func (it *iterators) snapshotOf(r *tcptraceSockRecord, at time.Time) SocketSnapshot {
-	s := SocketSnapshot{
+func (it *iterators) snapshotOf(r *tcptraceSockRecord, at time.Time) tcp.SocketSnapshot {
+	s := tcp.SocketSnapshot{
 		Cookie: r.Cookie,
 		Inode:  r.Inode,
 		NetNS:  r.Netns,
 		Local:  addrPort(r.Family, &r.Saddr, r.Sport),
 		Remote: addrPort(r.Family, &r.Daddr, r.Dport),
-		State:  State(r.State),
+		State:  tcp.State(r.State),
 		Reuse:  r.Reuse != 0,
 	}
-	if s.State == StateTimeWait {
-		s.State = State(r.TwSubstate)
+	if s.State == tcp.StateTimeWait {
+		s.State = tcp.State(r.TwSubstate)
 		s.TimeWaitExpiry = it.expiry(r, at)
 	} else if r.LastRcv != 0 {
 		ago := int64(uint32(r.Jiffies) - r.LastRcv)
@@ -109,7 +112,7 @@ func (it *iterators) snapshotOf(r *tcptraceSockRecord, at time.Time) SocketSnaps
 
 // snapshot lists every TCP socket of this network namespace with the
 // processes that hold it.
-func (t *Tracer) snapshot() ([]SocketSnapshot, error) {
+func (t *Tracer) snapshot() ([]tcp.SocketSnapshot, error) {
 	table, listeners, err := t.walkTables()
 	if err != nil {
 		return nil, err
@@ -120,16 +123,16 @@ func (t *Tracer) snapshot() ([]SocketSnapshot, error) {
 
 // walkTables lists every TCP socket of the walked network namespace with
 // its holders, and the listening sockets' fds.
-func (t *Tracer) walkTables() ([]SocketSnapshot, []tcptraceFileRecord, error) {
+func (t *Tracer) walkTables() ([]tcp.SocketSnapshot, []tcptraceFileRecord, error) {
 	t.stats.Snapshots++
-	holders := make(map[uint64][]Owner)
+	holders := make(map[uint64][]tcp.Owner)
 	var listeners []tcptraceFileRecord
 	err := readRecords(nil, t.iters.files, func(r *tcptraceFileRecord) {
-		if r.State == uint8(StateListen) {
+		if r.State == uint8(tcp.StateListen) {
 			listeners = append(listeners, *r)
 		}
-		holders[r.Inode] = append(holders[r.Inode], Owner{
-			PID: r.Pid, Comm: t.comms.name(r.Comm), FD: r.Fd, Via: OwnerSeed,
+		holders[r.Inode] = append(holders[r.Inode], tcp.Owner{
+			PID: r.Pid, Comm: t.comms.name(r.Comm), FD: r.Fd, Via: tcp.OwnerSeed,
 			Cgroup: r.Cgroup, Container: t.cgroups.container(r.Cgroup, r.Pid),
 		})
 	})
@@ -139,12 +142,12 @@ func (t *Tracer) walkTables() ([]SocketSnapshot, []tcptraceFileRecord, error) {
 	at := time.Now()
 	// Sized from the last walk: growing a slice of 100,000 sockets
 	// copied more than the walk read.
-	table := make([]SocketSnapshot, 0, t.lastTableLen+t.lastTableLen/8)
+	table := make([]tcp.SocketSnapshot, 0, t.lastTableLen+t.lastTableLen/8)
 	err = readRecords(t.iters.netns, t.iters.tcp, func(r *tcptraceSockRecord) {
 		s := t.iters.snapshotOf(r, at)
 		if s.Inode != 0 {
 			s.Holders = holders[s.Inode]
-			slices.SortFunc(s.Holders, func(a, b Owner) int {
+			slices.SortFunc(s.Holders, func(a, b tcp.Owner) int {
 				if a.PID != b.PID {
 					return int(a.PID) - int(b.PID)
 				}
@@ -162,14 +165,14 @@ func (t *Tracer) walkTables() ([]SocketSnapshot, []tcptraceFileRecord, error) {
 
 // teachOwners stores in the kernel the owners it does not know yet, so that
 // softirq transitions of existing sockets are credited to them.
-func (t *Tracer) teachOwners(table []SocketSnapshot, listeners []tcptraceFileRecord) {
+func (t *Tracer) teachOwners(table []tcp.SocketSnapshot, listeners []tcptraceFileRecord) {
 	for i := range table {
 		s := &table[i]
 		if len(s.Holders) == 0 {
 			continue
 		}
 		h := s.Holders[0]
-		o := tcptraceOwner{Pid: h.PID, Fd: h.FD, Source: uint8(OwnerSeed), Cgroup: h.Cgroup}
+		o := tcptraceOwner{Pid: h.PID, Fd: h.FD, Source: uint8(tcp.OwnerSeed), Cgroup: h.Cgroup}
 		copy(unsafe.Slice((*byte)(unsafe.Pointer(&o.Comm[0])), len(o.Comm)-1), h.Comm)
 		if err := t.objs.Owners.Update(s.Cookie, &o, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			t.ownersNotTaught++
@@ -177,29 +180,29 @@ func (t *Tracer) teachOwners(table []SocketSnapshot, listeners []tcptraceFileRec
 	}
 	for _, l := range listeners {
 		key := tcptraceListenerKey{Netns: l.Netns, Port: l.Sport}
-		val := tcptraceListenOwner{Cookie: l.Cookie, Owner: tcptraceOwner{Pid: l.Pid, Fd: l.Fd, Source: uint8(OwnerSeed), Comm: l.Comm, Cgroup: l.Cgroup}}
+		val := tcptraceListenOwner{Cookie: l.Cookie, Owner: tcptraceOwner{Pid: l.Pid, Fd: l.Fd, Source: uint8(tcp.OwnerSeed), Comm: l.Comm, Cgroup: l.Cgroup}}
 		_ = t.objs.Listeners.Update(&key, &val, ebpf.UpdateNoExist)
 	}
 }
 
 // seed emits every connection that exists as tracing starts.
-func (t *Tracer) seed(emit func(*Event)) error {
+func (t *Tracer) seed(emit func(*tcp.Event)) error {
 	table, err := t.snapshot()
 	if err != nil {
 		return err
 	}
-	in := Input{Kind: InputTable, Table: Table{At: t.timeline.started, Sockets: table}}
+	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: t.timeline.Started(), Sockets: table}}
 	if err := t.feed(&in, emit); err != nil {
 		return err
 	}
 	for i := range table {
 		s := &table[i]
-		in := Input{Kind: InputEvent}
+		in := timeline.Input{Kind: timeline.InputEvent}
 		ev := &in.Event
-		*ev = Event{
-			Kind: KindExisting, Time: t.timeline.started, Cookie: s.Cookie, Inode: s.Inode,
-			NetNS: s.NetNS, Local: s.Local, Remote: s.Remote, New: s.State, Source: SourceSeed,
-			Owner: Owner{FD: -1}, FD: -1,
+		*ev = tcp.Event{
+			Kind: tcp.KindExisting, Time: t.timeline.Started(), Cookie: s.Cookie, Inode: s.Inode,
+			NetNS: s.NetNS, Local: s.Local, Remote: s.Remote, New: s.State, Source: tcp.SourceSeed,
+			Owner: tcp.Owner{FD: -1}, FD: -1,
 		}
 		if len(s.Holders) > 0 {
 			ev.Owner = s.Holders[0]
@@ -208,7 +211,7 @@ func (t *Tracer) seed(emit func(*Event)) error {
 			continue
 		}
 		if !s.TimeWaitExpiry.IsZero() {
-			ev.TimeWaitLeft = s.TimeWaitExpiry.Sub(t.timeline.started)
+			ev.TimeWaitLeft = s.TimeWaitExpiry.Sub(t.timeline.Started())
 		}
 		if err := t.feed(&in, emit); err != nil {
 			return err
@@ -218,7 +221,7 @@ func (t *Tracer) seed(emit func(*Event)) error {
 }
 
 // wantsOwner applies the pid filter to sockets found in the socket table.
-func (t *Tracer) wantsOwner(holders []Owner) bool {
+func (t *Tracer) wantsOwner(holders []tcp.Owner) bool {
 	if len(t.cfg.PIDs) == 0 {
 		return true
 	}
@@ -235,7 +238,7 @@ const walkCostFactor = 20
 
 // walkTimeWait asks the kernel about the connections that may have entered
 // TIME_WAIT and those whose timewait timer is due.
-func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
+func (t *Tracer) walkTimeWait(now time.Time, emit func(*tcp.Event)) error {
 	t.wanted = t.wanted[:0]
 	t.timeline.TimeWaitChecks(now, func(cookie uint64) { t.wanted = append(t.wanted, cookie) })
 	if len(t.wanted) == 0 {
@@ -249,7 +252,7 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 	if _, err := t.objs.TwWanted.BatchUpdate(t.wanted, one, nil); err != nil {
 		return fmt.Errorf("ask for timewait sockets: %w", err)
 	}
-	found := make(map[uint64]SocketSnapshot, len(t.wanted))
+	found := make(map[uint64]tcp.SocketSnapshot, len(t.wanted))
 	at := time.Now()
 	defer func() { t.nextWalk = time.Now().Add(max(tickEvery, walkCostFactor*time.Since(at))) }()
 	keep := func(r *tcptraceSockRecord) { found[r.Cookie] = t.iters.snapshotOf(r, at) }
@@ -284,13 +287,13 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*Event)) error {
 	for _, cookie := range t.wanted {
 		s, seen := found[cookie]
 		if c := t.timeline.Conn(cookie); !seen && t.timerExpiry && c != nil && !walked[c.NetNS] &&
-			c.State == StateFinWait2 && at.Before(c.TimeWaitExpiry) {
+			c.State == tcp.StateFinWait2 && at.Before(c.TimeWaitExpiry) {
 			// An orphan in a namespace not walked: not known gone. Its
 			// timer's program will say when it ends.
 			t.timeline.DeferCheck(cookie, c.TimeWaitExpiry.Add(timerGrace))
 			continue
 		}
-		in := Input{Kind: InputTimeWait, TimeWait: TimeWaitSighting{
+		in := timeline.Input{Kind: timeline.InputTimeWait, TimeWait: timeline.TimeWaitSighting{
 			Cookie: cookie, At: at, Seen: seen, Substate: s.State, Expiry: s.TimeWaitExpiry,
 		}}
 		if err := t.feed(&in, emit); err != nil {

@@ -12,28 +12,9 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/tcptrace/tcptrace/tcp"
 )
-
-// Frame is one address of a user stack, symbolized.
-type Frame struct {
-	Addr   uint64 `json:"addr"`
-	Func   string `json:"func,omitempty"` // empty when the binary gives no symbols
-	File   string `json:"file,omitempty"`
-	Line   int    `json:"line,omitempty"`
-	Module string `json:"module,omitempty"` // the binary or library mapped there
-}
-
-func (f Frame) String() string {
-	switch {
-	case f.Func == "" && f.Module == "":
-		return fmt.Sprintf("%#x", f.Addr)
-	case f.Func == "":
-		return fmt.Sprintf("%#x in %s (no symbols)", f.Addr, f.Module)
-	case f.File == "":
-		return f.Func
-	}
-	return fmt.Sprintf("%s (%s:%d)", f.Func, f.File, f.Line)
-}
 
 // Symbolizer turns user addresses of live processes into functions and lines,
 // from the symbol tables of the binaries: Go's pclntab, ELF symbols, DWARF lines.
@@ -76,11 +57,11 @@ func readMaps(pid uint32) ([]mapping, error) {
 
 // Frames symbolizes a stack of process pid: addrs[0] is where it was, the
 // rest are return addresses. A process that is gone gives bare addresses.
-func (s *Symbolizer) Frames(pid uint32, addrs []uint64) []Frame {
+func (s *Symbolizer) Frames(pid uint32, addrs []uint64) []tcp.Frame {
 	maps, _ := readMaps(pid)
-	frames := make([]Frame, len(addrs))
+	frames := make([]tcp.Frame, len(addrs))
 	for i, addr := range addrs {
-		frames[i] = Frame{Addr: addr}
+		frames[i] = tcp.Frame{Addr: addr}
 		lookup := addr
 		if i > 0 && lookup > 0 {
 			lookup-- // a return address: the call is the instruction before it
@@ -162,7 +143,7 @@ func openBinary(path string) (*binary, error) {
 }
 
 // symbolize fills frame from the address at file offset off.
-func (b *binary) symbolize(off uint64, frame *Frame) {
+func (b *binary) symbolize(off uint64, frame *tcp.Frame) {
 	var vaddr uint64
 	found := false
 	for _, p := range b.loads {

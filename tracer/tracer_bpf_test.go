@@ -15,13 +15,15 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // view is what the tracer's events say of one connection end right now.
 type view struct {
 	cookie uint64
-	state  State
-	owner  Owner
+	state  tcp.State
+	owner  tcp.Owner
 	inode  uint64
 }
 
@@ -44,14 +46,14 @@ func (r *recorder) view(local, remote netip.AddrPort) view {
 }
 
 // agreeWithSS checks the tracer's view of an end against ss: state, owner pid and fd, inode.
-func agreeWithSS(t *testing.T, r *recorder, c testenv.Conn, wantState State) {
+func agreeWithSS(t *testing.T, r *recorder, c testenv.Conn, wantState tcp.State) {
 	t.Helper()
 	v := r.view(c.Local, c.Remote)
 	s, ok := testenv.SSFind(t, c.Local, c.Remote)
 	if !ok {
 		t.Fatalf("ss does not list %s -> %s", c.Local, c.Remote)
 	}
-	if got := strings.ReplaceAll(s.State, "-", "_"); got != wantState.String() && !(wantState == StateEstablished && got == "ESTAB") {
+	if got := strings.ReplaceAll(s.State, "-", "_"); got != wantState.String() && !(wantState == tcp.StateEstablished && got == "ESTAB") {
 		t.Errorf("%s: ss says %s, want %s", c.Local, s.State, wantState)
 	}
 	if v.state != wantState {
@@ -66,7 +68,9 @@ func agreeWithSS(t *testing.T, r *recorder, c testenv.Conn, wantState State) {
 	}
 }
 
-func ownedBy(ev Event, c testenv.Conn) bool { return int(ev.Owner.PID) == c.PID && ev.Owner.FD == c.FD }
+func ownedBy(ev tcp.Event, c testenv.Conn) bool {
+	return int(ev.Owner.PID) == c.PID && ev.Owner.FD == c.FD
+}
 
 // TestBPFLifecycle follows one connection between two processes from connect
 // to the end of TIME_WAIT, on both ends, and checks each step against ss.
@@ -92,51 +96,51 @@ func TestBPFLifecycle(t *testing.T) {
 
 			// The client's connect() runs in the client; the server's child is
 			// born in the server's listener and accepted by the server.
-			ev := r.waitFor("client CLOSE->SYN_SENT", 5*time.Second, func(ev *Event) bool {
-				return ev.Kind == KindTransition && ev.New == StateSynSent && ev.Remote == cli.Remote && int(ev.Owner.PID) == cli.PID
+			ev := r.waitFor("client CLOSE->SYN_SENT", 5*time.Second, func(ev *tcp.Event) bool {
+				return ev.Kind == tcp.KindTransition && ev.New == tcp.StateSynSent && ev.Remote == cli.Remote && int(ev.Owner.PID) == cli.PID
 			})
-			if ev.Owner.FD != cli.FD || ev.Owner.Via != OwnerConnect {
+			if ev.Owner.FD != cli.FD || ev.Owner.Via != tcp.OwnerConnect {
 				t.Errorf("SYN_SENT owner = %+v, want fd %d via connect", ev.Owner, cli.FD)
 			}
-			r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateSynSent, StateEstablished))
-			ev = r.waitFor("server LISTEN->SYN_RECV", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateListen, StateSynRecv))
-			if int(ev.Owner.PID) != srv.PID || ev.Owner.Via != OwnerListener {
+			r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateSynSent, tcp.StateEstablished))
+			ev = r.waitFor("server LISTEN->SYN_RECV", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateListen, tcp.StateSynRecv))
+			if int(ev.Owner.PID) != srv.PID || ev.Owner.Via != tcp.OwnerListener {
 				t.Errorf("LISTEN->SYN_RECV owner = %+v, want the server %d via its listener", ev.Owner, srv.PID)
 			}
-			r.waitFor("server SYN_RECV->ESTABLISHED", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateSynRecv, StateEstablished))
-			ev = r.waitFor("server accept", 5*time.Second, on(srv.Local, srv.Remote, KindAccept, 0, 0))
+			r.waitFor("server SYN_RECV->ESTABLISHED", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateSynRecv, tcp.StateEstablished))
+			ev = r.waitFor("server accept", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindAccept, 0, 0))
 			if !ownedBy(ev, srv) || ev.FD != srv.FD {
 				t.Errorf("accept = owner %+v fd %d, want pid %d fd %d", ev.Owner, ev.FD, srv.PID, srv.FD)
 			}
-			agreeWithSS(t, r, cli, StateEstablished)
-			agreeWithSS(t, r, srv, StateEstablished)
+			agreeWithSS(t, r, cli, tcp.StateEstablished)
+			agreeWithSS(t, r, srv, tcp.StateEstablished)
 
 			// The client closes first: the server's CLOSE_WAIT runs in softirq
 			// or in the client, but belongs to the server.
 			client.Send("close")
-			ev = r.waitFor("client ESTABLISHED->FIN_WAIT1", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateEstablished, StateFinWait1))
+			ev = r.waitFor("client ESTABLISHED->FIN_WAIT1", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateFinWait1))
 			if !ownedBy(ev, cli) {
 				t.Errorf("FIN_WAIT1 owner = %+v, want client pid %d fd %d", ev.Owner, cli.PID, cli.FD)
 			}
-			ev = r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateEstablished, StateCloseWait))
+			ev = r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateCloseWait))
 			if !ownedBy(ev, srv) {
 				t.Errorf("CLOSE_WAIT owner = %+v (running %+v), want server pid %d fd %d", ev.Owner, ev.Running, srv.PID, srv.FD)
 			}
 			if ev.InOld <= 0 || ev.OldSince {
 				t.Errorf("CLOSE_WAIT: time in ESTABLISHED = %v (lower bound %v), want exact and positive", ev.InOld, ev.OldSince)
 			}
-			r.waitFor("client FIN_WAIT1->FIN_WAIT2", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateFinWait1, StateFinWait2))
+			r.waitFor("client FIN_WAIT1->FIN_WAIT2", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait1, tcp.StateFinWait2))
 			server.Expect("eof")
-			agreeWithSS(t, r, srv, StateCloseWait)
+			agreeWithSS(t, r, srv, tcp.StateCloseWait)
 
 			// The server closes: it goes through LAST_ACK, the client into TIME_WAIT.
 			server.Send("close")
-			ev = r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateCloseWait, StateLastAck))
+			ev = r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateCloseWait, tcp.StateLastAck))
 			if int(ev.Owner.PID) != srv.PID {
 				t.Errorf("LAST_ACK owner = %+v, want server %d", ev.Owner, srv.PID)
 			}
-			r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateLastAck, StateClose))
-			tw := r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateFinWait2, StateTimeWait))
+			r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateLastAck, tcp.StateClose))
+			tw := r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait2, tcp.StateTimeWait))
 			if int(tw.Owner.PID) != cli.PID {
 				t.Errorf("TIME_WAIT owner = %+v, want client %d", tw.Owner, cli.PID)
 			}
@@ -144,21 +148,21 @@ func TestBPFLifecycle(t *testing.T) {
 			// a second, spaced further by a large socket table) sees the move,
 			// and reads the time left then.
 			if tw.TimeWaitLeft < 55*time.Second || tw.TimeWaitLeft > 61*time.Second {
-				t.Errorf("TIME_WAIT expires in %v, want a little under %v", tw.TimeWaitLeft, TimeWaitLen)
+				t.Errorf("TIME_WAIT expires in %v, want a little under %v", tw.TimeWaitLeft, timeline.TimeWaitLen)
 			}
 			if s, ok := testenv.SSFind(t, cli.Local, cli.Remote); !ok || s.State != "TIME-WAIT" {
 				t.Errorf("ss shows the client end as %+v (found %v), want TIME-WAIT", s, ok)
 			}
 			for _, ev := range r.snapshot() {
-				if ev.Local == srv.Local && ev.Remote == srv.Remote && ev.New == StateTimeWait {
+				if ev.Local == srv.Local && ev.Remote == srv.Remote && ev.New == tcp.StateTimeWait {
 					t.Errorf("the server end, which closed last, entered TIME_WAIT: %+v", ev)
 				}
 			}
 
 			// TIME_WAIT ends when the kernel's timer fires, 60 s after it began.
-			end := r.waitFor("client TIME_WAIT->CLOSE", 75*time.Second, on(cli.Local, cli.Remote, KindTransition, StateTimeWait, StateClose))
-			if end.InOld < TimeWaitLen || end.InOld > TimeWaitLen+5*time.Second || end.Source != SourceTimeWait {
-				t.Errorf("TIME_WAIT lasted %v (source %s), want a little over %v", end.InOld, end.Source, TimeWaitLen)
+			end := r.waitFor("client TIME_WAIT->CLOSE", 75*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateTimeWait, tcp.StateClose))
+			if end.InOld < timeline.TimeWaitLen || end.InOld > timeline.TimeWaitLen+5*time.Second || end.Source != tcp.SourceTimeWait {
+				t.Errorf("TIME_WAIT lasted %v (source %s), want a little over %v", end.InOld, end.Source, timeline.TimeWaitLen)
 			}
 			if _, ok := testenv.SSFind(t, cli.Local, cli.Remote); ok {
 				t.Errorf("ss still lists the client end after the tracer saw TIME_WAIT end")
@@ -188,7 +192,7 @@ func TestBPFPidFilter(t *testing.T) {
 	other.Expect("eof")
 	server.Send("close")
 	other.Send("close")
-	r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateLastAck, StateClose))
+	r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateLastAck, tcp.StateClose))
 	time.Sleep(300 * time.Millisecond) // let stray events of others arrive, if any leaked through
 
 	var got []string
@@ -228,14 +232,14 @@ func TestBPFExistingConnection(t *testing.T) {
 
 	r := startTracer(t, Config{})
 	for _, c := range []testenv.Conn{cli, srv} {
-		ev := r.waitFor("existing "+c.Local.String(), 5*time.Second, on(c.Local, c.Remote, KindExisting, 0, 0))
-		if ev.New != StateEstablished || !ownedBy(ev, c) || ev.Owner.Via != OwnerSeed {
+		ev := r.waitFor("existing "+c.Local.String(), 5*time.Second, on(c.Local, c.Remote, tcp.KindExisting, 0, 0))
+		if ev.New != tcp.StateEstablished || !ownedBy(ev, c) || ev.Owner.Via != tcp.OwnerSeed {
 			t.Errorf("existing %s: state %s owner %+v, want ESTABLISHED owned by pid %d fd %d", c.Local, ev.New, ev.Owner, c.PID, c.FD)
 		}
-		agreeWithSS(t, r, c, StateEstablished)
+		agreeWithSS(t, r, c, tcp.StateEstablished)
 	}
 	client.Send("close")
-	ev := r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateEstablished, StateCloseWait))
+	ev := r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateCloseWait))
 	if !ownedBy(ev, srv) {
 		t.Errorf("CLOSE_WAIT of an existing connection: owner %+v, want pid %d fd %d", ev.Owner, srv.PID, srv.FD)
 	}
@@ -243,7 +247,7 @@ func TestBPFExistingConnection(t *testing.T) {
 		t.Errorf("time in ESTABLISHED should be a lower bound for a connection older than the tracer")
 	}
 	server.Expect("eof")
-	agreeWithSS(t, r, srv, StateCloseWait)
+	agreeWithSS(t, r, srv, tcp.StateCloseWait)
 }
 
 // TestBPFClassicFallback runs the fallback used where tp_btf cannot be
@@ -254,22 +258,22 @@ func TestBPFClassicFallback(t *testing.T) {
 		t.Fatal("tracer did not use the classic tracepoint")
 	}
 	server, client, srv, cli := testenv.Pair(t, "127.0.0.1:0")
-	r.waitFor("server accept", 5*time.Second, on(srv.Local, srv.Remote, KindAccept, 0, 0))
-	r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateSynSent, StateEstablished))
-	agreeWithSS(t, r, cli, StateEstablished)
-	agreeWithSS(t, r, srv, StateEstablished)
+	r.waitFor("server accept", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindAccept, 0, 0))
+	r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateSynSent, tcp.StateEstablished))
+	agreeWithSS(t, r, cli, tcp.StateEstablished)
+	agreeWithSS(t, r, srv, tcp.StateEstablished)
 
 	client.Send("close")
-	ev := r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateEstablished, StateCloseWait))
+	ev := r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateCloseWait))
 	if !ownedBy(ev, srv) {
 		t.Errorf("CLOSE_WAIT owner = %+v, want server pid %d fd %d", ev.Owner, srv.PID, srv.FD)
 	}
 	server.Expect("eof")
-	agreeWithSS(t, r, srv, StateCloseWait)
+	agreeWithSS(t, r, srv, tcp.StateCloseWait)
 	server.Send("close")
-	r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, KindTransition, StateLastAck, StateClose))
+	r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateLastAck, tcp.StateClose))
 	// Without cookies the timewait socket cannot be matched: the CLOSE shows as reported.
-	ev = r.waitFor("client FIN_WAIT2->CLOSE", 5*time.Second, on(cli.Local, cli.Remote, KindTransition, StateFinWait2, StateClose))
+	ev = r.waitFor("client FIN_WAIT2->CLOSE", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait2, tcp.StateClose))
 	if int(ev.Owner.PID) != cli.PID {
 		t.Errorf("client close owner = %+v, want pid %d", ev.Owner, cli.PID)
 	}
@@ -297,11 +301,11 @@ func TestBPFLossIsCountedAndRepaired(t *testing.T) {
 	}
 
 	var mu sync.Mutex
-	var repaired []Event
+	var repaired []tcp.Event
 	ctx, cancel := context.WithTimeout(context.Background(), 2500*time.Millisecond)
 	defer cancel()
-	err = tr.Run(ctx, func(ev *Event) {
-		if ev.Source == SourceRepair {
+	err = tr.Run(ctx, func(ev *tcp.Event) {
+		if ev.Source == tcp.SourceRepair {
 			mu.Lock()
 			repaired = append(repaired, *ev)
 			mu.Unlock()
@@ -314,7 +318,7 @@ func TestBPFLossIsCountedAndRepaired(t *testing.T) {
 	if st.RingbufDrops == 0 || st.Repairs == 0 || st.Snapshots < 2 {
 		t.Fatalf("stats %+v: want drops counted and repairs made", st)
 	}
-	if c := tr.Timeline().Conn(connCookie(tr.Timeline(), last)); c == nil || c.State != StateCloseWait || int(c.Owner.PID) != last.PID {
+	if c := tr.Timeline().Conn(connCookie(tr.Timeline(), last)); c == nil || c.State != tcp.StateCloseWait || int(c.Owner.PID) != last.PID {
 		t.Errorf("after repair the last server end is %+v, want CLOSE_WAIT owned by %d", c, last.PID)
 	}
 	if len(repaired) == 0 {
@@ -323,9 +327,9 @@ func TestBPFLossIsCountedAndRepaired(t *testing.T) {
 }
 
 // connCookie finds the cookie of a connection end in the timeline.
-func connCookie(tl *Timeline, c testenv.Conn) uint64 {
+func connCookie(tl *timeline.Timeline, c testenv.Conn) uint64 {
 	var cookie uint64
-	tl.Each(func(x *Conn) {
+	tl.Each(func(x *timeline.Conn) {
 		if x.Local == c.Local && x.Remote == c.Remote {
 			cookie = x.Cookie
 		}

@@ -16,6 +16,10 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // Config chooses what the tracer reports.
@@ -53,34 +57,8 @@ type Config struct {
 
 // Recorder keeps the inputs of a trace, in order.
 type Recorder interface {
-	Record(*Input) error
+	Record(*timeline.Input) error
 }
-
-// Stats counts what the tracer read, and every event it lost or missed.
-type Stats struct {
-	Events uint64 // ring-buffer records read
-	// RingbufDrops are events lost because the ring buffer was full.
-	RingbufDrops uint64
-	// RecursionMisses are program runs the kernel skipped because another BPF
-	// program was running on the same CPU; for the state program each is a
-	// lost transition.
-	StateMisses   uint64
-	SyscallMisses uint64
-	// OwnerMapFull counts sockets whose owner could not be stored in the kernel.
-	OwnerMapFull uint64
-	// Repairs are transitions shown from the socket table after events were missed.
-	Repairs uint64
-	// TimeWaitWalks and Snapshots count walks of the kernel's socket table.
-	TimeWaitWalks uint64
-	Snapshots     uint64
-	// NetNSUnfollowed counts the network namespaces not followed, past the
-	// handles kept or not enterable: their orphans that get the peer's FIN
-	// show CLOSE, not TIME_WAIT.
-	NetNSUnfollowed uint64
-}
-
-// Missed is the number of events the kernel lost or skipped.
-func (s Stats) Missed() uint64 { return s.RingbufDrops + s.StateMisses + s.SyscallMisses }
 
 // Tracer streams TCP state transitions from the kernel.
 type Tracer struct {
@@ -90,8 +68,8 @@ type Tracer struct {
 	rd       *ringbuf.Reader
 	iters    iterators
 	clock    clock
-	timeline *Timeline
-	stats    Stats
+	timeline *timeline.Timeline
+	stats    timeline.Stats
 	comms    commCache
 	cgroups  cgroupCache
 	netns    *namespaces
@@ -108,7 +86,7 @@ type Tracer struct {
 	// lastPortWalk limits the socket-table walks made for failed binds.
 	lastPortWalk time.Time
 	// in is the input that ring-buffer records are decoded into.
-	in Input
+	in timeline.Input
 	// originsSkipped counts the user stacks not taken past Config.OriginRate.
 	originsSkipped uint64
 	// ownersNotTaught counts the owners found in the fd tables that the
@@ -254,7 +232,7 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 		return nil, err
 	}
 	t.clock = newClock()
-	t.timeline = NewTimeline(time.Now())
+	t.timeline = timeline.NewTimeline(time.Now())
 	if t.timerExpiry {
 		t.timeline.TimeWaitGrace = timerGrace
 	}
@@ -319,10 +297,10 @@ func (t *Tracer) Classic() bool { return t.classic }
 
 // Timeline is the tracer's view of every connection; use it only from the
 // goroutine that calls Run, or after Run returned.
-func (t *Tracer) Timeline() *Timeline { return t.timeline }
+func (t *Tracer) Timeline() *timeline.Timeline { return t.timeline }
 
 // Stats returns the counts as of the last check (once a second while Run runs).
-func (t *Tracer) Stats() Stats { return t.stats }
+func (t *Tracer) Stats() timeline.Stats { return t.stats }
 
 const (
 	tickEvery     = 100 * time.Millisecond
@@ -342,7 +320,7 @@ const (
 // Run seeds the connections that exist, then calls emit for every event until
 // ctx is done. Events are emitted from the calling goroutine only; tick, if
 // not nil, is called from it too, about every 100 ms (to flush output, say).
-func (t *Tracer) Run(ctx context.Context, emit func(*Event), tick func()) error {
+func (t *Tracer) Run(ctx context.Context, emit func(*tcp.Event), tick func()) error {
 	// Events queued since the programs were attached are older than the
 	// socket table the seed reads: apply them first.
 	if err := t.drain(emit); err != nil {
@@ -411,7 +389,7 @@ func pollSleep() {
 }
 
 // finish reads what is left in the ring buffer and settles held transitions.
-func (t *Tracer) finish(emit func(*Event)) error {
+func (t *Tracer) finish(emit func(*tcp.Event)) error {
 	if err := t.drain(emit); err != nil {
 		return err
 	}
@@ -423,7 +401,7 @@ func (t *Tracer) finish(emit func(*Event)) error {
 }
 
 // drain applies every event already in the ring buffer.
-func (t *Tracer) drain(emit func(*Event)) error {
+func (t *Tracer) drain(emit func(*tcp.Event)) error {
 	var rec ringbuf.Record
 	for {
 		err := t.rd.ReadInto(&rec)
@@ -441,7 +419,7 @@ func (t *Tracer) drain(emit func(*Event)) error {
 }
 
 // feed passes one input to the recorder, if any, and to the timeline.
-func (t *Tracer) feed(in *Input, emit func(*Event)) error {
+func (t *Tracer) feed(in *timeline.Input, emit func(*tcp.Event)) error {
 	if t.cfg.Recorder != nil {
 		if err := t.cfg.Recorder.Record(in); err != nil {
 			return fmt.Errorf("record: %w", err)
@@ -451,22 +429,22 @@ func (t *Tracer) feed(in *Input, emit func(*Event)) error {
 	return nil
 }
 
-func discard(*Event) {}
+func discard(*tcp.Event) {}
 
 // WalkTable walks the socket and fd tables now and feeds the result to the
 // timeline (and the recorder). Call it from Run's goroutine.
-func (t *Tracer) WalkTable() ([]SocketSnapshot, error) {
+func (t *Tracer) WalkTable() ([]tcp.SocketSnapshot, error) {
 	table, err := t.snapshot()
 	if err != nil {
 		return nil, err
 	}
-	in := Input{Kind: InputTable, Table: Table{At: time.Now(), Sockets: table}}
+	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: time.Now(), Sockets: table}}
 	return table, t.feed(&in, discard)
 }
 
 // apply decodes one record and feeds it to the timeline; a failed bind also
 // gets the sockets that held its port.
-func (t *Tracer) apply(raw []byte, emit func(*Event)) error {
+func (t *Tracer) apply(raw []byte, emit func(*tcp.Event)) error {
 	ev := &t.in.Event
 	if !t.decode(raw, ev) {
 		return nil
@@ -476,11 +454,11 @@ func (t *Tracer) apply(raw []byte, emit func(*Event)) error {
 		if t.timeline.Conn(ev.Cookie) == nil {
 			return nil
 		}
-		t.in.Kind = InputTimeWait
-		t.in.TimeWait = TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time}
+		t.in.Kind = timeline.InputTimeWait
+		t.in.TimeWait = timeline.TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time}
 		return t.feed(&t.in, emit)
 	}
-	t.in.Kind = InputEvent
+	t.in.Kind = timeline.InputEvent
 	if ev.NetNS != t.netns.walked {
 		pid := ev.Owner.PID
 		if pid == 0 {
@@ -490,23 +468,23 @@ func (t *Tracer) apply(raw []byte, emit func(*Event)) error {
 			t.stats.NetNSUnfollowed++
 		}
 	}
-	if ev.Kind == KindBindFail && time.Since(t.lastPortWalk) >= time.Second {
+	if ev.Kind == tcp.KindBindFail && time.Since(t.lastPortWalk) >= time.Second {
 		t.lastPortWalk = time.Now()
 		if table, err := t.snapshot(); err == nil {
-			ev.PortHolders = PortHolders(table, ev.NetNS, ev.Local)
+			ev.PortHolders = analysis.PortHolders(table, ev.NetNS, ev.Local)
 		}
 	}
-	if err := t.feed(&t.in, emit); err != nil || !mayEnterTimeWait(ev) {
+	if err := t.feed(&t.in, emit); err != nil || !ev.MayEnterTimeWait() {
 		return err
 	}
 	// The state program looked for the timewait socket that took the
 	// connection's place: say what it found, and the timeline shows the
 	// CLOSE, or the move into TIME_WAIT, at once.
-	t.in.Kind = InputTimeWait
-	t.in.TimeWait = TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time}
+	t.in.Kind = timeline.InputTimeWait
+	t.in.TimeWait = timeline.TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time}
 	if r := (*tcptraceEvent)(unsafe.Pointer(&raw[0])); r.Flags&uint8(tcptraceEventFlagFLAG_TIME_WAIT) != 0 {
 		t.in.TimeWait.Seen = true
-		t.in.TimeWait.Substate = State(r.TwSubstate)
+		t.in.TimeWait.Substate = tcp.State(r.TwSubstate)
 		t.in.TimeWait.Expiry = ev.Time.Add(time.Duration(int64(int32(r.TwLeft)) * t.iters.nsPerJiffy))
 	} else if !t.classic {
 		// Not found in its bucket (a very long chain, say): the CLOSE stays
@@ -519,11 +497,11 @@ func (t *Tracer) apply(raw []byte, emit func(*Event)) error {
 
 // checkLoss reads the loss counters and, when events were missed, repairs
 // the timeline from the kernel's socket table.
-func (t *Tracer) checkLoss(emit func(*Event)) error {
+func (t *Tracer) checkLoss(emit func(*tcp.Event)) error {
 	if err := t.readCounters(); err != nil {
 		return err
 	}
-	stats := Input{Kind: InputStats, Stats: StatsAt{At: time.Now(), Stats: t.stats}}
+	stats := timeline.Input{Kind: timeline.InputStats, Stats: timeline.StatsAt{At: time.Now(), Stats: t.stats}}
 	if err := t.feed(&stats, emit); err != nil {
 		return err
 	}
@@ -540,8 +518,8 @@ func (t *Tracer) checkLoss(emit func(*Event)) error {
 	if err := t.drain(emit); err != nil {
 		return err
 	}
-	in := Input{Kind: InputTable, Table: Table{At: takenAt, Repair: true, Sockets: table}}
-	return t.feed(&in, func(ev *Event) {
+	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: takenAt, Repair: true, Sockets: table}}
+	return t.feed(&in, func(ev *tcp.Event) {
 		t.stats.Repairs++
 		emit(ev)
 	})

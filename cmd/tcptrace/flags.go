@@ -12,6 +12,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
@@ -50,14 +52,14 @@ func (f *filterFlags) register(fs *pflag.FlagSet) {
 
 // filter checks the flags and builds the filter for live tracing; every
 // error is a usage error.
-func (f *filterFlags) filter() (tracer.Filter, error) { return f.build(true) }
+func (f *filterFlags) filter() (timeline.Filter, error) { return f.build(true) }
 
 // offlineFilter builds the filter for a recorded trace, whose processes need
 // not exist any more.
-func (f *filterFlags) offlineFilter() (tracer.Filter, error) { return f.build(false) }
+func (f *filterFlags) offlineFilter() (timeline.Filter, error) { return f.build(false) }
 
-func (f *filterFlags) build(live bool) (tracer.Filter, error) {
-	var out tracer.Filter
+func (f *filterFlags) build(live bool) (timeline.Filter, error) {
+	var out timeline.Filter
 	for _, pid := range f.pids {
 		if pid <= 0 {
 			return out, usagef("invalid pid %d: want a positive process id", pid)
@@ -78,14 +80,14 @@ func (f *filterFlags) build(live bool) (tracer.Filter, error) {
 		if p.s == "" {
 			continue
 		}
-		v, err := tracer.ParsePort(p.s)
+		v, err := timeline.ParsePort(p.s)
 		if err != nil {
 			return out, usageError{err}
 		}
 		*p.dst = v
 	}
 	if f.addr != "" {
-		a, err := tracer.ParseAddr(f.addr)
+		a, err := timeline.ParseAddr(f.addr)
 		if err != nil {
 			return out, usageError{err}
 		}
@@ -100,7 +102,7 @@ func (f *filterFlags) build(live bool) (tracer.Filter, error) {
 		out.Family = 6
 	}
 	for _, s := range f.states {
-		st, err := tracer.ParseState(strings.TrimSpace(s))
+		st, err := tcp.ParseState(strings.TrimSpace(s))
 		if err != nil {
 			return out, usageError{err}
 		}

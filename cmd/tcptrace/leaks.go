@@ -16,6 +16,9 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
@@ -55,7 +58,7 @@ type leaksFlags struct {
 
 func (f *leaksFlags) register(fs *pflag.FlagSet) {
 	f.filterFlags.register(fs)
-	fs.DurationVar(&f.threshold, "threshold", tracer.DefaultLeakThreshold, "how long in CLOSE_WAIT counts as a leak")
+	fs.DurationVar(&f.threshold, "threshold", analysis.DefaultLeakThreshold, "how long in CLOSE_WAIT counts as a leak")
 	fs.DurationVar(&f.interval, "interval", 2*time.Second, "how often the live view refreshes")
 	fs.BoolVar(&f.once, "once", false, "print one report and exit (status 3 if it found leaks)")
 	registerOriginRate(fs, &f.originRate)
@@ -111,7 +114,7 @@ func runLeaks(args []string) error {
 	terminal := !f.json && isatty.IsTerminal(os.Stdout.Fd())
 	var found, reportErr error
 	next := time.Now()
-	err = tr.Run(ctx, exp.emit(func(*tracer.Event) {}), exp.tick(func() {
+	err = tr.Run(ctx, exp.emit(func(*tcp.Event) {}), exp.tick(func() {
 		if time.Now().Before(next) || reportErr != nil {
 			return
 		}
@@ -177,8 +180,8 @@ var ansiEscape = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
 // printLeakReport writes a report under a title: "tcptrace leaks" live, the
 // trace file's name in a postmortem.
-func printLeakReport(w io.Writer, title string, rep *tracer.LeakReport, st tracer.Stats) {
-	fmt.Fprintf(w, "%s  %s  threshold %s", title, rep.Time.Format("2006-01-02 15:04:05"), tracer.FormatAge(rep.Threshold))
+func printLeakReport(w io.Writer, title string, rep *analysis.LeakReport, st timeline.Stats) {
+	fmt.Fprintf(w, "%s  %s  threshold %s", title, rep.Time.Format("2006-01-02 15:04:05"), tcp.FormatAge(rep.Threshold))
 	if rep.Young > 0 {
 		fmt.Fprintf(w, "  (%d younger CLOSE_WAIT sockets not shown)", rep.Young)
 	}
@@ -190,7 +193,7 @@ func printLeakReport(w io.Writer, title string, rep *tracer.LeakReport, st trace
 	}
 	fmt.Fprintln(w)
 	if len(rep.Processes) == 0 {
-		fmt.Fprintf(w, "\nno socket has been in CLOSE_WAIT for %s or more\n", tracer.FormatAge(rep.Threshold))
+		fmt.Fprintf(w, "\nno socket has been in CLOSE_WAIT for %s or more\n", tcp.FormatAge(rep.Threshold))
 	}
 	printCloseWait(w, rep)
 	printStuck(w, rep)
@@ -211,7 +214,7 @@ func printLimits(w io.Writer, limits []string) {
 	}
 }
 
-func printAborts(w io.Writer, rep *tracer.LeakReport) {
+func printAborts(w io.Writer, rep *analysis.LeakReport) {
 	bold := color.New(color.Bold)
 	if len(rep.Resets) > 0 {
 		fmt.Fprintf(w, "\n%s\n", bold.Sprintf("%s ended by RST (latest first):", countOf(len(rep.Resets), "connection", "connections")))
@@ -246,16 +249,16 @@ func printAborts(w io.Writer, rep *tracer.LeakReport) {
 
 func ageText(d time.Duration, atLeast bool) string {
 	if atLeast {
-		return ">" + tracer.FormatAge(d)
+		return ">" + tcp.FormatAge(d)
 	}
-	return tracer.FormatAge(d)
+	return tcp.FormatAge(d)
 }
 
-func printStuck(w io.Writer, rep *tracer.LeakReport) {
+func printStuck(w io.Writer, rep *analysis.LeakReport) {
 	if len(rep.Stuck) == 0 {
 		return
 	}
-	fmt.Fprintf(w, "\n%s\n", color.New(color.Bold).Sprintf("%s stuck for %s or more:", countOf(len(rep.Stuck), "close", "closes"), tracer.FormatAge(rep.Threshold)))
+	fmt.Fprintf(w, "\n%s\n", color.New(color.Bold).Sprintf("%s stuck for %s or more:", countOf(len(rep.Stuck), "close", "closes"), tcp.FormatAge(rep.Threshold)))
 	for i, s := range rep.Stuck {
 		if i == maxSocketsShown {
 			fmt.Fprintf(w, "  ... and %d more\n", len(rep.Stuck)-maxSocketsShown)
@@ -275,7 +278,7 @@ func printStuck(w io.Writer, rep *tracer.LeakReport) {
 	}
 }
 
-func printTimeWait(w io.Writer, tw *tracer.TimeWaitReport) {
+func printTimeWait(w io.Writer, tw *analysis.TimeWaitReport) {
 	fmt.Fprintf(w, "\n%s %s; %.2f new/s, about %d at steady state; ephemeral ports %d-%d, tcp_tw_reuse=%d\n",
 		color.New(color.Bold).Sprint("TIME_WAIT:"), countOf(tw.Total, "socket", "sockets"), tw.Rate, tw.Projected, tw.PortRange[0], tw.PortRange[1], tw.TwReuse)
 	for i, r := range tw.Routes {
@@ -307,16 +310,16 @@ func printTimeWait(w io.Writer, tw *tracer.TimeWaitReport) {
 	}
 }
 
-func printCloseWait(w io.Writer, rep *tracer.LeakReport) {
+func printCloseWait(w io.Writer, rep *analysis.LeakReport) {
 	bold := color.New(color.Bold)
 	red := color.New(color.FgRed, color.Bold)
 	for _, p := range rep.Processes {
 		fmt.Fprintf(w, "\n%s\n", red.Sprint(p.Verdict))
 		if p.Container != "" {
-			fmt.Fprintf(w, "  in:       container %s\n", tracer.ShortContainerID(p.Container))
+			fmt.Fprintf(w, "  in:       container %s\n", tcp.ShortContainerID(p.Container))
 		}
 		fmt.Fprintf(w, "  fds:      %s\n", joinFDs(p.FDs))
-		median := tracer.FormatAge(p.Median)
+		median := tcp.FormatAge(p.Median)
 		if p.AtLeast {
 			median = "at least " + median
 		}

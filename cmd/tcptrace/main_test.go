@@ -18,8 +18,9 @@ import (
 
 	"github.com/cilium/ebpf/btf"
 
+	"github.com/tcptrace/tcptrace/analysis"
 	"github.com/tcptrace/tcptrace/internal/testenv"
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 var tcptraceBinary string
@@ -137,12 +138,12 @@ func TestNotRoot(t *testing.T) {
 }
 
 func TestJSONLine(t *testing.T) {
-	ev := tracer.Event{
-		Kind: tracer.KindTransition, Time: time.Date(2026, 11, 21, 12, 0, 0, 5, time.UTC), Cookie: 77, Inode: 1234, NetNS: 4026531840,
+	ev := tcp.Event{
+		Kind: tcp.KindTransition, Time: time.Date(2026, 11, 21, 12, 0, 0, 5, time.UTC), Cookie: 77, Inode: 1234, NetNS: 4026531840,
 		Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("[::1]:9"),
-		Old: tracer.StateEstablished, New: tracer.StateCloseWait, InOld: 1500 * time.Millisecond,
-		Running: tracer.Task{PID: 5, TID: 6, Comm: `cli"ent`}, Owner: tracer.Owner{PID: 42, Comm: "server", FD: 7, Via: tracer.OwnerAccept, Cgroup: 9, Container: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
-		FD: -1, Flags: tracer.FlagOrphan,
+		Old: tcp.StateEstablished, New: tcp.StateCloseWait, InOld: 1500 * time.Millisecond,
+		Running: tcp.Task{PID: 5, TID: 6, Comm: `cli"ent`}, Owner: tcp.Owner{PID: 42, Comm: "server", FD: 7, Via: tcp.OwnerAccept, Cgroup: 9, Container: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
+		FD: -1, Flags: tcp.FlagOrphan,
 	}
 	got := string(appendJSON(nil, &ev))
 	want := `{"time":"2026-11-21T12:00:00.000000005Z","type":"transition","conn":77,"inode":1234,"netns":4026531840,"family":4,` +
@@ -159,11 +160,11 @@ func TestJSONLine(t *testing.T) {
 }
 
 func TestTextLine(t *testing.T) {
-	ev := tracer.Event{
-		Kind: tracer.KindTransition, Time: time.Date(2026, 11, 21, 12, 0, 0, 0, time.Local),
+	ev := tcp.Event{
+		Kind: tcp.KindTransition, Time: time.Date(2026, 11, 21, 12, 0, 0, 0, time.Local),
 		Local: netip.MustParseAddrPort("127.0.0.1:40000"), Remote: netip.MustParseAddrPort("127.0.0.1:80"),
-		Old: tracer.StateFinWait2, New: tracer.StateTimeWait, InOld: 2 * time.Second, TimeWaitLeft: 60 * time.Second,
-		Owner: tracer.Owner{PID: 42, Comm: "curl", FD: 3, Via: tracer.OwnerConnect}, Source: tracer.SourceTimeWait,
+		Old: tcp.StateFinWait2, New: tcp.StateTimeWait, InOld: 2 * time.Second, TimeWaitLeft: 60 * time.Second,
+		Owner: tcp.Owner{PID: 42, Comm: "curl", FD: 3, Via: tcp.OwnerConnect}, Source: tcp.SourceTimeWait,
 	}
 	setColor("never")
 	got := string(appendText(nil, &ev))
@@ -262,7 +263,7 @@ func TestBPFLeaksOnce(t *testing.T) {
 	if code != exitLeaks {
 		t.Fatalf("exit %d, want %d; stderr: %s", code, exitLeaks, stderr)
 	}
-	var rep tracer.LeakReport
+	var rep analysis.LeakReport
 	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
 		t.Fatalf("not one JSON report: %v\n%s", err, stdout)
 	}
@@ -304,12 +305,12 @@ func TestBPFLeaksOnce(t *testing.T) {
 func TestBPFLeaksLive(t *testing.T) {
 	testenv.RequireBPF(t)
 	cmd, stdout, stderr := startTcptrace(t, "leaks", "--json", "--threshold", "1s", "--interval", "500ms")
-	reports := make(chan tracer.LeakReport, 100)
+	reports := make(chan analysis.LeakReport, 100)
 	go func() {
 		sc := bufio.NewScanner(stdout)
 		sc.Buffer(nil, 16<<20)
 		for sc.Scan() {
-			var rep tracer.LeakReport
+			var rep analysis.LeakReport
 			if err := json.Unmarshal(sc.Bytes(), &rep); err != nil {
 				t.Errorf("not a JSON report: %v", err)
 				continue

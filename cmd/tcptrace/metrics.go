@@ -10,6 +10,8 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tcptrace/tcptrace/metrics"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
@@ -64,7 +66,7 @@ func (f *metricsFlags) check() error {
 
 // start checks the flags and, when an address was given, listens on it at
 // once, so that an address in use fails before tracing starts.
-func (f *metricsFlags) start(filter *tracer.Filter) (*exporter, error) {
+func (f *metricsFlags) start(filter *timeline.Filter) (*exporter, error) {
 	if err := f.check(); err != nil || f.addr == "" {
 		return nil, err
 	}
@@ -92,11 +94,11 @@ func (e *exporter) attach(tr *tracer.Tracer, cancel context.CancelFunc) {
 }
 
 // emit counts every event before passing it on.
-func (e *exporter) emit(next func(*tracer.Event)) func(*tracer.Event) {
+func (e *exporter) emit(next func(*tcp.Event)) func(*tcp.Event) {
 	if e == nil {
 		return next
 	}
-	return func(ev *tracer.Event) {
+	return func(ev *tcp.Event) {
 		e.observer.Observe(ev)
 		next(ev)
 	}

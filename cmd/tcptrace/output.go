@@ -10,7 +10,8 @@ import (
 
 	"github.com/fatih/color"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 func setColor(mode string) error {
@@ -27,21 +28,21 @@ func setColor(mode string) error {
 	return nil
 }
 
-var stateColors = map[tracer.State]*color.Color{
-	tracer.StateEstablished: color.New(color.FgGreen),
-	tracer.StateSynSent:     color.New(color.FgCyan),
-	tracer.StateSynRecv:     color.New(color.FgCyan),
-	tracer.StateListen:      color.New(color.FgBlue),
-	tracer.StateCloseWait:   color.New(color.FgRed, color.Bold),
-	tracer.StateFinWait1:    color.New(color.FgYellow),
-	tracer.StateFinWait2:    color.New(color.FgYellow),
-	tracer.StateClosing:     color.New(color.FgYellow),
-	tracer.StateLastAck:     color.New(color.FgYellow),
-	tracer.StateTimeWait:    color.New(color.FgMagenta),
-	tracer.StateClose:       color.New(color.Faint),
+var stateColors = map[tcp.State]*color.Color{
+	tcp.StateEstablished: color.New(color.FgGreen),
+	tcp.StateSynSent:     color.New(color.FgCyan),
+	tcp.StateSynRecv:     color.New(color.FgCyan),
+	tcp.StateListen:      color.New(color.FgBlue),
+	tcp.StateCloseWait:   color.New(color.FgRed, color.Bold),
+	tcp.StateFinWait1:    color.New(color.FgYellow),
+	tcp.StateFinWait2:    color.New(color.FgYellow),
+	tcp.StateClosing:     color.New(color.FgYellow),
+	tcp.StateLastAck:     color.New(color.FgYellow),
+	tcp.StateTimeWait:    color.New(color.FgMagenta),
+	tcp.StateClose:       color.New(color.Faint),
 }
 
-func paintState(s tracer.State) string {
+func paintState(s tcp.State) string {
 	if c, ok := stateColors[s]; ok && !color.NoColor {
 		return c.Sprint(s.String())
 	}
@@ -65,7 +66,7 @@ func (p *printer) header() {
 	fmt.Fprintf(p.w, headerFormat, "TIME", "PID", "COMM", "FD", "LOCAL", "REMOTE", "TRANSITION")
 }
 
-func (p *printer) print(ev *tracer.Event) {
+func (p *printer) print(ev *tcp.Event) {
 	if p.json {
 		p.buf = appendJSON(p.buf[:0], ev)
 	} else {
@@ -132,7 +133,7 @@ func appendDigits(b []byte, v, n int) []byte {
 
 // appendText writes an event as a line of the stream's table. It is the
 // stream's hot path, so it formats without time.Format or allocations.
-func appendText(b []byte, ev *tracer.Event) []byte {
+func appendText(b []byte, ev *tcp.Event) []byte {
 	h, m, s := ev.Time.Clock()
 	b = appendDigits(b, h, 2)
 	b = append(b, ':')
@@ -175,31 +176,31 @@ func appendText(b []byte, ev *tracer.Event) []byte {
 	b = appendWhat(b, ev)
 	if ev.Owner.Container != "" {
 		b = append(b, "  container="...)
-		b = append(b, tracer.ShortContainerID(ev.Owner.Container)...)
+		b = append(b, tcp.ShortContainerID(ev.Owner.Container)...)
 	}
 	return b
 }
 
 // appendWhat writes what happened: the transition, accept, close, RST or
 // failed bind, and how long the connection had been in its old state.
-func appendWhat(b []byte, ev *tracer.Event) []byte {
+func appendWhat(b []byte, ev *tcp.Event) []byte {
 	switch ev.Kind {
-	case tracer.KindAccept:
+	case tcp.KindAccept:
 		b = append(b, "accept() -> fd "...)
 		b = strconv.AppendInt(b, int64(ev.FD), 10)
 		b = append(b, " in "...)
 		b = append(b, paintState(ev.New)...)
-	case tracer.KindCloseFD:
+	case tcp.KindCloseFD:
 		b = append(b, "close(fd "...)
 		b = strconv.AppendInt(b, int64(ev.FD), 10)
 		b = append(b, ") by "...)
 		b = strconv.AppendUint(b, uint64(ev.Running.PID), 10)
 		b = append(b, " in "...)
 		b = append(b, paintState(ev.New)...)
-	case tracer.KindExisting:
+	case tcp.KindExisting:
 		b = append(b, "existing "...)
 		b = append(b, paintState(ev.New)...)
-	case tracer.KindReset:
+	case tcp.KindReset:
 		if ev.ResetSent {
 			b = append(b, "RST sent"...)
 			if ev.ResetReason != "" {
@@ -212,7 +213,7 @@ func appendWhat(b []byte, ev *tracer.Event) []byte {
 		}
 		b = append(b, " in "...)
 		b = append(b, paintState(ev.New)...)
-	case tracer.KindBindFail:
+	case tcp.KindBindFail:
 		b = append(b, "bind() failed: EADDRINUSE"...)
 		if ev.ReuseAddr {
 			b = append(b, " with SO_REUSEADDR"...)
@@ -225,7 +226,7 @@ func appendWhat(b []byte, ev *tracer.Event) []byte {
 		b = append(b, " -> "...)
 		b = append(b, paintState(ev.New)...)
 	}
-	if ev.InOld >= 0 && ev.Kind == tracer.KindTransition {
+	if ev.InOld >= 0 && ev.Kind == tcp.KindTransition {
 		b = append(b, "  "...)
 		if ev.OldSince {
 			b = append(b, '>')
@@ -237,13 +238,13 @@ func appendWhat(b []byte, ev *tracer.Event) []byte {
 		b = appendDuration(b, ev.TimeWaitLeft)
 		b = append(b, ')')
 	}
-	if ev.Kind == tracer.KindTransition && ev.New == tracer.StateClose && ev.Flags&tracer.FlagError != 0 {
+	if ev.Kind == tcp.KindTransition && ev.New == tcp.StateClose && ev.Flags&tcp.FlagError != 0 {
 		b = append(b, "  (error "...)
 		b = strconv.AppendInt(b, int64(ev.Errno), 10)
 		b = append(b, ')')
 	}
 	switch ev.Source {
-	case tracer.SourceRepair:
+	case tcp.SourceRepair:
 		b = append(b, "  (repaired: events were missed)"...)
 	}
 	return b
@@ -252,7 +253,7 @@ func appendWhat(b []byte, ev *tracer.Event) []byte {
 func appendJSONString(b []byte, s string) []byte { return strconv.AppendQuote(b, s) }
 
 // appendJSON writes the stable JSON form of an event; README.md documents the fields.
-func appendJSON(b []byte, ev *tracer.Event) []byte {
+func appendJSON(b []byte, ev *tcp.Event) []byte {
 	b = append(b, `{"time":"`...)
 	b = ev.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","type":"`...)
@@ -306,7 +307,7 @@ func appendJSON(b []byte, ev *tracer.Event) []byte {
 	b = append(b, `,"source":"`...)
 	b = append(b, ev.Source.String()...)
 	b = append(b, `","orphan":`...)
-	b = strconv.AppendBool(b, ev.Flags&tracer.FlagOrphan != 0)
+	b = strconv.AppendBool(b, ev.Flags&tcp.FlagOrphan != 0)
 	b = append(b, `,"error":`...)
 	b = strconv.AppendInt(b, int64(ev.Errno), 10)
 	if ev.TimeWaitLeft > 0 {
@@ -314,14 +315,14 @@ func appendJSON(b []byte, ev *tracer.Event) []byte {
 		b = strconv.AppendInt(b, int64(ev.TimeWaitLeft), 10)
 	}
 	switch ev.Kind {
-	case tracer.KindReset:
+	case tcp.KindReset:
 		if ev.ResetSent {
 			b = append(b, `,"reset":"sent","reset_reason":`...)
 			b = appendJSONString(b, ev.ResetReason)
 		} else {
 			b = append(b, `,"reset":"received"`...)
 		}
-	case tracer.KindBindFail:
+	case tcp.KindBindFail:
 		b = append(b, `,"reuseaddr":`...)
 		b = strconv.AppendBool(b, ev.ReuseAddr)
 		b = append(b, `,"port_holders":`...)
@@ -339,16 +340,16 @@ type summary struct {
 
 func newSummary() *summary { return &summary{} }
 
-func (s *summary) add(ev *tracer.Event) {
+func (s *summary) add(ev *tcp.Event) {
 	s.events++
-	if ev.Kind == tracer.KindTransition {
+	if ev.Kind == tcp.KindTransition {
 		s.transitions[ev.Old&15][ev.New&15]++
 	}
 }
 
-func (s *summary) print(w io.Writer, st tracer.Stats, elapsed time.Duration) {
+func (s *summary) print(w io.Writer, st timeline.Stats, elapsed time.Duration) {
 	type row struct {
-		from, to tracer.State
+		from, to tcp.State
 		n        uint64
 	}
 	var rows []row
@@ -356,7 +357,7 @@ func (s *summary) print(w io.Writer, st tracer.Stats, elapsed time.Duration) {
 	for from := range s.transitions {
 		for to, n := range s.transitions[from] {
 			if n > 0 {
-				rows = append(rows, row{tracer.State(from), tracer.State(to), n})
+				rows = append(rows, row{tcp.State(from), tcp.State(to), n})
 				total += n
 			}
 		}

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/tracefile"
 	"github.com/tcptrace/tcptrace/tracer"
 )
@@ -123,7 +124,7 @@ func runRecord(args []string) error {
 	var tr *tracer.Tracer
 	w, err := tracefile.Create(f.output, recordHeader(args), tracefile.Options{
 		Force: f.force, MaxSize: maxSize, MaxFiles: f.maxFiles,
-		Frames:  func(o tracer.Origin) []tracer.Frame { return tr.OriginFrames(o) },
+		Frames:  func(o tcp.Origin) []tcp.Frame { return tr.OriginFrames(o) },
 		Process: describeProcess,
 	})
 	if err != nil {
@@ -143,7 +144,7 @@ func runRecord(args []string) error {
 	var events uint64
 	var tickErr error
 	announced := false
-	err = tr.Run(ctx, exp.emit(func(*tracer.Event) { events++ }), exp.tick(func() {
+	err = tr.Run(ctx, exp.emit(func(*tcp.Event) { events++ }), exp.tick(func() {
 		if !announced {
 			// Tracing has begun: what happens from now on is in the trace.
 			announced = true

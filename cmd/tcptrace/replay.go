@@ -8,8 +8,9 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracefile"
-	"github.com/tcptrace/tcptrace/tracer"
 )
 
 const replayHelp = `tcptrace replay: show a recorded trace exactly as the live stream showed it.
@@ -48,7 +49,7 @@ func runReplay(args []string) error {
 		return err
 	}
 	defer tf.close()
-	tl := tracer.NewTimeline(tf.rd.Header.Started)
+	tl := timeline.NewTimeline(tf.rd.Header.Started)
 	out := newStreamOutput(os.Stdout, &filter, f.json, f.existing)
 	err = tf.feed(tl, nil, out.emit)
 	tl.FlushHeld(out.emit)
@@ -80,8 +81,8 @@ func (tf *traceFile) close() { tf.f.Close() }
 
 // feed reads inputs into the timeline until the end, or until one comes
 // after stop (when stop is not nil and says so).
-func (tf *traceFile) feed(tl *tracer.Timeline, stop func(*tracer.Input) bool, emit func(*tracer.Event)) error {
-	var in tracer.Input
+func (tf *traceFile) feed(tl *timeline.Timeline, stop func(*timeline.Input) bool, emit func(*tcp.Event)) error {
+	var in timeline.Input
 	for {
 		err := tf.rd.Next(&in)
 		if err == io.EOF {

@@ -12,7 +12,9 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 const reportHelp = `tcptrace report: what a recorded trace says, as 'tcptrace leaks' would have
@@ -50,7 +52,7 @@ func (f *reportFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.at, "at", "", "report as of this time instead of the end of the trace")
 	fs.StringSliceVar(&f.conns, "conn", nil, "show the timeline of this connection (its conn id; repeatable)")
 	fs.BoolVar(&f.timelines, "timelines", false, "show the timeline of every connection the filters select")
-	fs.DurationVar(&f.threshold, "threshold", tracer.DefaultLeakThreshold, "how long in CLOSE_WAIT counts as a leak")
+	fs.DurationVar(&f.threshold, "threshold", analysis.DefaultLeakThreshold, "how long in CLOSE_WAIT counts as a leak")
 	fs.BoolVar(&f.json, "json", false, "print JSON")
 	fs.StringVar(&f.color, "color", "auto", "color: auto, always or never (NO_COLOR is respected)")
 }
@@ -76,13 +78,13 @@ func parseAt(s string, started time.Time) (time.Time, error) {
 	return time.Time{}, fmt.Errorf("invalid --at %q: want 15:04:05, an RFC 3339 time, or an offset like +90s", s)
 }
 
-func inputTime(in *tracer.Input) time.Time {
+func inputTime(in *timeline.Input) time.Time {
 	switch in.Kind {
-	case tracer.InputEvent:
+	case timeline.InputEvent:
 		return in.Event.Time
-	case tracer.InputTimeWait:
+	case timeline.InputTimeWait:
 		return in.TimeWait.At
-	case tracer.InputTable:
+	case timeline.InputTable:
 		return in.Table.At
 	default:
 		return in.Stats.At
@@ -121,19 +123,19 @@ func runReport(args []string) error {
 	}
 	defer tf.close()
 	var at time.Time
-	var stop func(*tracer.Input) bool
+	var stop func(*timeline.Input) bool
 	if f.at != "" {
 		if at, err = parseAt(f.at, tf.rd.Header.Started); err != nil {
 			return usageError{err}
 		}
-		stop = func(in *tracer.Input) bool { return inputTime(in).After(at) }
+		stop = func(in *timeline.Input) bool { return inputTime(in).After(at) }
 	}
 
-	tl := tracer.NewTimeline(tf.rd.Header.Started)
-	histories := map[uint64][]tracer.Event{}
+	tl := timeline.NewTimeline(tf.rd.Header.Started)
+	histories := map[uint64][]tcp.Event{}
 	var order []uint64
 	timelines := f.timelines || len(conns) > 0
-	emit := func(ev *tracer.Event) {
+	emit := func(ev *tcp.Event) {
 		if !timelines || (len(conns) > 0 && !conns[ev.Cookie]) || !filter.Match(ev) {
 			return
 		}
@@ -151,8 +153,8 @@ func runReport(args []string) error {
 	if timelines {
 		printTimelines(os.Stdout, order, histories, tl, asOf, f.json)
 	} else {
-		origin := func(c *tracer.Conn) []tracer.Frame { return tf.rd.Origin(c.Origin) }
-		rep := tracer.FilteredLeakReport(tl.TableAt(asOf), tl, tf.rd.Header.Host, asOf, f.threshold, &filter, origin)
+		origin := func(c *timeline.Conn) []tcp.Frame { return tf.rd.Origin(c.Origin) }
+		rep := analysis.FilteredLeakReport(tl.TableAt(asOf), tl, tf.rd.Header.Host, asOf, f.threshold, &filter, origin)
 		if f.json {
 			b, _ := json.Marshal(rep)
 			fmt.Println(string(b))
@@ -165,7 +167,7 @@ func runReport(args []string) error {
 
 // printTimelines shows each connection's history: every state with its time
 // and how long it lasted.
-func printTimelines(w io.Writer, order []uint64, histories map[uint64][]tracer.Event, tl *tracer.Timeline, asOf time.Time, asJSON bool) {
+func printTimelines(w io.Writer, order []uint64, histories map[uint64][]tcp.Event, tl *timeline.Timeline, asOf time.Time, asJSON bool) {
 	slices.SortStableFunc(order, func(a, b uint64) int { return histories[a][0].Time.Compare(histories[b][0].Time) })
 	for _, cookie := range order {
 		evs := histories[cookie]

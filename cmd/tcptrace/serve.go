@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tcptrace/tcptrace/metrics"
+	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
@@ -70,6 +71,6 @@ func runServe(args []string) error {
 	defer tr.Close()
 	ctx, cancel := exp.liveContext(tr, 0)
 	defer cancel()
-	err = tr.Run(ctx, exp.emit(func(*tracer.Event) {}), exp.tick(nil))
+	err = tr.Run(ctx, exp.emit(func(*tcp.Event) {}), exp.tick(nil))
 	return exp.finish(err)
 }

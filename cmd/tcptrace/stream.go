@@ -9,6 +9,8 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
@@ -118,11 +120,11 @@ type streamOutput struct {
 	w        *bufio.Writer
 	p        *printer
 	summary  *summary
-	filter   *tracer.Filter
+	filter   *timeline.Filter
 	existing bool
 }
 
-func newStreamOutput(w io.Writer, filter *tracer.Filter, json, existing bool) *streamOutput {
+func newStreamOutput(w io.Writer, filter *timeline.Filter, json, existing bool) *streamOutput {
 	bw := bufio.NewWriterSize(w, 64<<10)
 	o := &streamOutput{w: bw, p: newPrinter(bw, json), summary: newSummary(), filter: filter, existing: existing}
 	if !json {
@@ -131,8 +133,8 @@ func newStreamOutput(w io.Writer, filter *tracer.Filter, json, existing bool) *s
 	return o
 }
 
-func (o *streamOutput) emit(ev *tracer.Event) {
-	if ev.Kind == tracer.KindExisting && !o.existing {
+func (o *streamOutput) emit(ev *tcp.Event) {
+	if ev.Kind == tcp.KindExisting && !o.existing {
 		return
 	}
 	if !o.filter.Match(ev) {
@@ -145,7 +147,7 @@ func (o *streamOutput) emit(ev *tracer.Event) {
 func (o *streamOutput) flush() { o.w.Flush() }
 
 // finish flushes the stream and prints the summary to stderr.
-func (o *streamOutput) finish(st tracer.Stats, elapsed time.Duration) {
+func (o *streamOutput) finish(st timeline.Stats, elapsed time.Duration) {
 	o.w.Flush()
 	o.summary.print(os.Stderr, st, elapsed)
 }

@@ -16,9 +16,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrace/tcptrace/analysis"
 	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracefile"
-	"github.com/tcptrace/tcptrace/tracer"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -30,9 +32,9 @@ var g0 = time.Date(2026, 11, 21, 3, 0, 0, 0, time.UTC)
 func goldenTrace(t *testing.T) string {
 	path := filepath.Join(t.TempDir(), "golden.trace")
 	w, err := tracefile.Create(path, tracefile.Header{Tracer: "tcptrace", Hostname: "web1", Kernel: "6.18", Started: g0,
-		Host: tracer.HostTCP{PortRange: [2]int{32768, 60999}, TwReuse: 2, MaxTwBuckets: 131072}},
-		tracefile.Options{Frames: func(o tracer.Origin) []tracer.Frame {
-			return []tracer.Frame{{Addr: 0x4a1000, Func: "net.(*TCPListener).Accept", File: "/go/src/net/tcpsock.go", Line: 380},
+		Host: tcp.HostTCP{PortRange: [2]int{32768, 60999}, TwReuse: 2, MaxTwBuckets: 131072}},
+		tracefile.Options{Frames: func(o tcp.Origin) []tcp.Frame {
+			return []tcp.Frame{{Addr: 0x4a1000, Func: "net.(*TCPListener).Accept", File: "/go/src/net/tcpsock.go", Line: 380},
 				{Addr: 0x4b2000, Func: "main.serve", File: "/src/api/main.go", Line: 88}}
 		}, Process: func(pid uint32) tracefile.Process {
 			return tracefile.Process{PID: pid, Comm: "api", Cmdline: "/srv/api --port 8080", Start: g0.Add(-time.Hour)}
@@ -42,45 +44,45 @@ func goldenTrace(t *testing.T) string {
 	}
 	srv := netip.MustParseAddrPort("10.0.0.1:8080")
 	cli := netip.MustParseAddrPort("10.0.0.9:40000")
-	api := tracer.Owner{PID: 4242, Comm: "api", FD: -1, Via: tracer.OwnerListener}
-	acc := tracer.Owner{PID: 4242, Comm: "api", FD: 7, Via: tracer.OwnerAccept}
-	curl := tracer.Owner{PID: 77, Comm: "curl", FD: 3, Via: tracer.OwnerConnect}
-	ev := func(at time.Duration, cookie uint64, kind tracer.Kind, local, remote netip.AddrPort, old, new tracer.State, owner tracer.Owner) tracer.Input {
-		return tracer.Input{Kind: tracer.InputEvent, Event: tracer.Event{Kind: kind, Time: g0.Add(at), Cookie: cookie, Inode: cookie + 1000,
-			Local: local, Remote: remote, Old: old, New: new, Owner: owner, FD: -1, Origin: tracer.Origin{StackID: -1}}}
+	api := tcp.Owner{PID: 4242, Comm: "api", FD: -1, Via: tcp.OwnerListener}
+	acc := tcp.Owner{PID: 4242, Comm: "api", FD: 7, Via: tcp.OwnerAccept}
+	curl := tcp.Owner{PID: 77, Comm: "curl", FD: 3, Via: tcp.OwnerConnect}
+	ev := func(at time.Duration, cookie uint64, kind tcp.Kind, local, remote netip.AddrPort, old, new tcp.State, owner tcp.Owner) timeline.Input {
+		return timeline.Input{Kind: timeline.InputEvent, Event: tcp.Event{Kind: kind, Time: g0.Add(at), Cookie: cookie, Inode: cookie + 1000,
+			Local: local, Remote: remote, Old: old, New: new, Owner: owner, FD: -1, Origin: tcp.Origin{StackID: -1}}}
 	}
 	listener := netip.MustParseAddrPort("10.0.0.1:8080")
-	ins := []tracer.Input{
-		{Kind: tracer.InputTable, Table: tracer.Table{At: g0, Sockets: []tracer.SocketSnapshot{
-			{Cookie: 1, Inode: 1001, Local: listener, State: tracer.StateListen, Reuse: true, Holders: []tracer.Owner{{PID: 4242, Comm: "api", FD: 5, Via: tracer.OwnerSeed}}}}}},
-		ev(0, 1, tracer.KindExisting, listener, netip.AddrPort{}, tracer.StateListen, tracer.StateListen, tracer.Owner{PID: 4242, Comm: "api", FD: 5, Via: tracer.OwnerSeed}),
-		ev(time.Second, 2, tracer.KindTransition, srv, cli, tracer.StateListen, tracer.StateSynRecv, api),
-		ev(time.Second+100*time.Microsecond, 2, tracer.KindTransition, srv, cli, tracer.StateSynRecv, tracer.StateEstablished, tracer.Owner{}),
+	ins := []timeline.Input{
+		{Kind: timeline.InputTable, Table: timeline.Table{At: g0, Sockets: []tcp.SocketSnapshot{
+			{Cookie: 1, Inode: 1001, Local: listener, State: tcp.StateListen, Reuse: true, Holders: []tcp.Owner{{PID: 4242, Comm: "api", FD: 5, Via: tcp.OwnerSeed}}}}}},
+		ev(0, 1, tcp.KindExisting, listener, netip.AddrPort{}, tcp.StateListen, tcp.StateListen, tcp.Owner{PID: 4242, Comm: "api", FD: 5, Via: tcp.OwnerSeed}),
+		ev(time.Second, 2, tcp.KindTransition, srv, cli, tcp.StateListen, tcp.StateSynRecv, api),
+		ev(time.Second+100*time.Microsecond, 2, tcp.KindTransition, srv, cli, tcp.StateSynRecv, tcp.StateEstablished, tcp.Owner{}),
 	}
-	accept := ev(time.Second+200*time.Microsecond, 2, tracer.KindAccept, srv, cli, tracer.StateEstablished, tracer.StateEstablished, acc)
+	accept := ev(time.Second+200*time.Microsecond, 2, tcp.KindAccept, srv, cli, tcp.StateEstablished, tcp.StateEstablished, acc)
 	accept.Event.FD = 7
-	accept.Event.Origin = tracer.Origin{StackID: 1, Leaf: 0x4b2000, PID: 4242}
+	accept.Event.Origin = tcp.Origin{StackID: 1, Leaf: 0x4b2000, PID: 4242}
 	ins = append(ins, accept,
-		ev(2*time.Second, 2, tracer.KindTransition, srv, cli, tracer.StateEstablished, tracer.StateCloseWait, tracer.Owner{}),
-		ev(3*time.Second, 3, tracer.KindTransition, netip.AddrPort{}, netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateClose, tracer.StateSynSent, curl),
-		ev(3*time.Second+time.Millisecond, 3, tracer.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateSynSent, tracer.StateEstablished, tracer.Owner{}),
-		ev(4*time.Second, 3, tracer.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateEstablished, tracer.StateFinWait1, tracer.Owner{}),
-		ev(4*time.Second+time.Millisecond, 3, tracer.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateFinWait1, tracer.StateFinWait2, tracer.Owner{}),
-		ev(4*time.Second+2*time.Millisecond, 3, tracer.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tracer.StateFinWait2, tracer.StateClose, tracer.Owner{}),
-		tracer.Input{Kind: tracer.InputTimeWait, TimeWait: tracer.TimeWaitSighting{Cookie: 3, At: g0.Add(4100 * time.Millisecond), Seen: true,
-			Substate: tracer.StateTimeWait, Expiry: g0.Add(64*time.Second + 2*time.Millisecond)}},
+		ev(2*time.Second, 2, tcp.KindTransition, srv, cli, tcp.StateEstablished, tcp.StateCloseWait, tcp.Owner{}),
+		ev(3*time.Second, 3, tcp.KindTransition, netip.AddrPort{}, netip.MustParseAddrPort("10.0.0.2:443"), tcp.StateClose, tcp.StateSynSent, curl),
+		ev(3*time.Second+time.Millisecond, 3, tcp.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tcp.StateSynSent, tcp.StateEstablished, tcp.Owner{}),
+		ev(4*time.Second, 3, tcp.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tcp.StateEstablished, tcp.StateFinWait1, tcp.Owner{}),
+		ev(4*time.Second+time.Millisecond, 3, tcp.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tcp.StateFinWait1, tcp.StateFinWait2, tcp.Owner{}),
+		ev(4*time.Second+2*time.Millisecond, 3, tcp.KindTransition, netip.MustParseAddrPort("10.0.0.1:50000"), netip.MustParseAddrPort("10.0.0.2:443"), tcp.StateFinWait2, tcp.StateClose, tcp.Owner{}),
+		timeline.Input{Kind: timeline.InputTimeWait, TimeWait: timeline.TimeWaitSighting{Cookie: 3, At: g0.Add(4100 * time.Millisecond), Seen: true,
+			Substate: tcp.StateTimeWait, Expiry: g0.Add(64*time.Second + 2*time.Millisecond)}},
 	)
-	reset := ev(5*time.Second, 4, tracer.KindReset, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.7:41000"), tracer.StateEstablished, tracer.StateEstablished, acc)
+	reset := ev(5*time.Second, 4, tcp.KindReset, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.7:41000"), tcp.StateEstablished, tcp.StateEstablished, acc)
 	reset.Event.ResetSent, reset.Event.ResetReason = true, "TCP_ABORT_ON_CLOSE"
-	bind := ev(6*time.Second, 0, tracer.KindBindFail, listener, netip.AddrPort{}, tracer.StateClose, tracer.StateClose, tracer.Owner{PID: 5000, Comm: "api", FD: 3})
-	bind.Event.PortHolders = []tracer.SocketSnapshot{{Cookie: 1, Local: listener, State: tracer.StateListen, Reuse: true, Holders: []tracer.Owner{{PID: 4242, Comm: "api", FD: 5}}}}
+	bind := ev(6*time.Second, 0, tcp.KindBindFail, listener, netip.AddrPort{}, tcp.StateClose, tcp.StateClose, tcp.Owner{PID: 5000, Comm: "api", FD: 3})
+	bind.Event.PortHolders = []tcp.SocketSnapshot{{Cookie: 1, Local: listener, State: tcp.StateListen, Reuse: true, Holders: []tcp.Owner{{PID: 4242, Comm: "api", FD: 5}}}}
 	ins = append(ins, reset, bind,
-		tracer.Input{Kind: tracer.InputTable, Table: tracer.Table{At: g0.Add(40 * time.Second), Sockets: []tracer.SocketSnapshot{
-			{Cookie: 1, Inode: 1001, Local: listener, State: tracer.StateListen, Reuse: true, Holders: []tracer.Owner{{PID: 4242, Comm: "api", FD: 5}}},
-			{Cookie: 2, Inode: 1002, Local: srv, Remote: cli, State: tracer.StateCloseWait, Holders: []tracer.Owner{{PID: 4242, Comm: "api", FD: 7}}},
-			{Cookie: 3, Local: netip.MustParseAddrPort("10.0.0.1:50000"), Remote: netip.MustParseAddrPort("10.0.0.2:443"), State: tracer.StateTimeWait, TimeWaitExpiry: g0.Add(64 * time.Second)},
+		timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: g0.Add(40 * time.Second), Sockets: []tcp.SocketSnapshot{
+			{Cookie: 1, Inode: 1001, Local: listener, State: tcp.StateListen, Reuse: true, Holders: []tcp.Owner{{PID: 4242, Comm: "api", FD: 5}}},
+			{Cookie: 2, Inode: 1002, Local: srv, Remote: cli, State: tcp.StateCloseWait, Holders: []tcp.Owner{{PID: 4242, Comm: "api", FD: 7}}},
+			{Cookie: 3, Local: netip.MustParseAddrPort("10.0.0.1:50000"), Remote: netip.MustParseAddrPort("10.0.0.2:443"), State: tcp.StateTimeWait, TimeWaitExpiry: g0.Add(64 * time.Second)},
 		}}},
-		tracer.Input{Kind: tracer.InputStats, Stats: tracer.StatsAt{At: g0.Add(40 * time.Second), Stats: tracer.Stats{Events: 11}}},
+		timeline.Input{Kind: timeline.InputStats, Stats: timeline.StatsAt{At: g0.Add(40 * time.Second), Stats: timeline.Stats{Events: 11}}},
 	)
 	for i := range ins {
 		if err := w.Record(&ins[i]); err != nil {
@@ -187,7 +189,7 @@ func TestTraceBadInput(t *testing.T) {
 // leakFDs is what a report says of one process: pid, comm, fds, count.
 func leakFDs(t *testing.T, out string, pid int) string {
 	t.Helper()
-	var rep tracer.LeakReport
+	var rep analysis.LeakReport
 	if err := json.Unmarshal([]byte(out), &rep); err != nil {
 		t.Fatalf("not a JSON report: %v\n%s", err, out)
 	}
@@ -226,7 +228,7 @@ func TestBPFRecordReport(t *testing.T) {
 		t.Errorf("trace mode %v", st.Mode().Perm())
 	}
 	// The recorded origin names the accepting function without the process.
-	var rep tracer.LeakReport
+	var rep analysis.LeakReport
 	json.Unmarshal([]byte(report), &rep)
 	for _, p := range rep.Processes {
 		if int(p.PID) == server.PID && (len(p.Origins) != 1 || !strings.HasPrefix(p.Origins[0].Where, "main.(*peer).serve.func1")) {

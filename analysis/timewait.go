@@ -1,21 +1,14 @@
-package tracer
+package analysis
 
 import (
 	"fmt"
 	"net/netip"
 	"sort"
 	"time"
+
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
-
-// HostTCP are the host's TCP settings that TIME_WAIT advice depends on.
-type HostTCP struct {
-	PortRange    [2]int // net.ipv4.ip_local_port_range
-	TwReuse      int    // net.ipv4.tcp_tw_reuse: 0 off, 1 on, 2 loopback only
-	MaxTwBuckets int    // net.ipv4.tcp_max_tw_buckets
-}
-
-// EphemeralPorts is how many local ports connect() can pick from.
-func (h HostTCP) EphemeralPorts() int { return h.PortRange[1] - h.PortRange[0] + 1 }
 
 // TimeWaitReport is the TIME_WAIT pressure on the host.
 type TimeWaitReport struct {
@@ -57,9 +50,9 @@ type TimeWaitCloser struct {
 // past which exhaustion is near enough to warn.
 const portShareWarn = 0.5
 
-func buildTimeWait(table []SocketSnapshot, tl *Timeline, host HostTCP, now time.Time) TimeWaitReport {
+func buildTimeWait(table []tcp.SocketSnapshot, tl *timeline.Timeline, host tcp.HostTCP, now time.Time) TimeWaitReport {
 	rep := TimeWaitReport{PortRange: host.PortRange, TwReuse: host.TwReuse}
-	window := min(TimeWaitLen, now.Sub(tl.started))
+	window := min(timeline.TimeWaitLen, now.Sub(tl.Started()))
 	type key struct {
 		local  netip.Addr
 		remote netip.AddrPort
@@ -69,7 +62,7 @@ func buildTimeWait(table []SocketSnapshot, tl *Timeline, host HostTCP, now time.
 	closers := map[uint32]*TimeWaitCloser{}
 	for i := range table {
 		s := &table[i]
-		if s.State != StateTimeWait {
+		if s.State != tcp.StateTimeWait {
 			continue
 		}
 		rep.Total++
@@ -83,10 +76,10 @@ func buildTimeWait(table []SocketSnapshot, tl *Timeline, host HostTCP, now time.
 		}
 		r.Count++
 		c := tl.Conn(s.Cookie)
-		var closer Owner
+		var closer tcp.Owner
 		if c != nil {
 			closer = c.Owner // the owner when it closed first
-			if c.State == StateTimeWait && c.SinceExact && now.Sub(c.Since) <= window {
+			if c.State == tcp.StateTimeWait && c.SinceExact && now.Sub(c.Since) <= window {
 				entered[k]++
 				rep.Rate++
 			}
@@ -99,12 +92,12 @@ func buildTimeWait(table []SocketSnapshot, tl *Timeline, host HostTCP, now time.
 	if window > 0 {
 		rep.Rate /= window.Seconds()
 	}
-	rep.Projected = int(rep.Rate * TimeWaitLen.Seconds())
+	rep.Projected = int(rep.Rate * timeline.TimeWaitLen.Seconds())
 	for k, r := range routes {
 		if window > 0 {
 			r.Rate = float64(entered[k]) / window.Seconds()
 		}
-		r.Projected = int(r.Rate * TimeWaitLen.Seconds())
+		r.Projected = int(r.Rate * timeline.TimeWaitLen.Seconds())
 		rep.Routes = append(rep.Routes, *r)
 	}
 	sort.Slice(rep.Routes, func(i, j int) bool {
@@ -122,7 +115,7 @@ func buildTimeWait(table []SocketSnapshot, tl *Timeline, host HostTCP, now time.
 	return rep
 }
 
-func (rep *TimeWaitReport) assess(host HostTCP) (warnings, advice []string) {
+func (rep *TimeWaitReport) assess(host tcp.HostTCP) (warnings, advice []string) {
 	ports := host.EphemeralPorts()
 	client, server := false, false
 	for _, r := range rep.Routes {

@@ -1,4 +1,4 @@
-package tracer
+package analysis
 
 import (
 	"net/netip"
@@ -6,28 +6,33 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
+var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
+
 func TestBuildLeakReport(t *testing.T) {
-	tl := NewTimeline(t0)
+	tl := timeline.NewTimeline(t0)
 	now := t0.Add(10 * time.Minute)
-	server := Owner{PID: 42, Comm: "api", FD: 7, Via: OwnerSeed}
-	child := Owner{PID: 43, Comm: "api", FD: 3, Via: OwnerSeed}
+	server := tcp.Owner{PID: 42, Comm: "api", FD: 7, Via: tcp.OwnerSeed}
+	child := tcp.Owner{PID: 43, Comm: "api", FD: 3, Via: tcp.OwnerSeed}
 	local := netip.MustParseAddrPort("10.0.0.1:8080")
 	// Cookie 1 entered CLOSE_WAIT under the tracer's eyes, 5 minutes ago.
-	tl.Apply(&Event{Kind: KindTransition, Cookie: 1, Time: t0, Old: StateListen, New: StateSynRecv, Owner: Owner{PID: 42, FD: -1, Via: OwnerListener}}, func(*Event) {})
-	tl.Apply(&Event{Kind: KindTransition, Cookie: 1, Time: now.Add(-5 * time.Minute), Old: StateEstablished, New: StateCloseWait}, func(*Event) {})
-	table := []SocketSnapshot{
-		{Cookie: 1, State: StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40001"), Holders: []Owner{server, child}},
+	tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 1, Time: t0, Old: tcp.StateListen, New: tcp.StateSynRecv, Owner: tcp.Owner{PID: 42, FD: -1, Via: tcp.OwnerListener}}, func(*tcp.Event) {})
+	tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 1, Time: now.Add(-5 * time.Minute), Old: tcp.StateEstablished, New: tcp.StateCloseWait}, func(*tcp.Event) {})
+	table := []tcp.SocketSnapshot{
+		{Cookie: 1, State: tcp.StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40001"), Holders: []tcp.Owner{server, child}},
 		// Older than the tracer: the last segment it received bounds its age.
-		{Cookie: 2, State: StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40002"),
-			Holders: []Owner{{PID: 42, Comm: "api", FD: 9}}, LastReceived: now.Add(-12 * time.Minute)},
+		{Cookie: 2, State: tcp.StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40002"),
+			Holders: []tcp.Owner{{PID: 42, Comm: "api", FD: 9}}, LastReceived: now.Add(-12 * time.Minute)},
 		// Too young to count.
-		{Cookie: 3, State: StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40003"),
-			Holders: []Owner{{PID: 42, Comm: "api", FD: 11}}, LastReceived: now.Add(-time.Second)},
-		{Cookie: 4, State: StateEstablished, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40004"), Holders: []Owner{{PID: 50, FD: 4}}},
+		{Cookie: 3, State: tcp.StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40003"),
+			Holders: []tcp.Owner{{PID: 42, Comm: "api", FD: 11}}, LastReceived: now.Add(-time.Second)},
+		{Cookie: 4, State: tcp.StateEstablished, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40004"), Holders: []tcp.Owner{{PID: 50, FD: 4}}},
 	}
-	rep := BuildLeakReport(table, tl, HostTCP{PortRange: [2]int{32768, 60999}}, now, 30*time.Second, nil)
+	rep := BuildLeakReport(table, tl, tcp.HostTCP{PortRange: [2]int{32768, 60999}}, now, 30*time.Second, nil)
 	if rep.Young != 1 || len(rep.Processes) != 2 {
 		t.Fatalf("young %d, processes %+v", rep.Young, rep.Processes)
 	}
@@ -54,7 +59,7 @@ func TestBuildLeakReport(t *testing.T) {
 }
 
 func TestOriginPlace(t *testing.T) {
-	goStack := []Frame{
+	goStack := []tcp.Frame{
 		{Func: "internal/runtime/syscall/linux.Syscall6", File: "/go/src/internal/runtime/syscall/linux/asm_linux_amd64.s"},
 		{Func: "net.(*TCPListener).Accept", File: "/go/src/net/tcpsock.go", Line: 387},
 		{Func: "github.com/acme/api/server.(*S).serve", File: "/src/server/serve.go", Line: 88},
@@ -63,31 +68,31 @@ func TestOriginPlace(t *testing.T) {
 	if got := originPlace(goStack); !strings.HasPrefix(got, "github.com/acme/api/server.(*S).serve (/src/server/serve.go:88)") {
 		t.Errorf("Go origin %q", got)
 	}
-	cStack := []Frame{
+	cStack := []tcp.Frame{
 		{Func: "accept", Module: "/usr/lib/x86_64-linux-gnu/libc.so.6"},
 		{Func: "accept_connections", File: "leakserver.c", Line: 28, Module: "/tmp/leakserver"},
 	}
 	if got := originPlace(cStack); got != "accept_connections (leakserver.c:28)" {
 		t.Errorf("C origin %q", got)
 	}
-	stripped := []Frame{{Addr: 0x401000, Module: "/usr/bin/server"}}
+	stripped := []tcp.Frame{{Addr: 0x401000, Module: "/usr/bin/server"}}
 	if got := originPlace(stripped); got != "unknown: /usr/bin/server gives no symbols" {
 		t.Errorf("stripped origin %q", got)
 	}
 }
 
 func TestTimeWaitWarning(t *testing.T) {
-	tl := NewTimeline(t0)
+	tl := timeline.NewTimeline(t0)
 	now := t0.Add(2 * time.Minute)
-	host := HostTCP{PortRange: [2]int{40000, 40099}, TwReuse: 0, MaxTwBuckets: 1000}
-	var table []SocketSnapshot
+	host := tcp.HostTCP{PortRange: [2]int{40000, 40099}, TwReuse: 0, MaxTwBuckets: 1000}
+	var table []tcp.SocketSnapshot
 	dst := netip.MustParseAddrPort("10.0.0.9:5432")
 	for i := 0; i < 60; i++ {
 		cookie := uint64(100 + i)
-		tl.Apply(&Event{Kind: KindTransition, Cookie: cookie, Time: t0, Old: StateClose, New: StateSynSent, Owner: Owner{PID: 7, Comm: "worker", FD: 3, Via: OwnerConnect}}, func(*Event) {})
-		tl.Apply(&Event{Kind: KindTransition, Cookie: cookie, Time: now.Add(-30 * time.Second), Old: StateFinWait2, New: StateClose}, func(*Event) {})
-		tl.ApplyTimeWait(TimeWaitSighting{Cookie: cookie, At: now.Add(-30 * time.Second), Seen: true, Substate: StateTimeWait, Expiry: now.Add(30 * time.Second)}, func(*Event) {})
-		table = append(table, SocketSnapshot{Cookie: cookie, State: StateTimeWait, Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+i)), Remote: dst})
+		tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: cookie, Time: t0, Old: tcp.StateClose, New: tcp.StateSynSent, Owner: tcp.Owner{PID: 7, Comm: "worker", FD: 3, Via: tcp.OwnerConnect}}, func(*tcp.Event) {})
+		tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: cookie, Time: now.Add(-30 * time.Second), Old: tcp.StateFinWait2, New: tcp.StateClose}, func(*tcp.Event) {})
+		tl.ApplyTimeWait(timeline.TimeWaitSighting{Cookie: cookie, At: now.Add(-30 * time.Second), Seen: true, Substate: tcp.StateTimeWait, Expiry: now.Add(30 * time.Second)}, func(*tcp.Event) {})
+		table = append(table, tcp.SocketSnapshot{Cookie: cookie, State: tcp.StateTimeWait, Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+i)), Remote: dst})
 	}
 	rep := buildTimeWait(table, tl, host, now)
 	if rep.Total != 60 || len(rep.Routes) != 1 || !rep.Routes[0].Client || rep.Routes[0].Count != 60 {
@@ -112,22 +117,22 @@ func TestTimeWaitWarning(t *testing.T) {
 // container does not bring that process into a --container report.
 func TestFilteredLeakReportContainer(t *testing.T) {
 	const ctr = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	tl := NewTimeline(t0)
+	tl := timeline.NewTimeline(t0)
 	now := t0.Add(10 * time.Minute)
-	inside := Owner{PID: 42, Comm: "api", FD: 7, Via: OwnerSeed, Cgroup: 9, Container: ctr}
-	outside := Owner{PID: 43, Comm: "debug", FD: 3, Via: OwnerSeed, Cgroup: 1}
-	table := []SocketSnapshot{{Cookie: 1, State: StateCloseWait, Local: netip.MustParseAddrPort("10.0.0.1:8080"),
-		Remote: netip.MustParseAddrPort("10.0.0.9:40001"), Holders: []Owner{inside, outside}, LastReceived: t0}}
+	inside := tcp.Owner{PID: 42, Comm: "api", FD: 7, Via: tcp.OwnerSeed, Cgroup: 9, Container: ctr}
+	outside := tcp.Owner{PID: 43, Comm: "debug", FD: 3, Via: tcp.OwnerSeed, Cgroup: 1}
+	table := []tcp.SocketSnapshot{{Cookie: 1, State: tcp.StateCloseWait, Local: netip.MustParseAddrPort("10.0.0.1:8080"),
+		Remote: netip.MustParseAddrPort("10.0.0.9:40001"), Holders: []tcp.Owner{inside, outside}, LastReceived: t0}}
 	for _, tc := range []struct {
-		f    Filter
+		f    timeline.Filter
 		want []uint32
 	}{
-		{Filter{}, []uint32{42, 43}},
-		{Filter{Container: ctr[:12]}, []uint32{42}},
-		{Filter{Cgroups: map[uint64]bool{1: true}}, []uint32{43}},
-		{Filter{Container: "fedcba"}, nil},
+		{timeline.Filter{}, []uint32{42, 43}},
+		{timeline.Filter{Container: ctr[:12]}, []uint32{42}},
+		{timeline.Filter{Cgroups: map[uint64]bool{1: true}}, []uint32{43}},
+		{timeline.Filter{Container: "fedcba"}, nil},
 	} {
-		rep := FilteredLeakReport(table, tl, HostTCP{}, now, time.Minute, &tc.f, nil)
+		rep := FilteredLeakReport(table, tl, tcp.HostTCP{}, now, time.Minute, &tc.f, nil)
 		var got []uint32
 		for _, p := range rep.Processes {
 			got = append(got, p.PID)

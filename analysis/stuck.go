@@ -1,4 +1,4 @@
-package tracer
+package analysis
 
 import (
 	"fmt"
@@ -6,31 +6,34 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // StuckSocket is a close that has not finished within the threshold.
 type StuckSocket struct {
 	Conn    uint64        `json:"conn"`
-	State   State         `json:"state"`
+	State   tcp.State     `json:"state"`
 	Local   string        `json:"local"`
 	Remote  string        `json:"remote"`
 	Age     time.Duration `json:"age_ns"`
 	AtLeast bool          `json:"age_at_least"`
 	// Holders are the processes with an fd on it; none for an orphan, which
 	// its program already closed. Owner is who tcptrace last saw own it.
-	Holders []Owner `json:"holders"`
-	Owner   Owner   `json:"owner"`
-	Orphan  bool    `json:"orphan"`
+	Holders []tcp.Owner `json:"holders"`
+	Owner   tcp.Owner   `json:"owner"`
+	Orphan  bool        `json:"orphan"`
 	// PeerState and PeerHolders describe the other end when it is on this host.
-	PeerState   State   `json:"peer_state,omitempty"`
-	PeerHolders []Owner `json:"peer_holders,omitempty"`
-	Why         string  `json:"why"`
+	PeerState   tcp.State   `json:"peer_state,omitempty"`
+	PeerHolders []tcp.Owner `json:"peer_holders,omitempty"`
+	Why         string      `json:"why"`
 }
 
 // stuckStates are the states a closing connection should pass through quickly.
-var stuckStates = map[State]bool{StateFinWait1: true, StateFinWait2: true, StateClosing: true, StateLastAck: true}
+var stuckStates = map[tcp.State]bool{tcp.StateFinWait1: true, tcp.StateFinWait2: true, tcp.StateClosing: true, tcp.StateLastAck: true}
 
-func buildStuck(table []SocketSnapshot, tl *Timeline, now time.Time, threshold time.Duration) []StuckSocket {
+func buildStuck(table []tcp.SocketSnapshot, tl *timeline.Timeline, now time.Time, threshold time.Duration) []StuckSocket {
 	var out []StuckSocket
 	var at []int // the table index of each of out
 	for i := range table {
@@ -44,7 +47,7 @@ func buildStuck(table []SocketSnapshot, tl *Timeline, now time.Time, threshold t
 			continue
 		}
 		st := StuckSocket{
-			Conn: s.Cookie, State: s.State, Local: Endpoint(s.Local), Remote: Endpoint(s.Remote),
+			Conn: s.Cookie, State: s.State, Local: tcp.Endpoint(s.Local), Remote: tcp.Endpoint(s.Remote),
 			Age: age, AtLeast: atLeast, Holders: s.Holders, Orphan: len(s.Holders) == 0,
 		}
 		if c != nil {
@@ -77,7 +80,7 @@ func buildStuck(table []SocketSnapshot, tl *Timeline, now time.Time, threshold t
 	return out
 }
 
-func describeOwners(owners []Owner) string {
+func describeOwners(owners []tcp.Owner) string {
 	var parts []string
 	for _, o := range owners {
 		parts = append(parts, fmt.Sprintf("pid %d (%s) fd %d", o.PID, o.Comm, o.FD))
@@ -88,26 +91,26 @@ func describeOwners(owners []Owner) string {
 func (s *StuckSocket) explain() string {
 	var why string
 	switch s.State {
-	case StateFinWait2:
+	case tcp.StateFinWait2:
 		why = fmt.Sprintf("this end closed its side; the peer %s has acknowledged but not closed its own", s.Remote)
 		if s.Orphan {
 			why += "; as an orphan it is dropped after net.ipv4.tcp_fin_timeout"
 		} else {
 			why += "; a socket shut down but not closed waits in FIN_WAIT2 for as long as the peer does"
 		}
-	case StateFinWait1:
+	case tcp.StateFinWait1:
 		why = fmt.Sprintf("the FIN sent to %s is not acknowledged: the peer is unreachable, or not reading and its window is closed", s.Remote)
-	case StateClosing:
+	case tcp.StateClosing:
 		why = fmt.Sprintf("both ends closed at once; the last ACK from %s has not come", s.Remote)
-	case StateLastAck:
+	case tcp.StateLastAck:
 		why = fmt.Sprintf("the final ACK from %s never came; the kernel resends its FIN until it gives up (net.ipv4.tcp_orphan_retries)", s.Remote)
 	}
 	if len(s.PeerHolders) > 0 {
 		why += fmt.Sprintf("; the peer is on this host: %s, in %s", describeOwners(s.PeerHolders), s.PeerState)
-		if s.PeerState == StateCloseWait {
+		if s.PeerState == tcp.StateCloseWait {
 			why += ", which has not called close()"
 		}
-	} else if s.PeerState != StateUnknown {
+	} else if s.PeerState != tcp.StateUnknown {
 		why += fmt.Sprintf("; the peer is on this host, in %s, held by no process", s.PeerState)
 	}
 	return why

@@ -1,8 +1,10 @@
-package tracer
+package timeline
 
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 func TestParsePort(t *testing.T) {
@@ -17,22 +19,22 @@ func TestParsePort(t *testing.T) {
 }
 
 func TestParseState(t *testing.T) {
-	for in, want := range map[string]State{"CLOSE_WAIT": StateCloseWait, "close-wait": StateCloseWait, "time_wait": StateTimeWait, "ESTABLISHED": StateEstablished} {
-		if got, err := ParseState(in); err != nil || got != want {
+	for in, want := range map[string]tcp.State{"CLOSE_WAIT": tcp.StateCloseWait, "close-wait": tcp.StateCloseWait, "time_wait": tcp.StateTimeWait, "ESTABLISHED": tcp.StateEstablished} {
+		if got, err := tcp.ParseState(in); err != nil || got != want {
 			t.Errorf("ParseState(%q) = %v, %v; want %v", in, got, err, want)
 		}
 	}
 	for _, bad := range []string{"FOO", "", "UNKNOWN"} {
-		if _, err := ParseState(bad); err == nil {
+		if _, err := tcp.ParseState(bad); err == nil {
 			t.Errorf("ParseState(%q) accepted", bad)
 		}
 	}
 }
 
 func TestFilterMatch(t *testing.T) {
-	v4 := Event{
+	v4 := tcp.Event{
 		Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("127.0.0.2:40000"),
-		Old: StateEstablished, New: StateCloseWait, Owner: Owner{PID: 42, Comm: "server", Via: OwnerAccept},
+		Old: tcp.StateEstablished, New: tcp.StateCloseWait, Owner: tcp.Owner{PID: 42, Comm: "server", Via: tcp.OwnerAccept},
 	}
 	mapped := v4
 	mapped.Local = netip.MustParseAddrPort("[::ffff:127.0.0.1]:8080")
@@ -42,7 +44,7 @@ func TestFilterMatch(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		f    Filter
-		ev   *Event
+		ev   *tcp.Event
 		want bool
 	}{
 		{"empty", Filter{}, &v4, true},
@@ -60,12 +62,35 @@ func TestFilterMatch(t *testing.T) {
 		{"family 4", Filter{Family: 4}, &v4, true},
 		{"family 6", Filter{Family: 6}, &v4, false},
 		{"mapped is a v6 socket", Filter{Family: 6}, &mapped, true},
-		{"new state", Filter{States: []State{StateCloseWait}}, &v4, true},
-		{"old state", Filter{States: []State{StateEstablished}}, &v4, true},
-		{"other state", Filter{States: []State{StateTimeWait}}, &v4, false},
+		{"new state", Filter{States: []tcp.State{tcp.StateCloseWait}}, &v4, true},
+		{"old state", Filter{States: []tcp.State{tcp.StateEstablished}}, &v4, true},
+		{"other state", Filter{States: []tcp.State{tcp.StateTimeWait}}, &v4, false},
 	} {
 		if got := tc.f.Match(tc.ev); got != tc.want {
 			t.Errorf("%s: Match = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+func TestFilterPlace(t *testing.T) {
+	ev := &tcp.Event{NetNS: 4026531840, Owner: tcp.Owner{PID: 1, Cgroup: 77, Container: "abcdef0123"}}
+	for _, tc := range []struct {
+		f    Filter
+		want bool
+	}{
+		{Filter{NetNS: 4026531840}, true},
+		{Filter{NetNS: 4026532000}, false},
+		{Filter{Cgroups: map[uint64]bool{77: true}}, true},
+		{Filter{Cgroups: map[uint64]bool{78: true}}, false},
+		{Filter{Container: "abcdef"}, true},
+		{Filter{Container: "abcdee"}, false},
+	} {
+		if got := tc.f.Match(ev); got != tc.want {
+			t.Errorf("%+v.Match = %v, want %v", tc.f, got, tc.want)
+		}
+		s := &tcp.SocketSnapshot{NetNS: ev.NetNS, Holders: []tcp.Owner{ev.Owner}}
+		if got := tc.f.MatchSocket(s); got != tc.want {
+			t.Errorf("%+v.MatchSocket = %v, want %v", tc.f, got, tc.want)
 		}
 	}
 }

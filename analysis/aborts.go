@@ -1,9 +1,11 @@
-package tracer
+package analysis
 
 import (
 	"fmt"
 	"net/netip"
 	"time"
+
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 // ResetClose is a connection ended by a RST.
@@ -12,12 +14,12 @@ type ResetClose struct {
 	Conn   uint64    `json:"conn"`
 	Local  string    `json:"local"`
 	Remote string    `json:"remote"`
-	State  State     `json:"state"` // when the RST went out or came in
+	State  tcp.State `json:"state"` // when the RST went out or came in
 	// Sent is true when this end sent the RST, false when the peer did.
-	Sent   bool   `json:"sent"`
-	Reason string `json:"reason,omitempty"`
-	Owner  Owner  `json:"owner"`
-	Why    string `json:"why"`
+	Sent   bool      `json:"sent"`
+	Reason string    `json:"reason,omitempty"`
+	Owner  tcp.Owner `json:"owner"`
+	Why    string    `json:"why"`
 }
 
 // resetWhy explains a reset reason in words, for the reasons programs cause.
@@ -41,12 +43,12 @@ var resetWhy = map[string]string{
 	"TCP_DISCONNECT_WITH_FIN_ACK": "disconnected",
 }
 
-func buildResets(events []Event) []ResetClose {
+func buildResets(events []tcp.Event) []ResetClose {
 	out := make([]ResetClose, 0, len(events))
 	for i := len(events) - 1; i >= 0; i-- {
 		ev := &events[i]
 		r := ResetClose{
-			Time: ev.Time, Conn: ev.Cookie, Local: Endpoint(ev.Local), Remote: Endpoint(ev.Remote),
+			Time: ev.Time, Conn: ev.Cookie, Local: tcp.Endpoint(ev.Local), Remote: tcp.Endpoint(ev.Remote),
 			State: ev.Old, Sent: ev.ResetSent, Reason: ev.ResetReason, Owner: ev.Owner,
 		}
 		switch {
@@ -79,16 +81,16 @@ type BindFailure struct {
 
 // PortHolder is a socket that held the port of a failed bind.
 type PortHolder struct {
-	State     State   `json:"state"`
-	Local     string  `json:"local"`
-	Remote    string  `json:"remote"`
-	ReuseAddr bool    `json:"reuseaddr"`
-	Holders   []Owner `json:"holders"`
+	State     tcp.State   `json:"state"`
+	Local     string      `json:"local"`
+	Remote    string      `json:"remote"`
+	ReuseAddr bool        `json:"reuseaddr"`
+	Holders   []tcp.Owner `json:"holders"`
 }
 
 // PortHolders lists the sockets of table in netns whose local address conflicts with addr.
-func PortHolders(table []SocketSnapshot, netns uint32, addr netip.AddrPort) []SocketSnapshot {
-	out := []SocketSnapshot{} // not nil: the port was looked at
+func PortHolders(table []tcp.SocketSnapshot, netns uint32, addr netip.AddrPort) []tcp.SocketSnapshot {
+	out := []tcp.SocketSnapshot{} // not nil: the port was looked at
 	want := addr.Addr().Unmap()
 	for _, s := range table {
 		if s.NetNS != netns || s.Local.Port() != addr.Port() {
@@ -102,20 +104,20 @@ func PortHolders(table []SocketSnapshot, netns uint32, addr netip.AddrPort) []So
 	return out
 }
 
-func buildBindFailures(events []Event) []BindFailure {
+func buildBindFailures(events []tcp.Event) []BindFailure {
 	out := make([]BindFailure, 0, len(events))
 	for i := len(events) - 1; i >= 0; i-- {
 		ev := &events[i]
 		f := BindFailure{
 			Time: ev.Time, PID: ev.Owner.PID, Comm: ev.Owner.Comm, FD: ev.Owner.FD,
-			Addr: Endpoint(ev.Local), ReuseAddr: ev.ReuseAddr,
+			Addr: tcp.Endpoint(ev.Local), ReuseAddr: ev.ReuseAddr,
 		}
 		var listeners, withoutReuse []PortHolder
 		for _, s := range ev.PortHolders {
-			h := PortHolder{State: s.State, Local: Endpoint(s.Local), Remote: Endpoint(s.Remote), ReuseAddr: s.Reuse, Holders: s.Holders}
+			h := PortHolder{State: s.State, Local: tcp.Endpoint(s.Local), Remote: tcp.Endpoint(s.Remote), ReuseAddr: s.Reuse, Holders: s.Holders}
 			f.Holders = append(f.Holders, h)
 			switch {
-			case s.State == StateListen:
+			case s.State == tcp.StateListen:
 				listeners = append(listeners, h)
 			case !s.Reuse:
 				withoutReuse = append(withoutReuse, h)

@@ -1,10 +1,12 @@
-package tracer
+package timeline
 
 import (
 	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 // Filter selects events; a zero Filter selects every event.
@@ -16,7 +18,7 @@ type Filter struct {
 	RPort  uint16
 	Addr   netip.Prefix // local or remote address
 	Family int          // 4, 6, or 0 for both
-	States []State      // the old or the new state is one of these
+	States []tcp.State  // the old or the new state is one of these
 	// NetNS is a network namespace's inode number; Cgroups, cgroup v2 ids;
 	// Container, a container id or its prefix. Zero values select all.
 	NetNS     uint32
@@ -51,7 +53,7 @@ func ParseAddr(s string) (netip.Prefix, error) {
 }
 
 // Match reports whether the filter selects ev.
-func (f *Filter) Match(ev *Event) bool {
+func (f *Filter) Match(ev *tcp.Event) bool {
 	if len(f.PIDs) > 0 && !slices.Contains(f.PIDs, ev.Owner.PID) {
 		return false
 	}
@@ -61,7 +63,7 @@ func (f *Filter) Match(ev *Event) bool {
 	if f.NetNS != 0 && ev.NetNS != f.NetNS {
 		return false
 	}
-	if !f.matchPlace(ev.Owner) {
+	if !f.MatchPlace(ev.Owner) {
 		return false
 	}
 	if !f.matchEnds(ev.Local, ev.Remote) {
@@ -75,7 +77,7 @@ func (f *Filter) Match(ev *Event) bool {
 
 // MatchSocket reports whether the filter selects a socket of the socket
 // table and at least one of its holders; states are not compared.
-func (f *Filter) MatchSocket(s *SocketSnapshot) bool {
+func (f *Filter) MatchSocket(s *tcp.SocketSnapshot) bool {
 	if !f.matchEnds(s.Local, s.Remote) || (f.NetNS != 0 && s.NetNS != f.NetNS) {
 		return false
 	}
@@ -83,15 +85,15 @@ func (f *Filter) MatchSocket(s *SocketSnapshot) bool {
 		return true
 	}
 	for _, h := range s.Holders {
-		if (len(f.PIDs) == 0 || slices.Contains(f.PIDs, h.PID)) && (f.Comm == "" || h.Comm == f.Comm) && f.matchPlace(h) {
+		if (len(f.PIDs) == 0 || slices.Contains(f.PIDs, h.PID)) && (f.Comm == "" || h.Comm == f.Comm) && f.MatchPlace(h) {
 			return true
 		}
 	}
 	return false
 }
 
-// matchPlace applies the cgroup and container filters to an owner.
-func (f *Filter) matchPlace(o Owner) bool {
+// MatchPlace applies the cgroup and container filters to an owner.
+func (f *Filter) MatchPlace(o tcp.Owner) bool {
 	if f.Cgroups != nil && !f.Cgroups[o.Cgroup] {
 		return false
 	}
@@ -110,5 +112,5 @@ func (f *Filter) matchEnds(local, remote netip.AddrPort) bool {
 	if f.Addr.IsValid() && !f.Addr.Contains(local.Addr().Unmap()) && !f.Addr.Contains(remote.Addr().Unmap()) {
 		return false
 	}
-	return f.Family == 0 || familyOf(local) == f.Family
+	return f.Family == 0 || tcp.FamilyOf(local) == f.Family
 }

@@ -1,4 +1,7 @@
-package tracer
+// Package timeline rebuilds every connection's history from events, live or
+// recorded, through one Timeline fed with Inputs; and the Filter the views
+// apply. It does no I/O.
+package timeline
 
 import (
 	"cmp"
@@ -6,6 +9,8 @@ import (
 	"net/netip"
 	"slices"
 	"time"
+
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 // TimeWaitLen is how long Linux keeps a connection in TIME_WAIT
@@ -18,7 +23,7 @@ type Conn struct {
 	Cookie uint64
 	Inode  uint64
 	NetNS  uint32
-	State  State
+	State  tcp.State
 	// SinceExact is false when the connection entered State before tracing
 	// started (Since is then the start of tracing).
 	SinceExact bool
@@ -26,9 +31,9 @@ type Conn struct {
 	Remote     netip.AddrPort
 	// Since is when the connection entered State.
 	Since time.Time
-	Owner Owner
+	Owner tcp.Owner
 	// Origin is where the owner created the socket, when tcptrace saw it.
-	Origin Origin
+	Origin tcp.Origin
 	// TimeWaitExpiry is when the timer of its timewait socket fires, while it has one.
 	TimeWaitExpiry time.Time
 	// timeWaitCheck is when a timewait walk should next look for it (Unix
@@ -44,26 +49,8 @@ type TimeWaitSighting struct {
 	Cookie   uint64
 	At       time.Time // when the walk ran
 	Seen     bool
-	Substate State     // TIME_WAIT, or FIN_WAIT2 for an orphan waiting for the peer's FIN
+	Substate tcp.State // TIME_WAIT, or FIN_WAIT2 for an orphan waiting for the peer's FIN
 	Expiry   time.Time // when its timer fires
-}
-
-// SocketSnapshot is one socket of the kernel's socket table.
-type SocketSnapshot struct {
-	Cookie uint64
-	Inode  uint64
-	NetNS  uint32
-	Local  netip.AddrPort
-	Remote netip.AddrPort
-	State  State // for a timewait socket, its substate
-	// TimeWaitExpiry is set for timewait sockets.
-	TimeWaitExpiry time.Time
-	// LastReceived is when the socket last received a segment (jiffy precision);
-	// zero when unknown.
-	LastReceived time.Time
-	// Reuse is set when the socket has SO_REUSEADDR.
-	Reuse   bool
-	Holders []Owner
 }
 
 // Timeline rebuilds every connection's history from events. It does no I/O:
@@ -75,7 +62,7 @@ type Timeline struct {
 	// whether the connection went into TIME_WAIT instead, by cookie; checks
 	// orders the timewait checks due, so that TimeWaitChecks need not look
 	// at every connection.
-	held   map[uint64]*Event
+	held   map[uint64]*tcp.Event
 	checks checkQueue
 	// TimeWaitGrace is how long after a timewait timer was due a walk looks
 	// for the socket: 0 where walks alone tell the end of TIME_WAIT, more
@@ -89,8 +76,8 @@ type Timeline struct {
 	recentOrder []uint64
 	recentHead  int
 	// Resets and BindFailures are the latest of each, oldest first.
-	Resets       []Event
-	BindFailures []Event
+	Resets       []tcp.Event
+	BindFailures []tcp.Event
 	// LastTable is the latest walk of the socket table; Stats the latest counts.
 	LastTable Table
 	Stats     StatsAt
@@ -99,8 +86,8 @@ type Timeline struct {
 	// scratch is the event that timewait sightings are reported in. emit
 	// callbacks never keep the pointer they are given.
 	spareConns  []*Conn
-	spareEvents []*Event
-	scratch     Event
+	spareEvents []*tcp.Event
+	scratch     tcp.Event
 }
 
 // Bounds of what the timeline keeps of closed connections, resets and bind failures.
@@ -134,7 +121,7 @@ func (t *Timeline) forget(cookie uint64) {
 }
 
 // keep appends ev to a list bounded to max, dropping the oldest.
-func keep(list []Event, ev *Event, max int) []Event {
+func keep(list []tcp.Event, ev *tcp.Event, max int) []tcp.Event {
 	if len(list) >= max {
 		list = append(list[:0], list[1:]...)
 	}
@@ -143,11 +130,14 @@ func keep(list []Event, ev *Event, max int) []Event {
 
 // NewTimeline starts a timeline at the time tracing started.
 func NewTimeline(started time.Time) *Timeline {
-	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*Event), started: started}
+	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*tcp.Event), started: started}
 }
 
 // Conn returns the connection with this cookie, or nil.
 func (t *Timeline) Conn(cookie uint64) *Conn { return t.conns[cookie] }
+
+// Started is when the timeline began: what happened before it is unknown.
+func (t *Timeline) Started() time.Time { return t.started }
 
 // Len is the number of connections tracked.
 func (t *Timeline) Len() int { return len(t.conns) }
@@ -159,15 +149,15 @@ func (t *Timeline) Each(fn func(*Conn)) {
 	}
 }
 
-func (t *Timeline) conn(ev *Event) *Conn {
+func (t *Timeline) conn(ev *tcp.Event) *Conn {
 	c := t.conns[ev.Cookie]
 	if c == nil {
 		if n := len(t.spareConns); n > 0 {
 			c = t.spareConns[n-1]
 			t.spareConns = t.spareConns[:n-1]
-			*c = Conn{Cookie: ev.Cookie, State: StateUnknown}
+			*c = Conn{Cookie: ev.Cookie, State: tcp.StateUnknown}
 		} else {
-			c = &Conn{Cookie: ev.Cookie, State: StateUnknown}
+			c = &Conn{Cookie: ev.Cookie, State: tcp.StateUnknown}
 		}
 		t.conns[ev.Cookie] = c
 	}
@@ -185,7 +175,7 @@ func (t *Timeline) conn(ev *Event) *Conn {
 }
 
 // fillFromConn completes an event with what the timeline knows.
-func (c *Conn) fill(ev *Event) {
+func (c *Conn) fill(ev *tcp.Event) {
 	if ev.Inode == 0 {
 		ev.Inode = c.Inode
 	}
@@ -200,7 +190,7 @@ func (c *Conn) fill(ev *Event) {
 	}
 }
 
-func (c *Conn) enter(s State, at time.Time, exact bool) {
+func (c *Conn) enter(s tcp.State, at time.Time, exact bool) {
 	c.State = s
 	c.Since = at
 	c.SinceExact = exact
@@ -208,9 +198,9 @@ func (c *Conn) enter(s State, at time.Time, exact bool) {
 }
 
 // timeInOld sets how long the connection had been in its state.
-func (c *Conn) timeInOld(ev *Event) {
+func (c *Conn) timeInOld(ev *tcp.Event) {
 	switch {
-	case c.State == StateUnknown || c.State != ev.Old:
+	case c.State == tcp.StateUnknown || c.State != ev.Old:
 		ev.InOld = -1
 	default:
 		ev.InOld = ev.Time.Sub(c.Since)
@@ -218,26 +208,19 @@ func (c *Conn) timeInOld(ev *Event) {
 	}
 }
 
-// mayEnterTimeWait reports whether a CLOSE transition may really be the
-// handover to a timewait socket, which the tracepoint reports as CLOSE.
-func mayEnterTimeWait(ev *Event) bool {
-	return ev.New == StateClose && ev.Flags&FlagError == 0 &&
-		(ev.Old == StateFinWait2 || ev.Old == StateClosing)
-}
-
 // Apply takes one event in time order and calls emit for what it shows.
-func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
+func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 	switch ev.Kind {
-	case KindTransition:
+	case tcp.KindTransition:
 		t.transition(ev, emit)
-	case KindAccept, KindCloseFD:
+	case tcp.KindAccept, tcp.KindCloseFD:
 		c := t.conns[ev.Cookie]
 		if c == nil {
 			ev.InOld = -1
 			emit(ev)
 			return
 		}
-		if ev.Kind == KindAccept {
+		if ev.Kind == tcp.KindAccept {
 			c.Owner = ev.Owner
 			c.Origin = ev.Origin
 		} else if c.Owner.PID == ev.Running.PID && c.Owner.FD == ev.FD {
@@ -247,7 +230,7 @@ func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
 		ev.Old, ev.New = c.State, c.State
 		c.timeInOld(ev)
 		emit(ev)
-	case KindReset:
+	case tcp.KindReset:
 		c := t.conns[ev.Cookie]
 		if c == nil {
 			c = t.recent[ev.Cookie]
@@ -258,11 +241,11 @@ func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
 		ev.InOld = -1
 		t.Resets = keep(t.Resets, ev, resetsMax)
 		emit(ev)
-	case KindBindFail:
+	case tcp.KindBindFail:
 		ev.InOld = -1
 		t.BindFailures = keep(t.BindFailures, ev, bindFailureMax)
 		emit(ev)
-	case KindExisting:
+	case tcp.KindExisting:
 		if c := t.conns[ev.Cookie]; c != nil {
 			// Seen since tracing started: that state is fresher, but the
 			// owner may be known only from the fd tables.
@@ -283,7 +266,7 @@ func (t *Timeline) Apply(ev *Event, emit func(*Event)) {
 	}
 }
 
-func (t *Timeline) transition(ev *Event, emit func(*Event)) {
+func (t *Timeline) transition(ev *tcp.Event, emit func(*tcp.Event)) {
 	c := t.conn(ev)
 	if ev.Origin.Known() {
 		c.Origin = ev.Origin
@@ -291,7 +274,7 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	if h := t.held[c.Cookie]; h != nil {
 		// The socket moved on (a new connect()): the held CLOSE was a real one.
 		delete(t.held, c.Cookie)
-		c.enter(StateClose, h.Time, true)
+		c.enter(tcp.StateClose, h.Time, true)
 		emit(h)
 		t.spareEvent(h)
 	}
@@ -302,7 +285,7 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	}
 	c.fill(ev)
 	c.timeInOld(ev)
-	if mayEnterTimeWait(ev) {
+	if ev.MayEnterTimeWait() {
 		h := t.newEvent()
 		*h = *ev
 		t.held[c.Cookie] = h
@@ -311,21 +294,21 @@ func (t *Timeline) transition(ev *Event, emit func(*Event)) {
 	}
 	c.enter(ev.New, ev.Time, true)
 	emit(ev)
-	if ev.New == StateClose {
+	if ev.New == tcp.StateClose {
 		t.forget(ev.Cookie)
 	}
 }
 
-func (t *Timeline) newEvent() *Event {
+func (t *Timeline) newEvent() *tcp.Event {
 	if n := len(t.spareEvents); n > 0 {
 		ev := t.spareEvents[n-1]
 		t.spareEvents = t.spareEvents[:n-1]
 		return ev
 	}
-	return new(Event)
+	return new(tcp.Event)
 }
 
-func (t *Timeline) spareEvent(ev *Event) {
+func (t *Timeline) spareEvent(ev *tcp.Event) {
 	if len(t.spareEvents) < spareMax {
 		t.spareEvents = append(t.spareEvents, ev)
 	}
@@ -348,7 +331,7 @@ func (t *Timeline) TimeWaitChecks(now time.Time, fn func(cookie uint64)) {
 }
 
 // ApplyTimeWait takes what a timewait walk found and calls emit for what it shows.
-func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
+func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 	c := t.conns[s.Cookie]
 	if c == nil {
 		return
@@ -358,21 +341,21 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 		defer t.spareEvent(h)
 		if !s.Seen {
 			// No timewait socket: the connection really closed.
-			c.enter(StateClose, h.Time, true)
+			c.enter(tcp.StateClose, h.Time, true)
 			emit(h)
 			t.forget(s.Cookie)
 			return
 		}
 		t.setTimeWait(c, s)
-		if s.Substate != StateTimeWait {
+		if s.Substate != tcp.StateTimeWait {
 			// An orphan handed to a timewait socket still waits in FIN_WAIT2.
 			c.lastUpdate = h.Time.UnixNano()
 			return
 		}
-		h.New = StateTimeWait
-		h.Source = SourceTimeWait
+		h.New = tcp.StateTimeWait
+		h.Source = tcp.SourceTimeWait
 		h.TimeWaitLeft = s.Expiry.Sub(h.Time)
-		c.enter(StateTimeWait, h.Time, true)
+		c.enter(tcp.StateTimeWait, h.Time, true)
 		emit(h)
 		return
 	}
@@ -380,22 +363,22 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*Event)) {
 		return
 	}
 	ev := &t.scratch
-	*ev = Event{Kind: KindTransition, Cookie: c.Cookie, NetNS: c.NetNS, Old: c.State, Source: SourceTimeWait}
+	*ev = tcp.Event{Kind: tcp.KindTransition, Cookie: c.Cookie, NetNS: c.NetNS, Old: c.State, Source: tcp.SourceTimeWait}
 	c.fill(ev)
 	switch {
 	case !s.Seen:
-		ev.New = StateClose
+		ev.New = tcp.StateClose
 		ev.Time = s.At
 		c.timeInOld(ev)
 		emit(ev)
 		t.forget(s.Cookie)
-	case s.Substate == StateTimeWait && c.State != StateTimeWait:
+	case s.Substate == tcp.StateTimeWait && c.State != tcp.StateTimeWait:
 		// The peer's FIN reached an orphan: its timer restarted at TIME_WAIT's length.
-		ev.New = StateTimeWait
+		ev.New = tcp.StateTimeWait
 		ev.Time = s.Expiry.Add(-TimeWaitLen)
 		ev.TimeWaitLeft = s.Expiry.Sub(s.At)
 		c.timeInOld(ev)
-		c.enter(StateTimeWait, ev.Time, true)
+		c.enter(tcp.StateTimeWait, ev.Time, true)
 		t.setTimeWait(c, s)
 		emit(ev)
 	default:
@@ -414,7 +397,7 @@ const (
 func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 	c.TimeWaitExpiry = s.Expiry
 	check := s.Expiry
-	if s.Substate == StateFinWait2 {
+	if s.Substate == tcp.StateFinWait2 {
 		check = s.At.Add(orphanRecheck)
 	}
 	if !s.At.Before(s.Expiry) {
@@ -423,7 +406,7 @@ func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 	if check.After(s.Expiry) && s.At.Before(s.Expiry) {
 		check = s.Expiry
 	}
-	if s.Substate == StateTimeWait && s.At.Before(s.Expiry) {
+	if s.Substate == tcp.StateTimeWait && s.At.Before(s.Expiry) {
 		check = check.Add(t.TimeWaitGrace)
 	}
 	t.scheduleCheck(c, check)
@@ -499,7 +482,7 @@ func (q *checkQueue) pop() timeWaitCheck {
 }
 
 // FlushHeld shows every CLOSE still waiting for a timewait walk as it was reported.
-func (t *Timeline) FlushHeld(emit func(*Event)) {
+func (t *Timeline) FlushHeld(emit func(*tcp.Event)) {
 	for cookie, h := range t.held {
 		delete(t.held, cookie)
 		emit(h)
@@ -511,8 +494,8 @@ func (t *Timeline) FlushHeld(emit func(*Event)) {
 // Reconcile compares the timeline with the kernel's socket table, taken after
 // events were missed, and emits a repair for every connection left wrong.
 // Only connections that did not change since takenAt are judged.
-func (t *Timeline) Reconcile(table []SocketSnapshot, takenAt time.Time, emit func(*Event)) {
-	inTable := make(map[uint64]*SocketSnapshot, len(table))
+func (t *Timeline) Reconcile(table []tcp.SocketSnapshot, takenAt time.Time, emit func(*tcp.Event)) {
+	inTable := make(map[uint64]*tcp.SocketSnapshot, len(table))
 	for i := range table {
 		inTable[table[i].Cookie] = &table[i]
 	}
@@ -522,18 +505,18 @@ func (t *Timeline) Reconcile(table []SocketSnapshot, takenAt time.Time, emit fun
 			continue
 		}
 		s := inTable[cookie]
-		want := StateClose
+		want := tcp.StateClose
 		if s != nil {
 			want = s.State
 		}
 		if want == c.State || (s != nil && !s.TimeWaitExpiry.IsZero() && !c.TimeWaitExpiry.IsZero()) {
 			continue
 		}
-		ev := Event{Kind: KindTransition, Time: takenAt, Cookie: cookie, NetNS: c.NetNS, Old: c.State, New: want, Source: SourceRepair}
+		ev := tcp.Event{Kind: tcp.KindTransition, Time: takenAt, Cookie: cookie, NetNS: c.NetNS, Old: c.State, New: want, Source: tcp.SourceRepair}
 		c.fill(&ev)
 		c.timeInOld(&ev)
 		emit(&ev)
-		if want == StateClose {
+		if want == tcp.StateClose {
 			t.forget(cookie)
 			continue
 		}

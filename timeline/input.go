@@ -1,6 +1,10 @@
-package tracer
+package timeline
 
-import "time"
+import (
+	"time"
+
+	"github.com/tcptrace/tcptrace/tcp"
+)
 
 // InputKind says what an Input carries.
 type InputKind uint8
@@ -22,7 +26,7 @@ type Table struct {
 	// Repair is set when the walk was made because events were missed: the
 	// timeline then corrects what it had wrong.
 	Repair  bool
-	Sockets []SocketSnapshot
+	Sockets []tcp.SocketSnapshot
 }
 
 // StatsAt are the tracer's counts at a moment.
@@ -35,14 +39,14 @@ type StatsAt struct {
 // trace produce the same inputs, and Feed turns both into the same events.
 type Input struct {
 	Kind     InputKind
-	Event    Event
+	Event    tcp.Event
 	TimeWait TimeWaitSighting
 	Table    Table
 	Stats    StatsAt
 }
 
 // Feed applies one input in order and calls emit for what it shows.
-func (t *Timeline) Feed(in *Input, emit func(*Event)) {
+func (t *Timeline) Feed(in *Input, emit func(*tcp.Event)) {
 	switch in.Kind {
 	case InputEvent:
 		t.Apply(&in.Event, emit)
@@ -60,8 +64,8 @@ func (t *Timeline) Feed(in *Input, emit func(*Event)) {
 
 // TableAt is the socket table as of the timeline's latest input: the last
 // walk, with the states and holders the timeline learned since.
-func (t *Timeline) TableAt(now time.Time) []SocketSnapshot {
-	out := make([]SocketSnapshot, 0, len(t.LastTable.Sockets))
+func (t *Timeline) TableAt(now time.Time) []tcp.SocketSnapshot {
+	out := make([]tcp.SocketSnapshot, 0, len(t.LastTable.Sockets))
 	seen := make(map[uint64]bool, len(t.LastTable.Sockets))
 	for _, s := range t.LastTable.Sockets {
 		seen[s.Cookie] = true
@@ -69,20 +73,20 @@ func (t *Timeline) TableAt(now time.Time) []SocketSnapshot {
 		if c == nil && t.recent[s.Cookie] != nil {
 			continue // closed since the walk
 		}
-		if c != nil && c.State != StateUnknown && c.lastUpdate > t.LastTable.At.UnixNano() {
+		if c != nil && c.State != tcp.StateUnknown && c.lastUpdate > t.LastTable.At.UnixNano() {
 			s.State = c.State
 			s.TimeWaitExpiry = c.TimeWaitExpiry
 		}
 		out = append(out, s)
 	}
 	for cookie, c := range t.conns {
-		if seen[cookie] || c.State == StateUnknown {
+		if seen[cookie] || c.State == tcp.StateUnknown {
 			continue
 		}
-		s := SocketSnapshot{Cookie: cookie, Inode: c.Inode, NetNS: c.NetNS, Local: c.Local, Remote: c.Remote,
+		s := tcp.SocketSnapshot{Cookie: cookie, Inode: c.Inode, NetNS: c.NetNS, Local: c.Local, Remote: c.Remote,
 			State: c.State, TimeWaitExpiry: c.TimeWaitExpiry}
 		if c.Owner.Known() && !c.Owner.Closed && c.Owner.FD >= 0 {
-			s.Holders = []Owner{c.Owner}
+			s.Holders = []tcp.Owner{c.Owner}
 		}
 		out = append(out, s)
 	}

@@ -1,4 +1,8 @@
-package tracer
+// Package tcp is tcptrace's vocabulary: TCP states, the events the tracer
+// reports and the owners and origins they carry, the sockets of the kernel's
+// table, and how durations and addresses are written. It needs only the
+// standard library and builds on any OS, so that traces can be read anywhere.
+package tcp
 
 import (
 	"fmt"
@@ -248,12 +252,18 @@ type Event struct {
 }
 
 // Family is 4 or 6.
-func (e *Event) Family() int { return familyOf(e.Local) }
+func (e *Event) Family() int { return FamilyOf(e.Local) }
 
-// familyOf is 4 for an IPv4 socket; an IPv6 socket is 6, v4-mapped addresses included.
-func familyOf(a netip.AddrPort) int {
+// FamilyOf is 4 for an IPv4 socket; an IPv6 socket is 6, v4-mapped addresses included.
+func FamilyOf(a netip.AddrPort) int {
 	if a.Addr().Is4() {
 		return 4
 	}
 	return 6
+}
+
+// MayEnterTimeWait reports whether a CLOSE transition may really be the
+// handover to a timewait socket, which the tracepoint reports as CLOSE.
+func (e *Event) MayEnterTimeWait() bool {
+	return e.New == StateClose && e.Flags&FlagError == 0 && (e.Old == StateFinWait2 || e.Old == StateClosing)
 }

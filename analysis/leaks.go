@@ -1,4 +1,7 @@
-package tracer
+// Package analysis turns a timeline and a socket table into typed reports:
+// CLOSE_WAIT sockets leaked by each process, closes stuck in other states,
+// TIME_WAIT pressure, resets and failed binds, with verdicts and advice.
+package analysis
 
 import (
 	"fmt"
@@ -7,6 +10,9 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // DefaultLeakThreshold is how long a socket must sit in CLOSE_WAIT to count as
@@ -62,9 +68,9 @@ type PeerCount struct {
 
 // OriginCount is how many leaked sockets were created at one place in the code.
 type OriginCount struct {
-	Where  string  `json:"where"`
-	Count  int     `json:"count"`
-	Frames []Frame `json:"frames"`
+	Where  string      `json:"where"`
+	Count  int         `json:"count"`
+	Frames []tcp.Frame `json:"frames"`
 }
 
 // LeakedSocket is one socket in CLOSE_WAIT, with every process holding it.
@@ -75,16 +81,16 @@ type LeakedSocket struct {
 	Remote  string        `json:"remote"`
 	Age     time.Duration `json:"age_ns"`
 	AtLeast bool          `json:"age_at_least"`
-	Holders []Owner       `json:"holders"`
-	Origin  []Frame       `json:"origin,omitempty"`
+	Holders []tcp.Owner   `json:"holders"`
+	Origin  []tcp.Frame   `json:"origin,omitempty"`
 }
 
 // OriginFunc returns the symbolized stack where a connection was created, or nil.
-type OriginFunc func(c *Conn) []Frame
+type OriginFunc func(c *timeline.Conn) []tcp.Frame
 
 // BuildLeakReport finds the CLOSE_WAIT sockets of table older than threshold,
 // dates them from the timeline's history, and groups them by holding process.
-func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now time.Time, threshold time.Duration, origin OriginFunc) LeakReport {
+func BuildLeakReport(table []tcp.SocketSnapshot, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, origin OriginFunc) LeakReport {
 	rep := LeakReport{Time: now, Threshold: threshold}
 	rep.Stuck = buildStuck(table, tl, now, threshold)
 	rep.TimeWait = buildTimeWait(table, tl, host, now)
@@ -93,7 +99,7 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now tim
 	byPID := map[uint32]*ProcessLeak{}
 	for i := range table {
 		s := &table[i]
-		if s.State != StateCloseWait {
+		if s.State != tcp.StateCloseWait {
 			continue
 		}
 		c := tl.Conn(s.Cookie)
@@ -103,7 +109,7 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now tim
 			continue
 		}
 		sock := LeakedSocket{
-			Conn: s.Cookie, Inode: s.Inode, Local: Endpoint(s.Local), Remote: Endpoint(s.Remote),
+			Conn: s.Cookie, Inode: s.Inode, Local: tcp.Endpoint(s.Local), Remote: tcp.Endpoint(s.Remote),
 			Age: age, AtLeast: atLeast, Holders: s.Holders,
 		}
 		if c != nil && origin != nil {
@@ -111,7 +117,7 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now tim
 		}
 		holders := s.Holders
 		if len(holders) == 0 && c != nil && c.Owner.Known() {
-			holders = []Owner{c.Owner} // not found in any fd table: name the owner tcptrace saw
+			holders = []tcp.Owner{c.Owner} // not found in any fd table: name the owner tcptrace saw
 		}
 		for _, h := range holders {
 			p := byPID[h.PID]
@@ -141,21 +147,21 @@ func BuildLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now tim
 
 // FilteredLeakReport builds the report for the sockets and processes the
 // filter selects.
-func FilteredLeakReport(table []SocketSnapshot, tl *Timeline, host HostTCP, now time.Time, threshold time.Duration, filter *Filter, origin OriginFunc) LeakReport {
+func FilteredLeakReport(table []tcp.SocketSnapshot, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, filter *timeline.Filter, origin OriginFunc) LeakReport {
 	table = matchingSockets(table, filter)
 	rep := BuildLeakReport(table, tl, host, now, threshold, origin)
 	rep.Processes = slices.DeleteFunc(rep.Processes, func(p ProcessLeak) bool {
 		// A socket shared with a process the filter leaves out (a forked
 		// child, an fd passed on) does not bring that process in.
 		return (len(filter.PIDs) > 0 && !slices.Contains(filter.PIDs, p.PID)) || (filter.Comm != "" && filter.Comm != p.Comm) ||
-			!filter.matchPlace(Owner{Cgroup: p.Cgroup, Container: p.Container})
+			!filter.MatchPlace(tcp.Owner{Cgroup: p.Cgroup, Container: p.Container})
 	})
 	return rep
 }
 
 // matchingSockets is the part of table that filter selects; table itself,
 // not a copy, when that is all of it (a table can hold 100,000 sockets).
-func matchingSockets(table []SocketSnapshot, filter *Filter) []SocketSnapshot {
+func matchingSockets(table []tcp.SocketSnapshot, filter *timeline.Filter) []tcp.SocketSnapshot {
 	for i := range table {
 		if filter.MatchSocket(&table[i]) {
 			continue
@@ -174,7 +180,7 @@ func matchingSockets(table []SocketSnapshot, filter *Filter) []SocketSnapshot {
 // stateAge is how long a socket has been in its state: exact when tcptrace
 // saw it enter, else a lower bound from the start of tracing and from the last
 // segment it received (for CLOSE_WAIT, the peer's FIN or something later).
-func stateAge(s *SocketSnapshot, c *Conn, now time.Time) (time.Duration, bool) {
+func stateAge(s *tcp.SocketSnapshot, c *timeline.Conn, now time.Time) (time.Duration, bool) {
 	if c != nil && c.State == s.State && c.SinceExact {
 		return now.Sub(c.Since), false
 	}
@@ -235,7 +241,7 @@ func (p *ProcessLeak) summarize(threshold time.Duration) {
 // originPlace names where in the program a socket was created: the first
 // frame outside the language runtime and standard library, else the first
 // frame with a name.
-func originPlace(frames []Frame) string {
+func originPlace(frames []tcp.Frame) string {
 	if len(frames) == 0 {
 		return "unknown (created before tracing started, or no stack was recorded)"
 	}
@@ -254,7 +260,7 @@ func originPlace(frames []Frame) string {
 
 // isLibraryFrame reports frames of the Go standard library and runtime, and
 // of the C library, which are never the place to fix a leak.
-func isLibraryFrame(f Frame) bool {
+func isLibraryFrame(f tcp.Frame) bool {
 	if strings.Contains(f.Module, "/libc.so") || strings.Contains(f.Module, "/libc-") || strings.Contains(f.Module, "/ld-linux") {
 		return true
 	}
@@ -273,14 +279,6 @@ func isLibraryFrame(f Frame) bool {
 	return pkg != "main" && !strings.Contains(first, ".")
 }
 
-// Endpoint writes an address for people: "-" when there is none.
-func Endpoint(ap netip.AddrPort) string {
-	if !ap.IsValid() {
-		return "-"
-	}
-	return ap.String()
-}
-
 func plural(n int, one, many string) string {
 	if n == 1 {
 		return fmt.Sprintf("%d %s", n, one)
@@ -293,7 +291,7 @@ func (p *ProcessLeak) explain() (verdict, advice string) {
 	if len(p.Peers) == 1 {
 		who = p.Peers[0].Peer
 	}
-	age := FormatAge(p.Oldest)
+	age := tcp.FormatAge(p.Oldest)
 	if p.AtLeast {
 		age = "at least " + age
 	}
@@ -309,18 +307,4 @@ func (p *ProcessLeak) explain() (verdict, advice string) {
 		advice += fmt.Sprintf("; %s created in %s", plural(p.Origins[0].Count, "was", "were"), p.Origins[0].Where)
 	}
 	return verdict, advice
-}
-
-// FormatAge is short and human: 850ms, 12s, 3m05s, 2h01m.
-func FormatAge(d time.Duration) string {
-	switch {
-	case d < time.Second:
-		return fmt.Sprintf("%dms", d.Milliseconds())
-	case d < time.Minute:
-		return fmt.Sprintf("%ds", int(d.Seconds()))
-	case d < time.Hour:
-		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
-	default:
-		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
-	}
 }

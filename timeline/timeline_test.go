@@ -1,4 +1,4 @@
-package tracer
+package timeline
 
 import (
 	"fmt"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
@@ -17,15 +19,15 @@ type script struct {
 
 func newScript() *script { return &script{tl: NewTimeline(t0)} }
 
-func (s *script) emit(ev *Event) {
+func (s *script) emit(ev *tcp.Event) {
 	line := fmt.Sprintf("%d %s %s->%s owner=%d/%d", ev.Cookie, ev.Kind, ev.Old, ev.New, ev.Owner.PID, ev.Owner.FD)
-	if ev.InOld >= 0 && ev.Kind == KindTransition {
+	if ev.InOld >= 0 && ev.Kind == tcp.KindTransition {
 		line += " in=" + ev.InOld.String()
 		if ev.OldSince {
 			line += "+"
 		}
 	}
-	if ev.Source != SourceKernel {
+	if ev.Source != tcp.SourceKernel {
 		line += " src=" + ev.Source.String()
 	}
 	if ev.TimeWaitLeft > 0 {
@@ -34,11 +36,11 @@ func (s *script) emit(ev *Event) {
 	s.out = append(s.out, line)
 }
 
-func (s *script) tr(cookie uint64, at time.Duration, old, new State, owner Owner) {
-	s.tl.Apply(&Event{Kind: KindTransition, Cookie: cookie, Time: t0.Add(at), Old: old, New: new, Owner: owner, FD: -1}, s.emit)
+func (s *script) tr(cookie uint64, at time.Duration, old, new tcp.State, owner tcp.Owner) {
+	s.tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: cookie, Time: t0.Add(at), Old: old, New: new, Owner: owner, FD: -1}, s.emit)
 }
 
-func (s *script) tw(cookie uint64, at time.Duration, seen bool, sub State, expiry time.Duration) {
+func (s *script) tw(cookie uint64, at time.Duration, seen bool, sub tcp.State, expiry time.Duration) {
 	s.tl.ApplyTimeWait(TimeWaitSighting{Cookie: cookie, At: t0.Add(at), Seen: seen, Substate: sub, Expiry: t0.Add(expiry)}, s.emit)
 }
 
@@ -57,16 +59,16 @@ func (s *script) want(t *testing.T, lines ...string) {
 }
 
 var (
-	client = Owner{PID: 10, FD: 3, Via: OwnerConnect}
-	server = Owner{PID: 20, FD: -1, Via: OwnerListener}
+	client = tcp.Owner{PID: 10, FD: 3, Via: tcp.OwnerConnect}
+	server = tcp.Owner{PID: 20, FD: -1, Via: tcp.OwnerListener}
 )
 
 func TestTimelineTimeWait(t *testing.T) {
 	s := newScript()
-	s.tr(1, 0, StateClose, StateSynSent, client)
-	s.tr(1, time.Millisecond, StateSynSent, StateEstablished, Owner{})
-	s.tr(1, time.Second, StateEstablished, StateFinWait1, Owner{})
-	s.tr(1, 2*time.Second, StateFinWait1, StateFinWait2, Owner{})
+	s.tr(1, 0, tcp.StateClose, tcp.StateSynSent, client)
+	s.tr(1, time.Millisecond, tcp.StateSynSent, tcp.StateEstablished, tcp.Owner{})
+	s.tr(1, time.Second, tcp.StateEstablished, tcp.StateFinWait1, tcp.Owner{})
+	s.tr(1, 2*time.Second, tcp.StateFinWait1, tcp.StateFinWait2, tcp.Owner{})
 	s.want(t,
 		"1 transition CLOSE->SYN_SENT owner=10/3",
 		"1 transition SYN_SENT->ESTABLISHED owner=10/3 in=1ms",
@@ -74,19 +76,19 @@ func TestTimelineTimeWait(t *testing.T) {
 		"1 transition FIN_WAIT1->FIN_WAIT2 owner=10/3 in=1s")
 
 	// The CLOSE that is really the handover to a timewait socket is held...
-	s.tr(1, 3*time.Second, StateFinWait2, StateClose, Owner{})
+	s.tr(1, 3*time.Second, tcp.StateFinWait2, tcp.StateClose, tcp.Owner{})
 	s.want(t)
 	if got := s.checks(3 * time.Second); len(got) != 1 || got[0] != 1 {
 		t.Fatalf("checks = %v, want [1]", got)
 	}
 	// ...and shown as TIME_WAIT once a walk finds the timewait socket.
-	s.tw(1, 3100*time.Millisecond, true, StateTimeWait, 63*time.Second)
+	s.tw(1, 3100*time.Millisecond, true, tcp.StateTimeWait, 63*time.Second)
 	s.want(t, "1 transition FIN_WAIT2->TIME_WAIT owner=10/3 in=1s src=timewait left=1m0s")
 	if got := s.checks(62 * time.Second); len(got) != 0 {
 		t.Errorf("checked before the timer is due: %v", got)
 	}
 	// Still there just after the nominal expiry: the timer fires a little late.
-	s.tw(1, 63*time.Second, true, StateTimeWait, 63*time.Second)
+	s.tw(1, 63*time.Second, true, tcp.StateTimeWait, 63*time.Second)
 	s.want(t)
 	if got := s.checks(63*time.Second + timeWaitOverdueRecheck); len(got) != 1 {
 		t.Errorf("an overdue timewait socket is not checked again: %v", got)
@@ -104,8 +106,8 @@ func TestTimelineTimeWaitGrace(t *testing.T) {
 	s := newScript()
 	s.tl.TimeWaitGrace = 6 * time.Second
 	for cookie := uint64(1); cookie <= 3; cookie++ {
-		s.tr(cookie, 0, StateFinWait2, StateClose, client)
-		s.tw(cookie, 0, true, StateTimeWait, time.Duration(60+cookie)*time.Second)
+		s.tr(cookie, 0, tcp.StateFinWait2, tcp.StateClose, client)
+		s.tw(cookie, 0, true, tcp.StateTimeWait, time.Duration(60+cookie)*time.Second)
 	}
 	s.out = nil
 	if got := s.checks(64 * time.Second); len(got) != 0 {
@@ -126,8 +128,8 @@ func TestTimelineTimeWaitGrace(t *testing.T) {
 func TestTimelineChecksBounded(t *testing.T) {
 	s := newScript()
 	for cookie := uint64(1); cookie <= 20000; cookie++ {
-		s.tr(cookie, 0, StateFinWait2, StateClose, client)
-		s.tw(cookie, 0, true, StateTimeWait, time.Minute)
+		s.tr(cookie, 0, tcp.StateFinWait2, tcp.StateClose, client)
+		s.tw(cookie, 0, true, tcp.StateTimeWait, time.Minute)
 		s.tw(cookie, time.Minute, false, 0, 0)
 	}
 	if n := len(s.tl.checks); n > 1024+1 {
@@ -151,25 +153,25 @@ func TestCheckQueueOrder(t *testing.T) {
 
 func TestTimelineRealCloseIsReleased(t *testing.T) {
 	s := newScript()
-	s.tr(2, 0, StateFinWait2, StateClose, client)
+	s.tr(2, 0, tcp.StateFinWait2, tcp.StateClose, client)
 	s.tw(2, 100*time.Millisecond, false, 0, 0)
 	s.want(t, "2 transition FIN_WAIT2->CLOSE owner=10/3")
 	if s.tl.Len() != 0 {
 		t.Error("closed connection still tracked")
 	}
 	// A reset FIN_WAIT2 is not a TIME_WAIT candidate.
-	s.tl.Apply(&Event{Kind: KindTransition, Cookie: 3, Time: t0, Old: StateFinWait2, New: StateClose, Flags: FlagError, Errno: 104}, s.emit)
+	s.tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 3, Time: t0, Old: tcp.StateFinWait2, New: tcp.StateClose, Flags: tcp.FlagError, Errno: 104}, s.emit)
 	s.want(t, "3 transition FIN_WAIT2->CLOSE owner=0/0")
 }
 
 func TestTimelineOrphanFinWait2(t *testing.T) {
 	s := newScript()
-	s.tr(4, 0, StateFinWait1, StateFinWait2, client)
-	s.tr(4, time.Millisecond, StateFinWait2, StateClose, Owner{})
+	s.tr(4, 0, tcp.StateFinWait1, tcp.StateFinWait2, client)
+	s.tr(4, time.Millisecond, tcp.StateFinWait2, tcp.StateClose, tcp.Owner{})
 	// An orphan handed to a timewait socket stays in FIN_WAIT2: nothing to show.
-	s.tw(4, 50*time.Millisecond, true, StateFinWait2, 60*time.Second)
+	s.tw(4, 50*time.Millisecond, true, tcp.StateFinWait2, 60*time.Second)
 	s.want(t, "4 transition FIN_WAIT1->FIN_WAIT2 owner=10/3")
-	if c := s.tl.Conn(4); c == nil || c.State != StateFinWait2 {
+	if c := s.tl.Conn(4); c == nil || c.State != tcp.StateFinWait2 {
 		t.Fatalf("orphan state = %+v, want FIN_WAIT2", c)
 	}
 	if got := s.checks(500 * time.Millisecond); len(got) != 0 {
@@ -179,19 +181,19 @@ func TestTimelineOrphanFinWait2(t *testing.T) {
 		t.Fatalf("orphan not checked again after a second: %v", got)
 	}
 	// The peer's FIN restarted the timer at TIME_WAIT's length: that dates the entry.
-	s.tw(4, 5*time.Second, true, StateTimeWait, 64*time.Second)
+	s.tw(4, 5*time.Second, true, tcp.StateTimeWait, 64*time.Second)
 	s.want(t, "4 transition FIN_WAIT2->TIME_WAIT owner=10/3 in=4s src=timewait left=59s")
 }
 
 func TestTimelineAcceptAfterCloseWait(t *testing.T) {
 	s := newScript()
-	s.tr(5, 0, StateListen, StateSynRecv, server)
-	s.tr(5, time.Millisecond, StateSynRecv, StateEstablished, Owner{})
-	s.tr(5, 2*time.Millisecond, StateEstablished, StateCloseWait, Owner{})
+	s.tr(5, 0, tcp.StateListen, tcp.StateSynRecv, server)
+	s.tr(5, time.Millisecond, tcp.StateSynRecv, tcp.StateEstablished, tcp.Owner{})
+	s.tr(5, 2*time.Millisecond, tcp.StateEstablished, tcp.StateCloseWait, tcp.Owner{})
 	// accept() names the fd after the fact; later transitions carry it.
-	s.tl.Apply(&Event{Kind: KindAccept, Cookie: 5, Time: t0.Add(time.Second), Owner: Owner{PID: 20, FD: 7, Via: OwnerAccept}, FD: 7}, s.emit)
-	s.tl.Apply(&Event{Kind: KindCloseFD, Cookie: 5, Time: t0.Add(2 * time.Second), Running: Task{PID: 20}, FD: 7, Owner: Owner{FD: -1}}, s.emit)
-	s.tr(5, 2*time.Second, StateCloseWait, StateLastAck, Owner{})
+	s.tl.Apply(&tcp.Event{Kind: tcp.KindAccept, Cookie: 5, Time: t0.Add(time.Second), Owner: tcp.Owner{PID: 20, FD: 7, Via: tcp.OwnerAccept}, FD: 7}, s.emit)
+	s.tl.Apply(&tcp.Event{Kind: tcp.KindCloseFD, Cookie: 5, Time: t0.Add(2 * time.Second), Running: tcp.Task{PID: 20}, FD: 7, Owner: tcp.Owner{FD: -1}}, s.emit)
+	s.tr(5, 2*time.Second, tcp.StateCloseWait, tcp.StateLastAck, tcp.Owner{})
 	s.want(t,
 		"5 transition LISTEN->SYN_RECV owner=20/-1",
 		"5 transition SYN_RECV->ESTABLISHED owner=20/-1 in=1ms",
@@ -206,11 +208,11 @@ func TestTimelineAcceptAfterCloseWait(t *testing.T) {
 
 func TestTimelineExisting(t *testing.T) {
 	s := newScript()
-	holder := Owner{PID: 30, FD: 4, Via: OwnerSeed}
-	s.tl.Apply(&Event{Kind: KindExisting, Cookie: 6, Time: t0, New: StateEstablished, Owner: holder, Source: SourceSeed}, s.emit)
-	s.tr(6, 5*time.Second, StateEstablished, StateCloseWait, Owner{})
+	holder := tcp.Owner{PID: 30, FD: 4, Via: tcp.OwnerSeed}
+	s.tl.Apply(&tcp.Event{Kind: tcp.KindExisting, Cookie: 6, Time: t0, New: tcp.StateEstablished, Owner: holder, Source: tcp.SourceSeed}, s.emit)
+	s.tr(6, 5*time.Second, tcp.StateEstablished, tcp.StateCloseWait, tcp.Owner{})
 	// Seeding does not overwrite what was seen since tracing started.
-	s.tl.Apply(&Event{Kind: KindExisting, Cookie: 6, Time: t0, New: StateEstablished, Owner: holder, Source: SourceSeed}, s.emit)
+	s.tl.Apply(&tcp.Event{Kind: tcp.KindExisting, Cookie: 6, Time: t0, New: tcp.StateEstablished, Owner: holder, Source: tcp.SourceSeed}, s.emit)
 	s.want(t,
 		"6 existing ESTABLISHED->ESTABLISHED owner=30/4 src=seed",
 		"6 transition ESTABLISHED->CLOSE_WAIT owner=30/4 in=5s+")
@@ -218,17 +220,17 @@ func TestTimelineExisting(t *testing.T) {
 
 func TestTimelineReconcile(t *testing.T) {
 	s := newScript()
-	s.tr(7, 0, StateClose, StateSynSent, client)
-	s.tr(7, time.Millisecond, StateSynSent, StateEstablished, Owner{})
-	s.tr(8, 0, StateClose, StateSynSent, client)
-	s.tr(8, time.Millisecond, StateSynSent, StateEstablished, Owner{})
-	s.tr(9, 0, StateClose, StateSynSent, client)
-	s.tr(9, 10*time.Second, StateSynSent, StateEstablished, Owner{})
+	s.tr(7, 0, tcp.StateClose, tcp.StateSynSent, client)
+	s.tr(7, time.Millisecond, tcp.StateSynSent, tcp.StateEstablished, tcp.Owner{})
+	s.tr(8, 0, tcp.StateClose, tcp.StateSynSent, client)
+	s.tr(8, time.Millisecond, tcp.StateSynSent, tcp.StateEstablished, tcp.Owner{})
+	s.tr(9, 0, tcp.StateClose, tcp.StateSynSent, client)
+	s.tr(9, 10*time.Second, tcp.StateSynSent, tcp.StateEstablished, tcp.Owner{})
 	s.out = nil
 	local := netip.MustParseAddrPort("127.0.0.1:5000")
-	table := []SocketSnapshot{
-		{Cookie: 7, State: StateCloseWait, Local: local}, // a missed ESTABLISHED -> CLOSE_WAIT
-		{Cookie: 9, State: StateFinWait1},                // changed after the walk began: not judged
+	table := []tcp.SocketSnapshot{
+		{Cookie: 7, State: tcp.StateCloseWait, Local: local}, // a missed ESTABLISHED -> CLOSE_WAIT
+		{Cookie: 9, State: tcp.StateFinWait1},                // changed after the walk began: not judged
 	}
 	// Cookie 8 is gone from the table: its close was missed.
 	s.tl.Reconcile(table, t0.Add(5*time.Second), s.emit)

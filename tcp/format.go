@@ -1,0 +1,29 @@
+package tcp
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+)
+
+// Endpoint writes an address for people: "-" when there is none.
+func Endpoint(ap netip.AddrPort) string {
+	if !ap.IsValid() {
+		return "-"
+	}
+	return ap.String()
+}
+
+// FormatAge is short and human: 850ms, 12s, 3m05s, 2h01m.
+func FormatAge(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return fmt.Sprintf("%dms", d.Milliseconds())
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Seconds()))
+	case d < time.Hour:
+		return fmt.Sprintf("%dm%02ds", int(d.Minutes()), int(d.Seconds())%60)
+	default:
+		return fmt.Sprintf("%dh%02dm", int(d.Hours()), int(d.Minutes())%60)
+	}
+}
