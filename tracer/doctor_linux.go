@@ -3,8 +3,6 @@
 package tracer
 
 import (
-	"bufio"
-	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -938,45 +936,6 @@ func (d *doctor) conclude() {
 	if c := diag.Check(rowResets); c != nil && c.Status == CheckOK && len(loadResetReasons()) == 0 {
 		diag.Lost = append(diag.Lost, "RSTs this host sends are labeled without the kernel's reason (sk_rst_reason, Linux 6.10+)")
 	}
-}
-
-// readKernelConfig reads the running kernel's build configuration: unset
-// options ("# CONFIG_X is not set") map to "".
-func readKernelConfig(release string) (map[string]string, string) {
-	for _, path := range []string{"/boot/config-" + release, "/proc/config.gz"} {
-		f, err := os.Open(path)
-		if err != nil {
-			continue
-		}
-		var r io.Reader = f
-		if strings.HasSuffix(path, ".gz") {
-			gz, err := gzip.NewReader(f)
-			if err != nil {
-				f.Close()
-				continue
-			}
-			r = gz
-		}
-		config := make(map[string]string)
-		sc := bufio.NewScanner(r)
-		for sc.Scan() {
-			line := sc.Text()
-			if name, ok := strings.CutPrefix(line, "# "); ok {
-				if name, ok := strings.CutSuffix(name, " is not set"); ok {
-					config[name] = ""
-				}
-				continue
-			}
-			if name, value, ok := strings.Cut(line, "="); ok {
-				config[name] = strings.Trim(value, `"`)
-			}
-		}
-		f.Close()
-		if len(config) > 0 {
-			return config, path
-		}
-	}
-	return nil, ""
 }
 
 func countOf(n int64, what string) string {

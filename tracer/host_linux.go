@@ -4,10 +4,8 @@ package tracer
 
 import (
 	"bufio"
-	"compress/gzip"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"regexp"
@@ -183,37 +181,11 @@ func programFeature(section string) string {
 // Without a kernel config it assumes 250, the most common value; only the time
 // left shown for TIME_WAIT depends on it.
 func kernelHZ() int64 {
-	release := kernelRelease()
-	for _, path := range []string{"/boot/config-" + release, "/proc/config.gz"} {
-		if hz := readConfigHZ(path); hz > 0 {
-			return hz
-		}
+	config, _ := readKernelConfig(kernelRelease())
+	if hz, err := strconv.ParseInt(config["CONFIG_HZ"], 10, 64); err == nil && hz > 0 {
+		return hz
 	}
 	return 250
-}
-
-func readConfigHZ(path string) int64 {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	var r io.Reader = f
-	if strings.HasSuffix(path, ".gz") {
-		gz, err := gzip.NewReader(f)
-		if err != nil {
-			return 0
-		}
-		r = gz
-	}
-	sc := bufio.NewScanner(r)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "CONFIG_HZ="); ok {
-			hz, _ := strconv.ParseInt(v, 10, 64)
-			return hz
-		}
-	}
-	return 0
 }
 
 // kernelSymbol finds a kernel function's address in /proc/kallsyms; 0 when it

@@ -187,6 +187,15 @@ func parseFlags(fs *pflag.FlagSet, args []string) error {
 	return nil
 }
 
+// parseFiltered parses the arguments of a mode that filters what it shows,
+// and builds its filter.
+func parseFiltered(fs *pflag.FlagSet, args []string, f *filterFlags) (timeline.Filter, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return timeline.Filter{}, err
+	}
+	return f.filter()
+}
+
 // registerOriginRate adds --origin-rate, for the modes that record where
 // connections were made.
 func registerOriginRate(fs *pflag.FlagSet, rate *uint32) {

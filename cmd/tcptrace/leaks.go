@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -77,10 +78,7 @@ func runLeaks(args []string) error {
 	var f leaksFlags
 	fs := newFlagSet("tcptrace leaks", leaksHelp)
 	f.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	filter, err := parseFiltered(fs, args, &f.filterFlags)
 	if err != nil {
 		return err
 	}
@@ -96,62 +94,55 @@ func runLeaks(args []string) error {
 	if err := setColor(f.color); err != nil {
 		return err
 	}
-	exp, err := f.metrics.start(&filter)
-	if err != nil {
-		return err
-	}
-	defer exp.close()
-
-	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NetNS: f.netnsPath, OriginRate: f.originRate})
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
-	ctx, cancel := exp.liveContext(tr, 0)
-	defer cancel()
-
-	limits := tr.Warnings(true)
-	terminal := !f.json && isatty.IsTerminal(os.Stdout.Fd())
 	var found, reportErr error
-	next := time.Now()
-	err = tr.Run(ctx, exp.emit(func(*tcp.Event) {}), exp.tick(func() {
-		if time.Now().Before(next) || reportErr != nil {
-			return
-		}
-		next = time.Now().Add(f.interval)
-		rep, err := tr.LeakReport(f.threshold, &filter)
-		if err != nil {
-			reportErr = err
-			cancel()
-			return
-		}
-		rep.Limits = limits
-		switch {
-		case f.json:
-			b, _ := json.Marshal(rep)
-			fmt.Println(string(b))
-		case terminal:
-			var buf bytes.Buffer
-			printLeakReport(&buf, "tcptrace leaks", &rep, tr.Stats())
-			fmt.Print("\033[H\033[2J" + fitScreen(buf.String()))
-		default:
-			printLeakReport(os.Stdout, "tcptrace leaks", &rep, tr.Stats())
-		}
-		if f.once {
-			if len(rep.Processes) > 0 {
-				found = leaksFound{}
+	return live{filter: &filter, metrics: &f.metrics,
+		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NetNS: f.netnsPath, OriginRate: f.originRate},
+	}.run(liveMode{
+		start: func(tr *tracer.Tracer, cancel context.CancelFunc) (func(*tcp.Event), func()) {
+			limits := tr.Warnings(true)
+			terminal := !f.json && isatty.IsTerminal(os.Stdout.Fd())
+			next := time.Now()
+			return nil, func() {
+				if time.Now().Before(next) || reportErr != nil {
+					return
+				}
+				next = time.Now().Add(f.interval)
+				rep, err := tr.LeakReport(f.threshold, &filter)
+				if err != nil {
+					reportErr = err
+					cancel()
+					return
+				}
+				rep.Limits = limits
+				switch {
+				case f.json:
+					b, _ := json.Marshal(rep)
+					fmt.Println(string(b))
+				case terminal:
+					var buf bytes.Buffer
+					printLeakReport(&buf, "tcptrace leaks", &rep, tr.Stats())
+					fmt.Print("\033[H\033[2J" + fitScreen(buf.String()))
+				default:
+					printLeakReport(os.Stdout, "tcptrace leaks", &rep, tr.Stats())
+				}
+				if f.once {
+					if len(rep.Processes) > 0 {
+						found = leaksFound{}
+					}
+					cancel()
+				}
 			}
-			cancel()
-		}
-	}))
-	err = exp.finish(err)
-	if err == nil {
-		err = reportErr
-	}
-	if err == nil {
-		err = found
-	}
-	return err
+		},
+		stop: func(_ *tracer.Tracer, err error) error {
+			if err == nil {
+				err = reportErr
+			}
+			if err == nil {
+				err = found
+			}
+			return err
+		},
+	})
 }
 
 const maxSocketsShown = 10

@@ -372,6 +372,11 @@ func (s *summary) print(w io.Writer, st timeline.Stats, elapsed time.Duration) {
 	for _, r := range rows {
 		fmt.Fprintf(w, "  %8d  %s -> %s\n", r.n, r.from, r.to)
 	}
+	printLost(w, st)
+}
+
+// printLost says what tracing lost and repaired, in one line.
+func printLost(w io.Writer, st timeline.Stats) {
 	fmt.Fprintf(w, "lost: %d ring-buffer drops, %d state-program recursion misses, %d syscall-program recursion misses",
 		st.RingbufDrops, st.StateMisses, st.SyscallMisses)
 	if st.OwnerMapFull > 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -115,12 +116,6 @@ func runRecord(args []string) error {
 	if err := tracer.CheckHost(); err != nil {
 		return withDoctorHint(err)
 	}
-	exp, err := f.metrics.start(&filter)
-	if err != nil {
-		return err
-	}
-	defer exp.close()
-
 	var tr *tracer.Tracer
 	w, err := tracefile.Create(f.output, recordHeader(args), tracefile.Options{
 		Force: f.force, MaxSize: maxSize, MaxFiles: f.maxFiles,
@@ -130,53 +125,56 @@ func runRecord(args []string) error {
 	if err != nil {
 		return err
 	}
-	tr, err = openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w, NetNS: ff.netnsPath, OriginRate: f.originRate})
-	if err != nil {
-		w.Close()
-		os.Remove(f.output)
-		return err
-	}
-	defer tr.Close()
-	ctx, cancel := exp.liveContext(tr, f.duration)
-	defer cancel()
-	started := time.Now()
-	nextFlush, nextTable := started.Add(time.Second), started.Add(f.tableEvery)
+	var started time.Time
 	var events uint64
 	var tickErr error
-	announced := false
-	err = tr.Run(ctx, exp.emit(func(*tcp.Event) { events++ }), exp.tick(func() {
-		if !announced {
-			// Tracing has begun: what happens from now on is in the trace.
-			announced = true
-			fmt.Fprintf(os.Stderr, "recording to %s\n", f.output)
-		}
-		now := time.Now()
-		if now.After(nextFlush) && tickErr == nil {
-			nextFlush = now.Add(time.Second)
-			tickErr = w.Flush()
-		}
-		if now.After(nextTable) && tickErr == nil {
-			nextTable = now.Add(f.tableEvery)
-			_, tickErr = tr.WalkTable()
-		}
-	}))
-	err = exp.finish(err)
-	if err == nil {
-		err = tickErr
-	}
-	// A last walk, so that the report of a finished recording is current.
-	if err == nil {
-		_, err = tr.WalkTable()
-	}
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	st := tr.Stats()
-	fmt.Fprintf(os.Stderr, "recorded %d events in %s to %s (%d bytes)\n", events, formatDuration(time.Since(started)), f.output, w.Size())
-	fmt.Fprintf(os.Stderr, "lost: %d ring-buffer drops, %d state-program recursion misses, %d syscall-program recursion misses; %d transitions repaired from the socket table\n",
-		st.RingbufDrops, st.StateMisses, st.SyscallMisses, st.Repairs)
-	if n := tr.OriginsSkipped(); n > 0 {
-		fmt.Fprintf(os.Stderr, "%d connections' origins not recorded: past --origin-rate %d a second a process\n", n, f.originRate)
+	err = live{filter: &filter, metrics: &f.metrics, duration: f.duration,
+		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w, NetNS: ff.netnsPath, OriginRate: f.originRate},
+	}.run(liveMode{
+		start: func(t *tracer.Tracer, _ context.CancelFunc) (func(*tcp.Event), func()) {
+			tr, started = t, time.Now()
+			nextFlush, nextTable := started.Add(time.Second), started.Add(f.tableEvery)
+			announced := false
+			return func(*tcp.Event) { events++ }, func() {
+				if !announced {
+					// Tracing has begun: what happens from now on is in the trace.
+					announced = true
+					fmt.Fprintf(os.Stderr, "recording to %s\n", f.output)
+				}
+				now := time.Now()
+				if now.After(nextFlush) && tickErr == nil {
+					nextFlush = now.Add(time.Second)
+					tickErr = w.Flush()
+				}
+				if now.After(nextTable) && tickErr == nil {
+					nextTable = now.Add(f.tableEvery)
+					_, tickErr = tr.WalkTable()
+				}
+			}
+		},
+		stop: func(tr *tracer.Tracer, err error) error {
+			if err == nil {
+				err = tickErr
+			}
+			// A last walk, so that the report of a finished recording is current.
+			if err == nil {
+				_, err = tr.WalkTable()
+			}
+			if cerr := w.Close(); err == nil {
+				err = cerr
+			}
+			fmt.Fprintf(os.Stderr, "recorded %d events in %s to %s (%d bytes)\n", events, formatDuration(time.Since(started)), f.output, w.Size())
+			printLost(os.Stderr, tr.Stats())
+			if n := tr.OriginsSkipped(); n > 0 {
+				fmt.Fprintf(os.Stderr, "%d connections' origins not recorded: past --origin-rate %d a second a process\n", n, f.originRate)
+			}
+			return err
+		},
+	})
+	if tr == nil {
+		// Tracing never began: no trace to keep.
+		w.Close()
+		os.Remove(f.output)
 	}
 	return err
 }

@@ -4,7 +4,6 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tcptrace/tcptrace/metrics"
-	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
@@ -45,10 +44,7 @@ func runServe(args []string) error {
 	var f serveFlags
 	fs := newFlagSet("tcptrace serve", serveHelp)
 	f.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	filter, err := parseFiltered(fs, args, &f.filterFlags)
 	if err != nil {
 		return err
 	}
@@ -58,19 +54,7 @@ func runServe(args []string) error {
 	if f.metrics.addr == "" {
 		return usagef("serve needs --metrics-addr, the address to serve metrics on (default %s)", metrics.DefaultAddr)
 	}
-	exp, err := f.metrics.start(&filter)
-	if err != nil {
-		return err
-	}
-	defer exp.close()
-
-	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true, NetNS: f.netnsPath})
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
-	ctx, cancel := exp.liveContext(tr, 0)
-	defer cancel()
-	err = tr.Run(ctx, exp.emit(func(*tcp.Event) {}), exp.tick(nil))
-	return exp.finish(err)
+	return live{filter: &filter, metrics: &f.metrics,
+		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true, NetNS: f.netnsPath},
+	}.run(liveMode{})
 }

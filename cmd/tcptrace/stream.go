@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -80,10 +81,7 @@ func runStream(args []string) error {
 	var f streamFlags
 	fs := newFlagSet("tcptrace", streamHelp)
 	f.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	filter, err := f.filter()
+	filter, err := parseFiltered(fs, args, &f.filterFlags)
 	if err != nil {
 		return err
 	}
@@ -93,26 +91,21 @@ func runStream(args []string) error {
 	if err := setColor(f.color); err != nil {
 		return err
 	}
-	exp, err := f.metrics.start(&filter)
-	if err != nil {
-		return err
-	}
-	defer exp.close()
-
-	tr, err := openTracer(tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true, NetNS: f.netnsPath})
-	if err != nil {
-		return err
-	}
-	defer tr.Close()
-	ctx, cancel := exp.liveContext(tr, f.duration)
-	defer cancel()
-
-	out := newStreamOutput(os.Stdout, &filter, f.json, f.existing)
-	started := time.Now()
-	err = tr.Run(ctx, exp.emit(out.emit), exp.tick(out.flush))
-	out.finish(tr.Stats(), time.Since(started))
-	printLimits(os.Stderr, tr.Warnings(false))
-	return exp.finish(err)
+	var out *streamOutput
+	var started time.Time
+	return live{filter: &filter, metrics: &f.metrics, duration: f.duration,
+		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true, NetNS: f.netnsPath},
+	}.run(liveMode{
+		start: func(*tracer.Tracer, context.CancelFunc) (func(*tcp.Event), func()) {
+			out, started = newStreamOutput(os.Stdout, &filter, f.json, f.existing), time.Now()
+			return out.emit, out.flush
+		},
+		stop: func(tr *tracer.Tracer, err error) error {
+			out.finish(tr.Stats(), time.Since(started))
+			printLimits(os.Stderr, tr.Warnings(false))
+			return err
+		},
+	})
 }
 
 // streamOutput prints events as the live stream does; replay uses it too.
