@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/symbolize"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 )
@@ -62,7 +63,7 @@ func (t *Tracer) OriginFrames(o tcp.Origin) []tcp.Frame {
 		return nil
 	}
 	if t.symbolizer == nil {
-		t.symbolizer = NewSymbolizer()
+		t.symbolizer = symbolize.New()
 	}
 	var stack [127]uint64
 	if err := t.objs.Stacks.Lookup(uint32(o.StackID), &stack); err != nil {

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/symbolize"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 )
@@ -79,7 +80,7 @@ type Tracer struct {
 	// by its timer firing, so that walks only look for those killed early.
 	timerExpiry bool
 	// symbolizer is made on the first leak report.
-	symbolizer   *Symbolizer
+	symbolizer   *symbolize.Symbolizer
 	resetReasons map[uint32]string
 	// lastTableLen is the number of sockets the last table walk found.
 	lastTableLen int

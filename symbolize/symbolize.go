@@ -1,4 +1,7 @@
-package tracer
+// Package symbolize turns user addresses of live processes into functions,
+// files and lines, from their binaries' symbol tables: Go's pclntab, ELF
+// symbols, DWARF lines. It reads /proc and the binaries; nothing else.
+package symbolize
 
 import (
 	"bufio"
@@ -22,7 +25,7 @@ type Symbolizer struct {
 	binaries map[string]*binary // by path as the process sees it, with its inode
 }
 
-func NewSymbolizer() *Symbolizer { return &Symbolizer{binaries: make(map[string]*binary)} }
+func New() *Symbolizer { return &Symbolizer{binaries: make(map[string]*binary)} }
 
 type mapping struct {
 	start, end, offset uint64
