@@ -10,8 +10,8 @@ import (
 	"unsafe"
 
 	"github.com/cilium/ebpf/btf"
-	"golang.org/x/sys/unix"
 
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/tcp"
 )
 
@@ -20,12 +20,7 @@ const afInet = 2
 // clock turns the kernel's CLOCK_BOOTTIME stamps into wall-clock time.
 type clock struct{ offset int64 }
 
-func newClock() clock {
-	var ts unix.Timespec
-	wall := time.Now().UnixNano()
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-	return clock{offset: wall - ts.Nano()}
-}
+func newClock() clock { return clock{offset: host.BootClockOffset()} }
 
 func (c clock) wall(bootNs uint64) time.Time { return time.Unix(0, int64(bootNs)+c.offset) }
 

@@ -20,6 +20,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
+
+	"github.com/tcptrace/tcptrace/host"
 )
 
 // CheckStatus is how a checked piece of the host fares.
@@ -82,27 +84,6 @@ func (d *Diagnosis) Check(id string) *HostCheck {
 	return nil
 }
 
-// Capability numbers from include/uapi/linux/capability.h, beside those of host_linux.go.
-const (
-	capDacOverride   = 1
-	capDacReadSearch = 2
-	capSysPtrace     = 19
-	capSysResource   = 24
-)
-
-func effectiveCaps() (uint64, error) {
-	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
-	var data [2]unix.CapUserData
-	if err := unix.Capget(&hdr, &data[0]); err != nil {
-		return 0, fmt.Errorf("read capabilities: %w", err)
-	}
-	return uint64(data[0].Effective) | uint64(data[1].Effective)<<32, nil
-}
-
-type capSet uint64
-
-func (c capSet) has(n uint) bool { return c&(1<<n) != 0 }
-
 // Diagnose checks, for real, each piece of the host tcptrace uses: it loads
 // and attaches tcptrace's own programs one at a time, and detaches them at
 // once. It may mount tracefs, as tcptrace does at start.
@@ -113,7 +94,7 @@ func Diagnose() *Diagnosis {
 		Kernel: unix.ByteSliceToString(uts.Release[:]),
 		Arch:   unix.ByteSliceToString(uts.Machine[:]),
 	}}
-	d.config, d.configSource = readKernelConfig(d.diag.Kernel)
+	d.config, d.configSource = host.KernelConfig(d.diag.Kernel)
 	d.run()
 	d.conclude()
 	return d.diag
@@ -121,7 +102,7 @@ func Diagnose() *Diagnosis {
 
 type doctor struct {
 	diag         *Diagnosis
-	caps         capSet
+	caps         host.Caps
 	privileged   bool // may load BPF programs
 	memlockOK    bool // the kernel's MEMLOCK hint in errors is beside the point
 	config       map[string]string
@@ -161,27 +142,27 @@ func (d *doctor) run() {
 }
 
 func (d *doctor) checkPrivileges() {
-	caps, err := effectiveCaps()
+	caps, err := host.EffectiveCaps()
 	if err != nil {
 		d.add(HostCheck{ID: "privileges", Name: "privileges", Status: CheckUnknown, Need: NeedRequired,
 			Detail: err.Error(), Meaning: "tcptrace needs root, or CAP_BPF and CAP_PERFMON"})
 		return
 	}
-	d.caps = capSet(caps)
-	d.privileged = d.caps.has(capSysAdmin) || (d.caps.has(capBPF) && d.caps.has(capPerfmon))
+	d.caps = host.Caps(caps)
+	d.privileged = d.caps.Has(host.CapSysAdmin) || (d.caps.Has(host.CapBPF) && d.caps.Has(host.CapPerfmon))
 	names := []struct {
 		n    uint
 		name string
-	}{{capBPF, "CAP_BPF"}, {capPerfmon, "CAP_PERFMON"}, {capSysAdmin, "CAP_SYS_ADMIN"}}
+	}{{host.CapBPF, "CAP_BPF"}, {host.CapPerfmon, "CAP_PERFMON"}, {host.CapSysAdmin, "CAP_SYS_ADMIN"}}
 	var have []string
 	for _, c := range names {
-		if d.caps.has(c.n) {
+		if d.caps.Has(c.n) {
 			have = append(have, c.name)
 		}
 	}
 	detail := fmt.Sprintf("uid %d", os.Geteuid())
 	switch {
-	case os.Geteuid() == 0 && d.caps.has(capSysAdmin) && d.caps.has(capBPF):
+	case os.Geteuid() == 0 && d.caps.Has(host.CapSysAdmin) && d.caps.Has(host.CapBPF):
 		detail = "root (uid 0, with every capability tcptrace uses)"
 	case len(have) > 0:
 		detail += " with " + strings.Join(have, ", ")
@@ -198,14 +179,14 @@ func (d *doctor) checkPrivileges() {
 
 	ptrace := HostCheck{ID: "cap_sys_ptrace", Name: "CAP_SYS_PTRACE", Status: CheckOK, Need: NeedOptional, Detail: "present",
 		Meaning: "leaks names the function that created each connection, in any user's process"}
-	if !d.caps.has(capSysPtrace) {
+	if !d.caps.Has(host.CapSysPtrace) {
 		ptrace.Status, ptrace.Detail = CheckDegraded, "absent"
 		ptrace.Meaning = "the creation stacks of other users' processes are shown as bare addresses (their maps and binaries cannot be read)"
 	}
 	d.add(ptrace)
 	admin := HostCheck{ID: "cap_sys_admin", Name: "CAP_SYS_ADMIN", Status: CheckOK, Need: NeedOptional, Detail: "present",
 		Meaning: "can mount tracefs if needed, and enter other network namespaces (containers') to walk their socket tables (orphans getting their peer's FIN, --netns)"}
-	if !d.caps.has(capSysAdmin) {
+	if !d.caps.Has(host.CapSysAdmin) {
 		admin.Status, admin.Detail = CheckDegraded, "absent"
 		admin.Meaning = "tracefs must already be mounted; orphaned sockets in other network namespaces that get their peer's FIN show CLOSE instead of TIME_WAIT, and --netns cannot walk the namespace it names"
 	}
@@ -259,48 +240,27 @@ func formatLimit(v uint64) string {
 func (d *doctor) checkKernel() {
 	c := HostCheck{ID: "kernel", Name: "kernel", Status: CheckOK, Need: NeedInfo,
 		Detail:  fmt.Sprintf("Linux %s (%s)", d.diag.Kernel, d.diag.Arch),
-		Meaning: "tcptrace runs on Linux " + minKernel + " and later (tested on " + testedKernels + "); the rows below say what this kernel loads"}
-	if olderThanFloor(d.diag.Kernel) {
+		Meaning: "tcptrace runs on Linux " + host.MinKernel + " and later (tested on " + host.TestedKernels + "); the rows below say what this kernel loads"}
+	if host.OlderThanFloor(d.diag.Kernel) {
 		c.Status = CheckDegraded
-		c.Meaning = "older than " + minKernel + ", the oldest kernel tcptrace is tested on: it may still run where features were backported; the rows below say what loads"
+		c.Meaning = "older than " + host.MinKernel + ", the oldest kernel tcptrace is tested on: it may still run where features were backported; the rows below say what loads"
 	}
 	d.add(c)
-}
-
-const securityfsPath = "/sys/kernel/security"
-
-// lockdownMode reads the kernel's lockdown mode, "" when it cannot be read.
-func lockdownMode() string {
-	b, err := os.ReadFile(securityfsPath + "/lockdown")
-	if err != nil {
-		return ""
-	}
-	return selectedLockdown(string(b))
-}
-
-// selectedLockdown picks the bracketed mode of "none [integrity] confidentiality".
-func selectedLockdown(s string) string {
-	for _, f := range strings.Fields(s) {
-		if strings.HasPrefix(f, "[") && strings.HasSuffix(f, "]") {
-			return strings.Trim(f, "[]")
-		}
-	}
-	return ""
 }
 
 // readLockdown reads the lockdown modes, through a temporary mount of
 // securityfs when it is not mounted (and unmounts it).
 func (d *doctor) readLockdown() (modes, how string, err error) {
-	b, err := os.ReadFile(securityfsPath + "/lockdown")
+	b, err := os.ReadFile(host.SecurityfsPath + "/lockdown")
 	if err == nil {
 		return strings.TrimSpace(string(b)), "", nil
 	}
 	var st unix.Statfs_t
-	if serr := unix.Statfs(securityfsPath, &st); serr == nil && st.Type == unix.SECURITYFS_MAGIC {
+	if serr := unix.Statfs(host.SecurityfsPath, &st); serr == nil && st.Type == unix.SECURITYFS_MAGIC {
 		// securityfs is mounted but has no lockdown file: the LSM is not built in.
 		return "", "", fs.ErrNotExist
 	}
-	if !d.caps.has(capSysAdmin) {
+	if !d.caps.Has(host.CapSysAdmin) {
 		return "", "", errors.New("securityfs is not mounted, and mounting it needs CAP_SYS_ADMIN")
 	}
 	dir, err := os.MkdirTemp("", "tcptrace-securityfs")
@@ -331,7 +291,7 @@ func (d *doctor) checkLockdown() {
 		c.Status, c.Need, c.Detail = CheckUnknown, NeedInfo, err.Error()
 		c.Meaning = "in confidentiality mode BPF may not read kernel memory, and tcptrace cannot work"
 	default:
-		mode := selectedLockdown(modes)
+		mode := host.SelectedLockdown(modes)
 		c.Detail = mode + how
 		switch mode {
 		case "none":
@@ -368,40 +328,26 @@ func (d *doctor) checkBTF() {
 	d.add(c)
 }
 
-// tracefsCandidates are where tracefs is found, in cilium/ebpf's order.
-var tracefsCandidates = []string{tracefsPath, "/sys/kernel/debug/tracing"}
-
-// findTracefs returns the directory where tracefs is mounted, "" if nowhere.
-func findTracefs() string {
-	for _, dir := range tracefsCandidates {
-		var st unix.Statfs_t
-		if err := unix.Statfs(dir, &st); err == nil && st.Type == unix.TRACEFS_MAGIC {
-			return dir
-		}
-	}
-	return ""
-}
-
 func (d *doctor) checkTracefs() {
 	c := HostCheck{ID: "tracefs", Name: "tracefs", Status: CheckOK, Need: NeedRequired,
 		Meaning: "the syscall, reset and classic state tracepoints are found through it (tp_btf and iterators are not)"}
-	dir := findTracefs()
+	dir := host.FindTracefs()
 	how := ""
 	if dir == "" {
-		if !d.caps.has(capSysAdmin) {
+		if !d.caps.Has(host.CapSysAdmin) {
 			c.Status = CheckMissing
 			c.Detail = "not mounted, and mounting it needs CAP_SYS_ADMIN"
-			c.Meaning = "run 'mount -t tracefs tracefs " + tracefsPath + "' as root (tcptrace does it itself when run as root)"
+			c.Meaning = "run 'mount -t tracefs tracefs " + host.TracefsPath + "' as root (tcptrace does it itself when run as root)"
 			d.add(c)
 			return
 		}
-		if err := unix.Mount("tracefs", tracefsPath, "tracefs", 0, ""); err != nil {
+		if err := unix.Mount("tracefs", host.TracefsPath, "tracefs", 0, ""); err != nil {
 			c.Status = CheckMissing
 			c.Detail = "not mounted, and mounting it failed: " + err.Error()
 			d.add(c)
 			return
 		}
-		dir, how = tracefsPath, "; it was not mounted: mounted it, as tcptrace does at start"
+		dir, how = host.TracefsPath, "; it was not mounted: mounted it, as tcptrace does at start"
 	}
 	var missing []string
 	for _, ev := range []string{"sock/inet_sock_set_state", "syscalls", "tcp/tcp_send_reset", "tcp/tcp_receive_reset"} {
@@ -423,7 +369,7 @@ func (d *doctor) checkTracefs() {
 		c.Detail = "mounted at " + dir + "; no events/" + strings.Join(missing, ", no events/") + how
 		c.Meaning = "the tracepoints below that need these events cannot attach"
 	}
-	if !d.caps.has(capSysAdmin) && !d.caps.has(capDacReadSearch) && !d.caps.has(capDacOverride) && os.Geteuid() != 0 {
+	if !d.caps.Has(host.CapSysAdmin) && !d.caps.Has(host.CapDacReadSearch) && !d.caps.Has(host.CapDacOverride) && os.Geteuid() != 0 {
 		c.Detail += " (readable by this user)"
 	}
 	d.add(c)
@@ -826,7 +772,7 @@ func (d *doctor) checkHZ() {
 func (d *doctor) checkTimewaitTimer() {
 	c := HostCheck{ID: "timewait_timer", Name: "timewait timer address", Status: CheckOK, Need: NeedOptional,
 		Meaning: "the end of TIME_WAIT is reported when the kernel's timer fires (timer:timer_expire_entry)"}
-	if addr := kernelSymbol("tw_timer_handler"); addr != 0 {
+	if addr := host.KernelSymbol("tw_timer_handler"); addr != 0 {
 		c.Detail = fmt.Sprintf("tw_timer_handler at %#x (/proc/kallsyms)", addr)
 	} else {
 		c.Status = CheckDegraded

@@ -3,12 +3,10 @@
 package tracer
 
 import (
-	"os"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/symbolize"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
@@ -23,37 +21,9 @@ func (t *Tracer) LeakReport(threshold time.Duration, filter *timeline.Filter) (a
 		return analysis.LeakReport{}, err
 	}
 	origin := func(c *timeline.Conn) []tcp.Frame { return t.OriginFrames(c.Origin) }
-	rep := analysis.FilteredLeakReport(table, t.timeline, ReadHostTCP(), time.Now(), threshold, filter, origin)
+	rep := analysis.FilteredLeakReport(table, t.timeline, host.ReadTCP(), time.Now(), threshold, filter, origin)
 	rep.OriginsSkipped = t.originsSkipped
 	return rep, nil
-}
-
-// ReadHostTCP reads the TCP sysctls that TIME_WAIT advice depends on; a value
-// that cannot be read stays zero.
-func ReadHostTCP() tcp.HostTCP {
-	var h tcp.HostTCP
-	read := func(name string) []int {
-		b, err := os.ReadFile("/proc/sys/net/ipv4/" + name)
-		if err != nil {
-			return nil
-		}
-		var out []int
-		for _, f := range strings.Fields(string(b)) {
-			n, _ := strconv.Atoi(f)
-			out = append(out, n)
-		}
-		return out
-	}
-	if v := read("ip_local_port_range"); len(v) == 2 {
-		h.PortRange = [2]int{v[0], v[1]}
-	}
-	if v := read("tcp_tw_reuse"); len(v) == 1 {
-		h.TwReuse = v[0]
-	}
-	if v := read("tcp_max_tw_buckets"); len(v) == 1 {
-		h.MaxTwBuckets = v[0]
-	}
-	return h
 }
 
 // OriginFrames symbolizes the stack recorded where a connection was created,

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/timeline"
 )
 
@@ -45,8 +46,8 @@ func newNamespaces(walked *os.File) (*namespaces, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read network namespace: %w", err)
 	}
-	caps, err := effectiveCaps()
-	follow := err == nil && capSet(caps).has(capSysAdmin)
+	caps, err := host.EffectiveCaps()
+	follow := err == nil && host.Caps(caps).Has(host.CapSysAdmin)
 	return &namespaces{walked: ino, handles: map[uint32]*nsHandle{}, refused: map[uint32]bool{}, follow: follow}, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 )
@@ -44,7 +45,7 @@ func openIterators(objs *tcptraceObjects) (iterators, error) {
 			return iterators{}, fmt.Errorf("attach %s iterator: %w", x.name, err)
 		}
 	}
-	it.nsPerJiffy = int64(time.Second) / kernelHZ()
+	it.nsPerJiffy = int64(time.Second) / host.HZ()
 	return it, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/symbolize"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
@@ -104,7 +105,7 @@ type Tracer struct {
 // Open checks the host, loads the kernel programs and attaches them.
 // Nothing is reported until Run.
 func Open(cfg Config) (*Tracer, error) {
-	if err := CheckHost(); err != nil {
+	if err := host.Check(); err != nil {
 		return nil, err
 	}
 	classic := cfg.ClassicTracepoint
@@ -176,7 +177,7 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 		// in their place (the timer's copy, below, is never attached).
 		spec.Programs["handle_set_state"] = spec.Programs["handle_set_state_classic"].Copy()
 	} else if !cfg.endTimeWaitByWalks {
-		twTimer = kernelSymbol("tw_timer_handler")
+		twTimer = host.KernelSymbol("tw_timer_handler")
 	}
 	if twTimer == 0 {
 		spec.Programs["handle_timer_expire"] = spec.Programs["handle_set_state_classic"].Copy()
@@ -219,7 +220,7 @@ func open(cfg Config, classic bool) (*Tracer, error) {
 		return nil, err
 	}
 	if cfg.NetNS != "" {
-		if caps, cerr := effectiveCaps(); cerr == nil && !capSet(caps).has(capSysAdmin) {
+		if caps, cerr := host.EffectiveCaps(); cerr == nil && !host.Caps(caps).Has(host.CapSysAdmin) {
 			t.Close()
 			return nil, errors.New("--netns needs CAP_SYS_ADMIN to enter the namespace and walk its sockets")
 		}

@@ -2,7 +2,11 @@
 
 package tracer
 
-import "github.com/cilium/ebpf/btf"
+import (
+	"github.com/cilium/ebpf/btf"
+
+	"github.com/tcptrace/tcptrace/host"
+)
 
 // Warnings names, one line each, what this tracer runs without on this
 // host: everything it lost that did not keep it from starting. stacks tells
@@ -18,7 +22,7 @@ func (t *Tracer) Warnings(stacks bool) []string {
 	if !t.netns.follow {
 		out = append(out, "without CAP_SYS_ADMIN, other network namespaces (containers) cannot be walked: their orphaned sockets that get the peer's FIN show CLOSE, not TIME_WAIT")
 	}
-	if caps, err := effectiveCaps(); stacks && err == nil && !capSet(caps).has(capSysPtrace) {
+	if caps, err := host.EffectiveCaps(); stacks && err == nil && !host.Caps(caps).Has(host.CapSysPtrace) {
 		out = append(out, "without CAP_SYS_PTRACE, the stacks where other users' processes created connections are shown as bare addresses")
 	}
 	if len(t.resetReasons) == 0 {
@@ -28,7 +32,7 @@ func (t *Tracer) Warnings(stacks bool) []string {
 	if stacks && err == nil && !hasTaskPtRegs(spec) {
 		out = append(out, "this kernel has no bpf_task_pt_regs (Linux 5.15+): an origin may miss the caller of a syscall wrapper that keeps no stack frame (glibc's accept, say)")
 	}
-	if config, _ := readKernelConfig(kernelRelease()); config["CONFIG_HZ"] == "" {
+	if config, _ := host.KernelConfig(host.Release()); config["CONFIG_HZ"] == "" {
 		out = append(out, "no kernel config (/boot/config-*, /proc/config.gz): the time left in TIME_WAIT assumes CONFIG_HZ=250")
 	}
 	if err == nil && !hasRecursionMisses(spec) {

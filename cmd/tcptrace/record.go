@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/tracefile"
 	"github.com/tcptrace/tcptrace/tracer"
@@ -113,7 +114,7 @@ func runRecord(args []string) error {
 	if err := f.metrics.check(); err != nil {
 		return err
 	}
-	if err := tracer.CheckHost(); err != nil {
+	if err := host.Check(); err != nil {
 		return withDoctorHint(err)
 	}
 	var tr *tracer.Tracer
@@ -180,21 +181,11 @@ func runRecord(args []string) error {
 }
 
 func recordHeader(args []string) tracefile.Header {
-	var uts unix.Utsname
-	_ = unix.Uname(&uts)
-	host, _ := os.Hostname()
+	hostname, _ := os.Hostname()
 	return tracefile.Header{
-		Tracer: "tcptrace", Hostname: host, Kernel: unix.ByteSliceToString(uts.Release[:]),
-		Started: time.Now(), Host: tracer.ReadHostTCP(), ClockOffsetNs: clockOffset(), Filters: args,
+		Tracer: "tcptrace", Hostname: hostname, Kernel: host.Release(),
+		Started: time.Now(), Host: host.ReadTCP(), ClockOffsetNs: host.BootClockOffset(), Filters: args,
 	}
-}
-
-// clockOffset is wall-clock time less CLOCK_BOOTTIME, the kernel's clock.
-func clockOffset() int64 {
-	var ts unix.Timespec
-	wall := time.Now().UnixNano()
-	_ = unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-	return wall - ts.Nano()
 }
 
 // describeProcess reads a live process's command line and start time from /proc.

@@ -1,4 +1,4 @@
-package tracer
+package host
 
 import (
 	"bufio"
@@ -8,10 +8,10 @@ import (
 	"strings"
 )
 
-// readKernelConfig reads the running kernel's build configuration, from
+// KernelConfig reads the running kernel's build configuration, from
 // /boot/config-RELEASE or else /proc/config.gz, and says which it read; nil
 // when neither is there.
-func readKernelConfig(release string) (map[string]string, string) {
+func KernelConfig(release string) (map[string]string, string) {
 	for _, path := range []string{"/boot/config-" + release, "/proc/config.gz"} {
 		if config := readConfigFile(path); len(config) > 0 {
 			return config, path
