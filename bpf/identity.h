@@ -73,13 +73,13 @@ static __always_inline __u64 own_id(const void *sk, bool timewait, bool create)
 	return 0;
 }
 
-/* The key of a full socket whose cookie, if any, was already assigned. */
-static __always_inline __u64 sock_key(const void *sk)
+/* The key of a socket (timewait or full) whose cookie, if any, was already assigned. */
+static __always_inline __u64 sock_key(const void *sk, bool timewait)
 {
 	if (key_by_address)
 		return (__u64)sk;
 	if (own_cookies)
-		return own_id(sk, false, false);
+		return own_id(sk, timewait, false);
 	return BPF_CORE_READ((struct sock_common *)sk, skc_cookie.counter);
 }
 

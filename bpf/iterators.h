@@ -66,8 +66,7 @@ static __always_inline int iter_timewait_socket(struct bpf_iter__tcp *ctx)
 
 	if (!skc || skc->skc_state != TCP_TIME_WAIT)
 		return 0;
-	__u64 cookie =
-		own_cookies ? own_id(skc, true, false) : BPF_CORE_READ(skc, skc_cookie.counter);
+	__u64 cookie = sock_key(skc, true);
 	if (!cookie || !bpf_map_lookup_elem(&tw_wanted, &cookie))
 		return 0;
 	fill_record(&r, skc);
@@ -107,7 +106,7 @@ static __always_inline int iter_socket_file(struct bpf_iter__task_file *ctx)
 	if (own_cookies && r.protocol == IPPROTO_TCP && r.state != TCP_CLOSE)
 		r.cookie = own_id(sk, false, true);
 	else
-		r.cookie = sock_key(sk);
+		r.cookie = sock_key(sk, false);
 	BPF_CORE_READ_STR_INTO(&r.comm, task, group_leader, comm);
 	bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
 	return 0;

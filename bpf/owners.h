@@ -149,7 +149,7 @@ static __always_inline int remember_pending(void *ctx, int fd, bool want_origin)
 static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd,
 					      struct owner **known)
 {
-	__u64 cookie = sock_key(sk);
+	__u64 cookie = sock_key(sk, false);
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 
 	*known = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;

@@ -49,7 +49,7 @@ int handle_set_state_classic(struct trace_event_raw_inet_sock_set_state *ctx)
 
 	if (ctx->protocol != IPPROTO_TCP || (ctx->family != AF_INET && ctx->family != AF_INET6))
 		return 0;
-	return on_set_state(sk, sock_key(sk), ctx->oldstate, ctx->newstate, false);
+	return on_set_state(sk, sock_key(sk, false), ctx->oldstate, ctx->newstate, false);
 }
 
 SEC("tp_btf/timer_expire_entry")

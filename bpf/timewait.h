@@ -111,13 +111,11 @@ static __always_inline int on_timer_expire(struct timer_list *timer)
 	if (!tw_timer_fn || (__u64)timer->function != tw_timer_fn)
 		return 0;
 	struct inet_timewait_sock *tw = container_of(timer, struct inet_timewait_sock, tw_timer);
-	__u64 cookie;
+	__u64 cookie = sock_key(tw, true);
 	if (own_cookies) {
+		/* The socket is gone: so is its number. */
 		__u64 addr = (__u64)tw;
-		cookie = own_id(tw, true, false);
 		bpf_map_delete_elem(&tw_ids, &addr);
-	} else {
-		cookie = BPF_CORE_READ(tw, __tw_common.skc_cookie.counter);
 	}
 	if (!cookie)
 		return 0;

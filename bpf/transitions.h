@@ -114,7 +114,7 @@ static __always_inline int on_reset(const struct sock *sk, bool sent, __u32 reas
 	/* Timewait and request sockets answer with RSTs too; they have no owner. */
 	if (state == TCP_TIME_WAIT || state == TCP_NEW_SYN_RECV || !is_inet_tcp(sk, false))
 		return 0;
-	__u64 cookie = sock_key(sk);
+	__u64 cookie = sock_key(sk, false);
 	struct owner owner = {.fd = -1};
 	struct owner *known = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
 	if (known)
