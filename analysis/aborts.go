@@ -89,8 +89,8 @@ type PortHolder struct {
 }
 
 // PortHolders lists the sockets of table in netns whose local address conflicts with addr.
-func PortHolders(table []tcp.SocketSnapshot, netns uint32, addr netip.AddrPort) []tcp.SocketSnapshot {
-	out := []tcp.SocketSnapshot{} // not nil: the port was looked at
+func PortHolders(table []tcp.Socket, netns uint32, addr netip.AddrPort) []tcp.Socket {
+	out := []tcp.Socket{} // not nil: the port was looked at
 	want := addr.Addr().Unmap()
 	for _, s := range table {
 		if s.NetNS != netns || s.Local.Port() != addr.Port() {

@@ -12,13 +12,13 @@ import (
 // BenchmarkLeakReport is the leak report's cost per socket of the table.
 func BenchmarkLeakReport(b *testing.B) {
 	tl := timeline.NewTimeline(t0)
-	var table []tcp.SocketSnapshot
+	var table []tcp.Socket
 	for i := 0; i < 10000; i++ {
 		st := tcp.StateEstablished
 		if i%10 == 0 {
 			st = tcp.StateCloseWait
 		}
-		table = append(table, tcp.SocketSnapshot{Cookie: uint64(i), State: st,
+		table = append(table, tcp.Socket{Cookie: uint64(i), State: st,
 			Local:   netip.MustParseAddrPort("10.0.0.1:8080"),
 			Remote:  netip.AddrPortFrom(netip.MustParseAddr("10.0.0.9"), uint16(1024+i)),
 			Holders: []tcp.Owner{{PID: 42, Comm: "api", FD: int32(10 + i)}}, LastReceived: t0})

@@ -90,7 +90,7 @@ type OriginFunc func(c *timeline.Conn) []tcp.Frame
 
 // BuildLeakReport finds the CLOSE_WAIT sockets of table older than threshold,
 // dates them from the timeline's history, and groups them by holding process.
-func BuildLeakReport(table []tcp.SocketSnapshot, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, origin OriginFunc) LeakReport {
+func BuildLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, origin OriginFunc) LeakReport {
 	rep := LeakReport{Time: now, Threshold: threshold}
 	rep.Stuck = buildStuck(table, tl, now, threshold)
 	rep.TimeWait = buildTimeWait(table, tl, host, now)
@@ -147,7 +147,7 @@ func BuildLeakReport(table []tcp.SocketSnapshot, tl *timeline.Timeline, host tcp
 
 // FilteredLeakReport builds the report for the sockets and processes the
 // filter selects.
-func FilteredLeakReport(table []tcp.SocketSnapshot, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, filter *timeline.Filter, origin OriginFunc) LeakReport {
+func FilteredLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, filter *timeline.Filter, origin OriginFunc) LeakReport {
 	table = matchingSockets(table, filter)
 	rep := BuildLeakReport(table, tl, host, now, threshold, origin)
 	rep.Processes = slices.DeleteFunc(rep.Processes, func(p ProcessLeak) bool {
@@ -161,7 +161,7 @@ func FilteredLeakReport(table []tcp.SocketSnapshot, tl *timeline.Timeline, host 
 
 // matchingSockets is the part of table that filter selects; table itself,
 // not a copy, when that is all of it (a table can hold 100,000 sockets).
-func matchingSockets(table []tcp.SocketSnapshot, filter *timeline.Filter) []tcp.SocketSnapshot {
+func matchingSockets(table []tcp.Socket, filter *timeline.Filter) []tcp.Socket {
 	for i := range table {
 		if filter.MatchSocket(&table[i]) {
 			continue
@@ -180,8 +180,8 @@ func matchingSockets(table []tcp.SocketSnapshot, filter *timeline.Filter) []tcp.
 // stateAge is how long a socket has been in its state: exact when tcptrace
 // saw it enter, else a lower bound from the start of tracing and from the last
 // segment it received (for CLOSE_WAIT, the peer's FIN or something later).
-func stateAge(s *tcp.SocketSnapshot, c *timeline.Conn, now time.Time) (time.Duration, bool) {
-	if c != nil && c.State == s.State && c.SinceExact {
+func stateAge(s *tcp.Socket, c *timeline.Conn, now time.Time) (time.Duration, bool) {
+	if c != nil && c.State == s.State && !c.SinceBeforeTrace {
 		return now.Sub(c.Since), false
 	}
 	var age time.Duration

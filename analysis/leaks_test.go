@@ -22,7 +22,7 @@ func TestBuildLeakReport(t *testing.T) {
 	// Cookie 1 entered CLOSE_WAIT under the tracer's eyes, 5 minutes ago.
 	tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 1, Time: t0, Old: tcp.StateListen, New: tcp.StateSynRecv, Owner: tcp.Owner{PID: 42, FD: -1, Via: tcp.OwnerListener}}, func(*tcp.Event) {})
 	tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 1, Time: now.Add(-5 * time.Minute), Old: tcp.StateEstablished, New: tcp.StateCloseWait}, func(*tcp.Event) {})
-	table := []tcp.SocketSnapshot{
+	table := []tcp.Socket{
 		{Cookie: 1, State: tcp.StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40001"), Holders: []tcp.Owner{server, child}},
 		// Older than the tracer: the last segment it received bounds its age.
 		{Cookie: 2, State: tcp.StateCloseWait, Local: local, Remote: netip.MustParseAddrPort("10.0.0.9:40002"),
@@ -85,14 +85,14 @@ func TestTimeWaitWarning(t *testing.T) {
 	tl := timeline.NewTimeline(t0)
 	now := t0.Add(2 * time.Minute)
 	host := tcp.HostTCP{PortRange: [2]int{40000, 40099}, TwReuse: 0, MaxTwBuckets: 1000}
-	var table []tcp.SocketSnapshot
+	var table []tcp.Socket
 	dst := netip.MustParseAddrPort("10.0.0.9:5432")
 	for i := 0; i < 60; i++ {
 		cookie := uint64(100 + i)
 		tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: cookie, Time: t0, Old: tcp.StateClose, New: tcp.StateSynSent, Owner: tcp.Owner{PID: 7, Comm: "worker", FD: 3, Via: tcp.OwnerConnect}}, func(*tcp.Event) {})
 		tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: cookie, Time: now.Add(-30 * time.Second), Old: tcp.StateFinWait2, New: tcp.StateClose}, func(*tcp.Event) {})
 		tl.ApplyTimeWait(timeline.TimeWaitSighting{Cookie: cookie, At: now.Add(-30 * time.Second), Seen: true, Substate: tcp.StateTimeWait, Expiry: now.Add(30 * time.Second)}, func(*tcp.Event) {})
-		table = append(table, tcp.SocketSnapshot{Cookie: cookie, State: tcp.StateTimeWait, Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+i)), Remote: dst})
+		table = append(table, tcp.Socket{Cookie: cookie, State: tcp.StateTimeWait, Local: netip.AddrPortFrom(netip.MustParseAddr("10.0.0.1"), uint16(40000+i)), Remote: dst})
 	}
 	rep := buildTimeWait(table, tl, host, now)
 	if rep.Total != 60 || len(rep.Routes) != 1 || !rep.Routes[0].Client || rep.Routes[0].Count != 60 {
@@ -121,7 +121,7 @@ func TestFilteredLeakReportContainer(t *testing.T) {
 	now := t0.Add(10 * time.Minute)
 	inside := tcp.Owner{PID: 42, Comm: "api", FD: 7, Via: tcp.OwnerSeed, Cgroup: 9, Container: ctr}
 	outside := tcp.Owner{PID: 43, Comm: "debug", FD: 3, Via: tcp.OwnerSeed, Cgroup: 1}
-	table := []tcp.SocketSnapshot{{Cookie: 1, State: tcp.StateCloseWait, Local: netip.MustParseAddrPort("10.0.0.1:8080"),
+	table := []tcp.Socket{{Cookie: 1, State: tcp.StateCloseWait, Local: netip.MustParseAddrPort("10.0.0.1:8080"),
 		Remote: netip.MustParseAddrPort("10.0.0.9:40001"), Holders: []tcp.Owner{inside, outside}, LastReceived: t0}}
 	for _, tc := range []struct {
 		f    timeline.Filter

@@ -33,7 +33,7 @@ type StuckSocket struct {
 // stuckStates are the states a closing connection should pass through quickly.
 var stuckStates = map[tcp.State]bool{tcp.StateFinWait1: true, tcp.StateFinWait2: true, tcp.StateClosing: true, tcp.StateLastAck: true}
 
-func buildStuck(table []tcp.SocketSnapshot, tl *timeline.Timeline, now time.Time, threshold time.Duration) []StuckSocket {
+func buildStuck(table []tcp.Socket, tl *timeline.Timeline, now time.Time, threshold time.Duration) []StuckSocket {
 	var out []StuckSocket
 	var at []int // the table index of each of out
 	for i := range table {

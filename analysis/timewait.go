@@ -50,7 +50,7 @@ type TimeWaitCloser struct {
 // past which exhaustion is near enough to warn.
 const portShareWarn = 0.5
 
-func buildTimeWait(table []tcp.SocketSnapshot, tl *timeline.Timeline, host tcp.HostTCP, now time.Time) TimeWaitReport {
+func buildTimeWait(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, now time.Time) TimeWaitReport {
 	rep := TimeWaitReport{PortRange: host.PortRange, TwReuse: host.TwReuse}
 	window := min(timeline.TimeWaitLen, now.Sub(tl.Started()))
 	type key struct {
@@ -79,7 +79,7 @@ func buildTimeWait(table []tcp.SocketSnapshot, tl *timeline.Timeline, host tcp.H
 		var closer tcp.Owner
 		if c != nil {
 			closer = c.Owner // the owner when it closed first
-			if c.State == tcp.StateTimeWait && c.SinceExact && now.Sub(c.Since) <= window {
+			if c.State == tcp.StateTimeWait && !c.SinceBeforeTrace && now.Sub(c.Since) <= window {
 				entered[k]++
 				rep.Rate++
 			}

@@ -196,8 +196,8 @@ func TestObserver(t *testing.T) {
 // holder, a shared socket counting for each, with the filter applied.
 func TestObserverSnapshot(t *testing.T) {
 	now := time.Now()
-	sock := func(state tcp.State, local, remote string, age time.Duration, holders ...tcp.Owner) tcp.SocketSnapshot {
-		return tcp.SocketSnapshot{
+	sock := func(state tcp.State, local, remote string, age time.Duration, holders ...tcp.Owner) tcp.Socket {
+		return tcp.Socket{
 			Cookie: uint64(len(local) + len(remote)*100 + int(age)), State: state,
 			Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote),
 			LastReceived: now.Add(-age), Holders: holders,
@@ -205,7 +205,7 @@ func TestObserverSnapshot(t *testing.T) {
 	}
 	a := tcp.Owner{PID: 10, Comm: "a", FD: 5, Via: tcp.OwnerSeed}
 	b := tcp.Owner{PID: 20, Comm: "b", FD: 7, Via: tcp.OwnerSeed}
-	table := []tcp.SocketSnapshot{
+	table := []tcp.Socket{
 		sock(tcp.StateCloseWait, "127.0.0.1:80", "127.0.0.1:5001", 3*time.Second, a),
 		sock(tcp.StateCloseWait, "127.0.0.1:80", "127.0.0.1:5002", 9*time.Second, a, b),
 		sock(tcp.StateCloseWait, "127.0.0.1:81", "127.0.0.1:5003", time.Second, b),
@@ -234,7 +234,7 @@ func TestObserverSnapshot(t *testing.T) {
 	}
 }
 
-func TestParseAddr(t *testing.T) {
+func TestParseListenAddr(t *testing.T) {
 	for in, want := range map[string]string{
 		"127.0.0.1:9669": "127.0.0.1:9669",
 		":9669":          "127.0.0.1:9669",
@@ -244,14 +244,14 @@ func TestParseAddr(t *testing.T) {
 		"0.0.0.0:9669":   "0.0.0.0:9669",
 		"10.1.2.3:80":    "10.1.2.3:80",
 	} {
-		got, err := ParseAddr(in)
+		got, err := ParseListenAddr(in)
 		if err != nil || got.String() != want {
-			t.Errorf("ParseAddr(%q) = %v, %v; want %s", in, got, err, want)
+			t.Errorf("ParseListenAddr(%q) = %v, %v; want %s", in, got, err, want)
 		}
 	}
 	for _, in := range []string{"", "abc", "127.0.0.1", "127.0.0.1:", "127.0.0.1:99999", "1.2.3:80", "example.com:80", "127.0.0.1:-1", "127.0.0.1:08"} {
-		if got, err := ParseAddr(in); err == nil {
-			t.Errorf("ParseAddr(%q) = %v, want an error", in, got)
+		if got, err := ParseListenAddr(in); err == nil {
+			t.Errorf("ParseListenAddr(%q) = %v, want an error", in, got)
 		}
 	}
 }

@@ -23,9 +23,9 @@ const DefaultAddr = "127.0.0.1:9669"
 
 var loopback = netip.AddrFrom4([4]byte{127, 0, 0, 1})
 
-// ParseAddr reads a listen address: IP:PORT or [IPv6]:PORT; localhost:PORT,
+// ParseListenAddr reads a listen address: IP:PORT or [IPv6]:PORT; localhost:PORT,
 // :PORT or a port alone mean 127.0.0.1. Port 0 picks a free port.
-func ParseAddr(s string) (netip.AddrPort, error) {
+func ParseListenAddr(s string) (netip.AddrPort, error) {
 	bad := fmt.Errorf("invalid --metrics-addr %q: want IP:PORT, such as %s (a port alone means 127.0.0.1)", s, DefaultAddr)
 	host, port, err := net.SplitHostPort(s)
 	if err != nil {

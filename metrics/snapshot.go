@@ -129,9 +129,9 @@ type DestinationCount struct {
 // Snapshot makes a snapshot from a walk of the socket and fd tables taken at
 // now, the timeline (which dates each CLOSE_WAIT), the tracer's counts, and
 // the events observed so far. Call it from Run's goroutine.
-func (o *Observer) Snapshot(table []tcp.SocketSnapshot, tl *timeline.Timeline, stats timeline.Stats, now time.Time) *Snapshot {
+func (o *Observer) Snapshot(table []tcp.Socket, tl *timeline.Timeline, stats timeline.Stats, now time.Time) *Snapshot {
 	s := &Snapshot{At: now, Stats: stats, transitions: o.transitions, resets: o.resets.clone(), binds: o.binds.clone()}
-	var closeWait []tcp.SocketSnapshot
+	var closeWait []tcp.Socket
 	timeWait := map[netip.AddrPort]int{}
 	for i := range table {
 		sk := &table[i]

@@ -224,9 +224,9 @@ type Event struct {
 	Old    State
 	New    State
 	// InOld is how long the connection was in Old (-1: unknown); with
-	// OldSince it is a lower bound (the state began before tracing did).
-	InOld    time.Duration
-	OldSince bool
+	// OldBeforeTrace it is a lower bound (the state began before tracing did).
+	InOld          time.Duration
+	OldBeforeTrace bool
 	// Running is the task that was on the CPU; Owner, the process that owns the socket.
 	Running Task
 	Owner   Owner
@@ -241,7 +241,7 @@ type Event struct {
 	ReuseAddr bool
 	// PortHolders are the sockets on the port when a bind() failed; nil when
 	// the port was not examined (at most one failed bind a second is).
-	PortHolders []SocketSnapshot
+	PortHolders []Socket
 	// Origin is set on accept events and on the CLOSE -> SYN_SENT of connect().
 	Origin Origin
 	Source Source

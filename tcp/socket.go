@@ -5,8 +5,8 @@ import (
 	"time"
 )
 
-// SocketSnapshot is one socket of the kernel's socket table.
-type SocketSnapshot struct {
+// Socket is one socket of the kernel's socket table.
+type Socket struct {
 	Cookie uint64
 	Inode  uint64
 	NetNS  uint32

@@ -35,8 +35,8 @@ func ParsePort(s string) (uint16, error) {
 	return uint16(p), nil
 }
 
-// ParseAddr accepts an IP address or a CIDR prefix.
-func ParseAddr(s string) (netip.Prefix, error) {
+// ParsePrefix accepts an IP address or a CIDR prefix.
+func ParsePrefix(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
@@ -77,7 +77,7 @@ func (f *Filter) Match(ev *tcp.Event) bool {
 
 // MatchSocket reports whether the filter selects a socket of the socket
 // table and at least one of its holders; states are not compared.
-func (f *Filter) MatchSocket(s *tcp.SocketSnapshot) bool {
+func (f *Filter) MatchSocket(s *tcp.Socket) bool {
 	if !f.matchEnds(s.Local, s.Remote) || (f.NetNS != 0 && s.NetNS != f.NetNS) {
 		return false
 	}

@@ -39,8 +39,8 @@ func TestFilterMatch(t *testing.T) {
 	mapped := v4
 	mapped.Local = netip.MustParseAddrPort("[::ffff:127.0.0.1]:8080")
 	mapped.Remote = netip.MustParseAddrPort("[::ffff:127.0.0.2]:40000")
-	addr, _ := ParseAddr("127.0.0.0/30")
-	host, _ := ParseAddr("127.0.0.2")
+	addr, _ := ParsePrefix("127.0.0.0/30")
+	host, _ := ParsePrefix("127.0.0.2")
 	for _, tc := range []struct {
 		name string
 		f    Filter
@@ -88,7 +88,7 @@ func TestFilterPlace(t *testing.T) {
 		if got := tc.f.Match(ev); got != tc.want {
 			t.Errorf("%+v.Match = %v, want %v", tc.f, got, tc.want)
 		}
-		s := &tcp.SocketSnapshot{NetNS: ev.NetNS, Holders: []tcp.Owner{ev.Owner}}
+		s := &tcp.Socket{NetNS: ev.NetNS, Holders: []tcp.Owner{ev.Owner}}
 		if got := tc.f.MatchSocket(s); got != tc.want {
 			t.Errorf("%+v.MatchSocket = %v, want %v", tc.f, got, tc.want)
 		}

@@ -26,7 +26,7 @@ type Table struct {
 	// Repair is set when the walk was made because events were missed: the
 	// timeline then corrects what it had wrong.
 	Repair  bool
-	Sockets []tcp.SocketSnapshot
+	Sockets []tcp.Socket
 }
 
 // StatsAt are the tracer's counts at a moment.
@@ -64,8 +64,8 @@ func (t *Timeline) Feed(in *Input, emit func(*tcp.Event)) {
 
 // TableAt is the socket table as of the timeline's latest input: the last
 // walk, with the states and holders the timeline learned since.
-func (t *Timeline) TableAt(now time.Time) []tcp.SocketSnapshot {
-	out := make([]tcp.SocketSnapshot, 0, len(t.LastTable.Sockets))
+func (t *Timeline) TableAt(now time.Time) []tcp.Socket {
+	out := make([]tcp.Socket, 0, len(t.LastTable.Sockets))
 	seen := make(map[uint64]bool, len(t.LastTable.Sockets))
 	for _, s := range t.LastTable.Sockets {
 		seen[s.Cookie] = true
@@ -83,7 +83,7 @@ func (t *Timeline) TableAt(now time.Time) []tcp.SocketSnapshot {
 		if seen[cookie] || c.State == tcp.StateUnknown {
 			continue
 		}
-		s := tcp.SocketSnapshot{Cookie: cookie, Inode: c.Inode, NetNS: c.NetNS, Local: c.Local, Remote: c.Remote,
+		s := tcp.Socket{Cookie: cookie, Inode: c.Inode, NetNS: c.NetNS, Local: c.Local, Remote: c.Remote,
 			State: c.State, TimeWaitExpiry: c.TimeWaitExpiry}
 		if c.Owner.Known() && !c.Owner.Closed && c.Owner.FD >= 0 {
 			s.Holders = []tcp.Owner{c.Owner}

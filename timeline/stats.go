@@ -14,9 +14,9 @@ type Stats struct {
 	OwnerMapFull uint64
 	// Repairs are transitions shown from the socket table after events were missed.
 	Repairs uint64
-	// TimeWaitWalks and Snapshots count walks of the kernel's socket table.
+	// TimeWaitWalks and TableWalks count walks of the kernel's socket table.
 	TimeWaitWalks uint64
-	Snapshots     uint64
+	TableWalks    uint64
 	// NetNSUnfollowed counts the network namespaces not followed, past the
 	// handles kept or not enterable: their orphans that get the peer's FIN
 	// show CLOSE, not TIME_WAIT.

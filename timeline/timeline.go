@@ -24,11 +24,11 @@ type Conn struct {
 	Inode  uint64
 	NetNS  uint32
 	State  tcp.State
-	// SinceExact is false when the connection entered State before tracing
+	// SinceBeforeTrace is true when the connection entered State before tracing
 	// started (Since is then the start of tracing).
-	SinceExact bool
-	Local      netip.AddrPort
-	Remote     netip.AddrPort
+	SinceBeforeTrace bool
+	Local            netip.AddrPort
+	Remote           netip.AddrPort
 	// Since is when the connection entered State.
 	Since time.Time
 	Owner tcp.Owner
@@ -193,7 +193,7 @@ func (c *Conn) fill(ev *tcp.Event) {
 func (c *Conn) enter(s tcp.State, at time.Time, exact bool) {
 	c.State = s
 	c.Since = at
-	c.SinceExact = exact
+	c.SinceBeforeTrace = !exact
 	c.lastUpdate = at.UnixNano()
 }
 
@@ -204,7 +204,7 @@ func (c *Conn) timeInOld(ev *tcp.Event) {
 		ev.InOld = -1
 	default:
 		ev.InOld = ev.Time.Sub(c.Since)
-		ev.OldSince = !c.SinceExact
+		ev.OldBeforeTrace = c.SinceBeforeTrace
 	}
 }
 
@@ -494,8 +494,8 @@ func (t *Timeline) FlushHeld(emit func(*tcp.Event)) {
 // Reconcile compares the timeline with the kernel's socket table, taken after
 // events were missed, and emits a repair for every connection left wrong.
 // Only connections that did not change since takenAt are judged.
-func (t *Timeline) Reconcile(table []tcp.SocketSnapshot, takenAt time.Time, emit func(*tcp.Event)) {
-	inTable := make(map[uint64]*tcp.SocketSnapshot, len(table))
+func (t *Timeline) Reconcile(table []tcp.Socket, takenAt time.Time, emit func(*tcp.Event)) {
+	inTable := make(map[uint64]*tcp.Socket, len(table))
 	for i := range table {
 		inTable[table[i].Cookie] = &table[i]
 	}

@@ -23,7 +23,7 @@ func (s *script) emit(ev *tcp.Event) {
 	line := fmt.Sprintf("%d %s %s->%s owner=%d/%d", ev.Cookie, ev.Kind, ev.Old, ev.New, ev.Owner.PID, ev.Owner.FD)
 	if ev.InOld >= 0 && ev.Kind == tcp.KindTransition {
 		line += " in=" + ev.InOld.String()
-		if ev.OldSince {
+		if ev.OldBeforeTrace {
 			line += "+"
 		}
 	}
@@ -228,7 +228,7 @@ func TestTimelineReconcile(t *testing.T) {
 	s.tr(9, 10*time.Second, tcp.StateSynSent, tcp.StateEstablished, tcp.Owner{})
 	s.out = nil
 	local := netip.MustParseAddrPort("127.0.0.1:5000")
-	table := []tcp.SocketSnapshot{
+	table := []tcp.Socket{
 		{Cookie: 7, State: tcp.StateCloseWait, Local: local}, // a missed ESTABLISHED -> CLOSE_WAIT
 		{Cookie: 9, State: tcp.StateFinWait1},                // changed after the walk began: not judged
 	}

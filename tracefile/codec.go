@@ -124,7 +124,7 @@ func (e *encoder) owner(o tcp.Owner) {
 	e.str(o.Container)
 }
 
-func (e *encoder) snapshot(s *tcp.SocketSnapshot) {
+func (e *encoder) socket(s *tcp.Socket) {
 	e.uvarint(s.Cookie)
 	e.uvarint(s.Inode)
 	e.uvarint(uint64(s.NetNS))
@@ -171,7 +171,7 @@ func (e *encoder) event(ev *tcp.Event) {
 	} else {
 		e.uvarint(uint64(len(ev.PortHolders)) + 1)
 		for i := range ev.PortHolders {
-			e.snapshot(&ev.PortHolders[i])
+			e.socket(&ev.PortHolders[i])
 		}
 	}
 }
@@ -301,7 +301,7 @@ func (d *decoder) owner() tcp.Owner {
 	return o
 }
 
-func (d *decoder) snapshot(s *tcp.SocketSnapshot) {
+func (d *decoder) socket(s *tcp.Socket) {
 	s.Cookie = d.uvarint()
 	s.Inode = d.uvarint()
 	s.NetNS = uint32(d.uvarint())
@@ -480,7 +480,7 @@ func (d *decoder) event(ev *tcp.Event) {
 	ev.Old = tcp.State(b)
 	b, i = u8(p, i)
 	ev.New = tcp.State(b)
-	ev.InOld, ev.OldSince, ev.PortHolders = 0, false, nil
+	ev.InOld, ev.OldBeforeTrace, ev.PortHolders = 0, false, nil
 	i = uvs(p, i, vs[:2])
 	ev.Running.PID, ev.Running.TID = uint32(vs[0]), uint32(vs[1])
 	ev.Running.Comm, i = d.strAt(p, i)
@@ -507,9 +507,9 @@ func (d *decoder) event(ev *tcp.Event) {
 			d.fail()
 			return
 		}
-		ev.PortHolders = make([]tcp.SocketSnapshot, v-1)
+		ev.PortHolders = make([]tcp.Socket, v-1)
 		for j := range ev.PortHolders {
-			d.snapshot(&ev.PortHolders[j])
+			d.socket(&ev.PortHolders[j])
 		}
 	}
 }

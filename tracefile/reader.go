@@ -178,9 +178,9 @@ func (rd *Reader) Next(in *timeline.Input) error {
 			in.Kind = timeline.InputTable
 			in.Table = timeline.Table{At: rd.dec.time(), Repair: rd.dec.bool()}
 			n := rd.dec.count()
-			in.Table.Sockets = make([]tcp.SocketSnapshot, n)
+			in.Table.Sockets = make([]tcp.Socket, n)
 			for i := range in.Table.Sockets {
-				rd.dec.snapshot(&in.Table.Sockets[i])
+				rd.dec.socket(&in.Table.Sockets[i])
 			}
 			rd.Last = in.Table.At
 		case recStats:

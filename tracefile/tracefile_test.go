@@ -23,24 +23,24 @@ func sampleInputs() []timeline.Input {
 	local := netip.MustParseAddrPort("127.0.0.1:8080")
 	remote := netip.MustParseAddrPort("[::1]:40000")
 	holder := tcp.Owner{PID: 42, Comm: "server", FD: 7, Via: tcp.OwnerSeed, Cgroup: 4242, Container: "3f1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f1a"}
-	sock := tcp.SocketSnapshot{Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote, State: tcp.StateCloseWait,
+	sock := tcp.Socket{Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote, State: tcp.StateCloseWait,
 		LastReceived: t0.Add(-time.Minute), Reuse: true, Holders: []tcp.Owner{holder, {PID: 43, Comm: "child", FD: 3, Via: tcp.OwnerSeed}}}
 	tw := sock
 	tw.Cookie, tw.State, tw.Holders, tw.LastReceived, tw.TimeWaitExpiry = 10, tcp.StateTimeWait, nil, time.Time{}, t0.Add(time.Minute)
 	return []timeline.Input{
-		{Kind: timeline.InputTable, Table: timeline.Table{At: t0, Sockets: []tcp.SocketSnapshot{sock, tw}}},
+		{Kind: timeline.InputTable, Table: timeline.Table{At: t0, Sockets: []tcp.Socket{sock, tw}}},
 		{Kind: timeline.InputEvent, Event: tcp.Event{
 			Kind: tcp.KindTransition, Time: t0.Add(time.Second), Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote,
 			Old: tcp.StateEstablished, New: tcp.StateCloseWait, Running: tcp.Task{PID: 5, TID: 6, Comm: "client"},
 			Owner: tcp.Owner{PID: 42, Comm: "server", FD: 7, Via: tcp.OwnerAccept, Closed: true, Cgroup: 77}, Source: tcp.SourceKernel,
 			Flags: tcp.FlagOrphan, Errno: 104, FD: -1, TimeWaitLeft: 59 * time.Second,
 			Origin: tcp.Origin{StackID: 3, Leaf: 0x401000, PID: 42}, ResetReason: "TCP_ABORT_ON_CLOSE", ResetSent: true, ReuseAddr: true,
-			PortHolders: []tcp.SocketSnapshot{tw},
+			PortHolders: []tcp.Socket{tw},
 		}},
 		{Kind: timeline.InputEvent, Event: tcp.Event{Kind: tcp.KindBindFail, Time: t0.Add(2 * time.Second), Local: local,
-			Owner: tcp.Owner{PID: 50, Comm: "restart", FD: 3}, FD: 3, PortHolders: []tcp.SocketSnapshot{}}},
+			Owner: tcp.Owner{PID: 50, Comm: "restart", FD: 3}, FD: 3, PortHolders: []tcp.Socket{}}},
 		{Kind: timeline.InputTimeWait, TimeWait: timeline.TimeWaitSighting{Cookie: 10, At: t0.Add(3 * time.Second), Seen: true, Substate: tcp.StateTimeWait, Expiry: t0.Add(time.Minute)}},
-		{Kind: timeline.InputStats, Stats: timeline.StatsAt{At: t0.Add(4 * time.Second), Stats: timeline.Stats{Events: 1, RingbufDrops: 2, StateMisses: 3, SyscallMisses: 4, OwnerMapFull: 5, Repairs: 6, TimeWaitWalks: 7, Snapshots: 8}}},
+		{Kind: timeline.InputStats, Stats: timeline.StatsAt{At: t0.Add(4 * time.Second), Stats: timeline.Stats{Events: 1, RingbufDrops: 2, StateMisses: 3, SyscallMisses: 4, OwnerMapFull: 5, Repairs: 6, TimeWaitWalks: 7, TableWalks: 8}}},
 		{Kind: timeline.InputTable, Table: timeline.Table{At: t0.Add(5 * time.Second), Repair: true}},
 	}
 }
@@ -109,7 +109,7 @@ func normalize(ins []timeline.Input) {
 			*t = time.Unix(0, t.UnixNano()).UTC()
 		}
 	}
-	fixSock := func(s *tcp.SocketSnapshot) { fix(&s.TimeWaitExpiry); fix(&s.LastReceived) }
+	fixSock := func(s *tcp.Socket) { fix(&s.TimeWaitExpiry); fix(&s.LastReceived) }
 	for i := range ins {
 		in := &ins[i]
 		fix(&in.Event.Time)

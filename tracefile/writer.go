@@ -157,7 +157,7 @@ func (w *Writer) Record(in *timeline.Input) error {
 		w.enc.bool(in.Table.Repair)
 		w.enc.uvarint(uint64(len(in.Table.Sockets)))
 		for i := range in.Table.Sockets {
-			w.enc.snapshot(&in.Table.Sockets[i])
+			w.enc.socket(&in.Table.Sockets[i])
 		}
 		return w.write(recTable)
 	case timeline.InputStats:
@@ -174,7 +174,7 @@ func (w *Writer) Record(in *timeline.Input) error {
 // statsFields lists the counts in the order the stats record holds them.
 func statsFields(s *timeline.Stats) []*uint64 {
 	return []*uint64{&s.Events, &s.RingbufDrops, &s.StateMisses, &s.SyscallMisses, &s.OwnerMapFull,
-		&s.Repairs, &s.TimeWaitWalks, &s.Snapshots, &s.NetNSUnfollowed}
+		&s.Repairs, &s.TimeWaitWalks, &s.TableWalks, &s.NetNSUnfollowed}
 }
 
 // describe records the owner's process and the event's origin stack the

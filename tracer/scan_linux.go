@@ -91,8 +91,8 @@ func (it *iterators) expiry(r *tcptraceSockRecord, at time.Time) time.Time {
 	return at.Add(time.Duration(left * it.nsPerJiffy))
 }
 
-func (it *iterators) snapshotOf(r *tcptraceSockRecord, at time.Time) tcp.SocketSnapshot {
-	s := tcp.SocketSnapshot{
+func (it *iterators) socketOf(r *tcptraceSockRecord, at time.Time) tcp.Socket {
+	s := tcp.Socket{
 		Cookie: r.Cookie,
 		Inode:  r.Inode,
 		NetNS:  r.Netns,
@@ -111,9 +111,9 @@ func (it *iterators) snapshotOf(r *tcptraceSockRecord, at time.Time) tcp.SocketS
 	return s
 }
 
-// snapshot lists every TCP socket of this network namespace with the
+// walkTable lists every TCP socket of this network namespace with the
 // processes that hold it.
-func (t *Tracer) snapshot() ([]tcp.SocketSnapshot, error) {
+func (t *Tracer) walkTable() ([]tcp.Socket, error) {
 	table, listeners, err := t.walkTables()
 	if err != nil {
 		return nil, err
@@ -124,8 +124,8 @@ func (t *Tracer) snapshot() ([]tcp.SocketSnapshot, error) {
 
 // walkTables lists every TCP socket of the walked network namespace with
 // its holders, and the listening sockets' fds.
-func (t *Tracer) walkTables() ([]tcp.SocketSnapshot, []tcptraceFileRecord, error) {
-	t.stats.Snapshots++
+func (t *Tracer) walkTables() ([]tcp.Socket, []tcptraceFileRecord, error) {
+	t.stats.TableWalks++
 	holders := make(map[uint64][]tcp.Owner)
 	var listeners []tcptraceFileRecord
 	err := readRecords(nil, t.iters.files, func(r *tcptraceFileRecord) {
@@ -143,9 +143,9 @@ func (t *Tracer) walkTables() ([]tcp.SocketSnapshot, []tcptraceFileRecord, error
 	at := time.Now()
 	// Sized from the last walk: growing a slice of 100,000 sockets
 	// copied more than the walk read.
-	table := make([]tcp.SocketSnapshot, 0, t.lastTableLen+t.lastTableLen/8)
+	table := make([]tcp.Socket, 0, t.lastTableLen+t.lastTableLen/8)
 	err = readRecords(t.iters.netns, t.iters.tcp, func(r *tcptraceSockRecord) {
-		s := t.iters.snapshotOf(r, at)
+		s := t.iters.socketOf(r, at)
 		if s.Inode != 0 {
 			s.Holders = holders[s.Inode]
 			slices.SortFunc(s.Holders, func(a, b tcp.Owner) int {
@@ -166,7 +166,7 @@ func (t *Tracer) walkTables() ([]tcp.SocketSnapshot, []tcptraceFileRecord, error
 
 // teachOwners stores in the kernel the owners it does not know yet, so that
 // softirq transitions of existing sockets are credited to them.
-func (t *Tracer) teachOwners(table []tcp.SocketSnapshot, listeners []tcptraceFileRecord) {
+func (t *Tracer) teachOwners(table []tcp.Socket, listeners []tcptraceFileRecord) {
 	for i := range table {
 		s := &table[i]
 		if len(s.Holders) == 0 {
@@ -188,7 +188,7 @@ func (t *Tracer) teachOwners(table []tcp.SocketSnapshot, listeners []tcptraceFil
 
 // seed emits every connection that exists as tracing starts.
 func (t *Tracer) seed(emit func(*tcp.Event)) error {
-	table, err := t.snapshot()
+	table, err := t.walkTable()
 	if err != nil {
 		return err
 	}
@@ -253,10 +253,10 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*tcp.Event)) error {
 	if _, err := t.objs.TwWanted.BatchUpdate(t.wanted, one, nil); err != nil {
 		return fmt.Errorf("ask for timewait sockets: %w", err)
 	}
-	found := make(map[uint64]tcp.SocketSnapshot, len(t.wanted))
+	found := make(map[uint64]tcp.Socket, len(t.wanted))
 	at := time.Now()
 	defer func() { t.nextWalk = time.Now().Add(max(tickEvery, walkCostFactor*time.Since(at))) }()
-	keep := func(r *tcptraceSockRecord) { found[r.Cookie] = t.iters.snapshotOf(r, at) }
+	keep := func(r *tcptraceSockRecord) { found[r.Cookie] = t.iters.socketOf(r, at) }
 	err := readRecords(t.iters.netns, t.iters.timewait, keep)
 	// Then inside each other namespace that a wanted socket lives in.
 	inside := map[uint32]bool{}

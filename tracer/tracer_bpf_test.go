@@ -126,8 +126,8 @@ func TestBPFLifecycle(t *testing.T) {
 			if !ownedBy(ev, srv) {
 				t.Errorf("CLOSE_WAIT owner = %+v (running %+v), want server pid %d fd %d", ev.Owner, ev.Running, srv.PID, srv.FD)
 			}
-			if ev.InOld <= 0 || ev.OldSince {
-				t.Errorf("CLOSE_WAIT: time in ESTABLISHED = %v (lower bound %v), want exact and positive", ev.InOld, ev.OldSince)
+			if ev.InOld <= 0 || ev.OldBeforeTrace {
+				t.Errorf("CLOSE_WAIT: time in ESTABLISHED = %v (lower bound %v), want exact and positive", ev.InOld, ev.OldBeforeTrace)
 			}
 			r.waitFor("client FIN_WAIT1->FIN_WAIT2", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait1, tcp.StateFinWait2))
 			server.Expect("eof")
@@ -243,7 +243,7 @@ func TestBPFExistingConnection(t *testing.T) {
 	if !ownedBy(ev, srv) {
 		t.Errorf("CLOSE_WAIT of an existing connection: owner %+v, want pid %d fd %d", ev.Owner, srv.PID, srv.FD)
 	}
-	if !ev.OldSince {
+	if !ev.OldBeforeTrace {
 		t.Errorf("time in ESTABLISHED should be a lower bound for a connection older than the tracer")
 	}
 	server.Expect("eof")
@@ -315,7 +315,7 @@ func TestBPFLossIsCountedAndRepaired(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := tr.Stats()
-	if st.RingbufDrops == 0 || st.Repairs == 0 || st.Snapshots < 2 {
+	if st.RingbufDrops == 0 || st.Repairs == 0 || st.TableWalks < 2 {
 		t.Fatalf("stats %+v: want drops counted and repairs made", st)
 	}
 	if c := tr.Timeline().Conn(connCookie(tr.Timeline(), last)); c == nil || c.State != tcp.StateCloseWait || int(c.Owner.PID) != last.PID {

@@ -435,8 +435,8 @@ func discard(*tcp.Event) {}
 
 // WalkTable walks the socket and fd tables now and feeds the result to the
 // timeline (and the recorder). Call it from Run's goroutine.
-func (t *Tracer) WalkTable() ([]tcp.SocketSnapshot, error) {
-	table, err := t.snapshot()
+func (t *Tracer) WalkTable() ([]tcp.Socket, error) {
+	table, err := t.walkTable()
 	if err != nil {
 		return nil, err
 	}
@@ -472,7 +472,7 @@ func (t *Tracer) apply(raw []byte, emit func(*tcp.Event)) error {
 	}
 	if ev.Kind == tcp.KindBindFail && time.Since(t.lastPortWalk) >= time.Second {
 		t.lastPortWalk = time.Now()
-		if table, err := t.snapshot(); err == nil {
+		if table, err := t.walkTable(); err == nil {
 			ev.PortHolders = analysis.PortHolders(table, ev.NetNS, ev.Local)
 		}
 	}
@@ -513,7 +513,7 @@ func (t *Tracer) checkLoss(emit func(*tcp.Event)) error {
 	}
 	t.missedRepaired = missed
 	takenAt := time.Now()
-	table, err := t.snapshot()
+	table, err := t.walkTable()
 	if err != nil {
 		return err
 	}

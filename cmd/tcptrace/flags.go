@@ -87,7 +87,7 @@ func (f *filterFlags) build(live bool) (timeline.Filter, error) {
 		*p.dst = v
 	}
 	if f.addr != "" {
-		a, err := timeline.ParseAddr(f.addr)
+		a, err := timeline.ParsePrefix(f.addr)
 		if err != nil {
 			return out, usageError{err}
 		}

@@ -56,7 +56,7 @@ func (f *metricsFlags) check() error {
 	if f.addr == "" {
 		return nil
 	}
-	addr, err := metrics.ParseAddr(f.addr)
+	addr, err := metrics.ParseListenAddr(f.addr)
 	if err != nil {
 		return usageError{err}
 	}

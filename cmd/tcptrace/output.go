@@ -228,7 +228,7 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 	}
 	if ev.InOld >= 0 && ev.Kind == tcp.KindTransition {
 		b = append(b, "  "...)
-		if ev.OldSince {
+		if ev.OldBeforeTrace {
 			b = append(b, '>')
 		}
 		b = appendDuration(b, ev.InOld)
@@ -279,7 +279,7 @@ func appendJSON(b []byte, ev *tcp.Event) []byte {
 		b = append(b, `,"in_old_ns":`...)
 		b = strconv.AppendInt(b, int64(ev.InOld), 10)
 		b = append(b, `,"in_old_at_least":`...)
-		b = strconv.AppendBool(b, ev.OldSince)
+		b = strconv.AppendBool(b, ev.OldBeforeTrace)
 	}
 	b = append(b, `,"owner":{"pid":`...)
 	b = strconv.AppendUint(b, uint64(ev.Owner.PID), 10)

@@ -195,7 +195,7 @@ func printTimelines(w io.Writer, order []uint64, histories map[uint64][]tcp.Even
 		}
 		if c := tl.Conn(cookie); c != nil {
 			since := formatDuration(asOf.Sub(c.Since))
-			if !c.SinceExact {
+			if c.SinceBeforeTrace {
 				since = ">" + since
 			}
 			fmt.Fprintf(w, "  still %s at %s, for %s\n", c.State, asOf.Format("15:04:05.000000"), since)

@@ -53,7 +53,7 @@ func goldenTrace(t *testing.T) string {
 	}
 	listener := netip.MustParseAddrPort("10.0.0.1:8080")
 	ins := []timeline.Input{
-		{Kind: timeline.InputTable, Table: timeline.Table{At: g0, Sockets: []tcp.SocketSnapshot{
+		{Kind: timeline.InputTable, Table: timeline.Table{At: g0, Sockets: []tcp.Socket{
 			{Cookie: 1, Inode: 1001, Local: listener, State: tcp.StateListen, Reuse: true, Holders: []tcp.Owner{{PID: 4242, Comm: "api", FD: 5, Via: tcp.OwnerSeed}}}}}},
 		ev(0, 1, tcp.KindExisting, listener, netip.AddrPort{}, tcp.StateListen, tcp.StateListen, tcp.Owner{PID: 4242, Comm: "api", FD: 5, Via: tcp.OwnerSeed}),
 		ev(time.Second, 2, tcp.KindTransition, srv, cli, tcp.StateListen, tcp.StateSynRecv, api),
@@ -75,9 +75,9 @@ func goldenTrace(t *testing.T) string {
 	reset := ev(5*time.Second, 4, tcp.KindReset, netip.MustParseAddrPort("10.0.0.1:8080"), netip.MustParseAddrPort("10.0.0.7:41000"), tcp.StateEstablished, tcp.StateEstablished, acc)
 	reset.Event.ResetSent, reset.Event.ResetReason = true, "TCP_ABORT_ON_CLOSE"
 	bind := ev(6*time.Second, 0, tcp.KindBindFail, listener, netip.AddrPort{}, tcp.StateClose, tcp.StateClose, tcp.Owner{PID: 5000, Comm: "api", FD: 3})
-	bind.Event.PortHolders = []tcp.SocketSnapshot{{Cookie: 1, Local: listener, State: tcp.StateListen, Reuse: true, Holders: []tcp.Owner{{PID: 4242, Comm: "api", FD: 5}}}}
+	bind.Event.PortHolders = []tcp.Socket{{Cookie: 1, Local: listener, State: tcp.StateListen, Reuse: true, Holders: []tcp.Owner{{PID: 4242, Comm: "api", FD: 5}}}}
 	ins = append(ins, reset, bind,
-		timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: g0.Add(40 * time.Second), Sockets: []tcp.SocketSnapshot{
+		timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: g0.Add(40 * time.Second), Sockets: []tcp.Socket{
 			{Cookie: 1, Inode: 1001, Local: listener, State: tcp.StateListen, Reuse: true, Holders: []tcp.Owner{{PID: 4242, Comm: "api", FD: 5}}},
 			{Cookie: 2, Inode: 1002, Local: srv, Remote: cli, State: tcp.StateCloseWait, Holders: []tcp.Owner{{PID: 4242, Comm: "api", FD: 7}}},
 			{Cookie: 3, Local: netip.MustParseAddrPort("10.0.0.1:50000"), Remote: netip.MustParseAddrPort("10.0.0.2:443"), State: tcp.StateTimeWait, TimeWaitExpiry: g0.Add(64 * time.Second)},
