@@ -19,7 +19,7 @@ deps:
 		qemu-system-x86 busybox-static cpio
 
 generate:
-	cd tracer && $(GO) generate ./...
+	cd kernel && $(GO) generate ./...
 
 # headers/vmlinux.h comes from the running kernel's BTF.
 vmlinux:
@@ -27,7 +27,7 @@ vmlinux:
 
 # Fails when the committed bpf2go output is not what the sources produce.
 check-generated: generate
-	git diff --exit-code -- tracer/
+	git diff --exit-code -- kernel/
 
 # The packages that read traces must build anywhere and never load BPF.
 PURE := ./tcp ./timeline ./analysis ./symbolize ./tracefile ./metrics
@@ -37,7 +37,7 @@ lint:
 	$(GO) vet ./...
 	GOOS=darwin $(GO) build $(PURE)
 	GOOS=windows $(GO) build $(PURE)
-	! $(GO) list -deps $(PURE) | grep -E 'cilium/ebpf|tcptrace/tracer$$'
+	! $(GO) list -deps $(PURE) | grep -E 'cilium/ebpf|tcptrace/(tracer|kernel|host|doctor)$$'
 	cd deploy && $(GO) vet ./...
 	clang-format --dry-run --Werror bpf/*.c bpf/*.h tracer/testdata/*.c
 

@@ -1,6 +1,7 @@
 // Package host reads what tcptrace needs to know of the machine it runs on:
 // capabilities, the kernel's release, configuration, symbols and lockdown,
-// tracefs, TCP sysctls and the boot clock; and says, in one line, what is
+// tracefs, TCP sysctls, the boot clock, cgroups and network namespaces (the
+// containers sockets belong to); and says, in one line, what is
 // missing for tracing.
 package host
 
@@ -203,6 +204,7 @@ func KernelSymbol(name string) uint64 {
 
 // symbolIn reads a kallsyms listing ("ffffffff82064f30 t tw_timer_handler",
 // a module's name may follow in brackets) for a symbol of the kernel itself.
+// By hand: prometheus/procfs does not read kallsyms.
 func symbolIn(r io.Reader, name string) uint64 {
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {

@@ -11,6 +11,11 @@ import (
 // KernelConfig reads the running kernel's build configuration, from
 // /boot/config-RELEASE or else /proc/config.gz, and says which it read; nil
 // when neither is there.
+//
+// Not a __kconfig extern in BPF: cilium/ebpf fails the whole load when it
+// finds no config file (it has no __weak externs), and in containers /boot
+// is seldom mounted, where tcptrace must still run (CONFIG_HZ then defaults
+// to 250). Its parser is internal to cilium/ebpf; procfs has none.
 func KernelConfig(release string) (map[string]string, string) {
 	for _, path := range []string{"/boot/config-" + release, "/proc/config.gz"} {
 		if config := readConfigFile(path); len(config) > 0 {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tcptrace/tcptrace/analysis"
 	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/kernel"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 )
@@ -129,7 +130,7 @@ func TestBPFLeaks(t *testing.T) {
 	// syscall's registers where bpf_task_pt_regs exists (5.15), else the
 	// origin is the next function up, main.
 	caller := "accept_connections ("
-	if spec, err := btf.LoadKernelSpec(); err == nil && !hasTaskPtRegs(spec) {
+	if spec, err := btf.LoadKernelSpec(); err == nil && !kernel.HasTaskPtRegs(spec) {
 		caller = "main ("
 	}
 	pc := got[cserver.PID]

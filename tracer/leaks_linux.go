@@ -26,6 +26,12 @@ func (t *Tracer) LeakReport(threshold time.Duration, filter *timeline.Filter) (a
 	return rep, nil
 }
 
+// SocketTable walks the kernel's socket and fd tables now, as WalkTable does,
+// but feeds neither the timeline nor the recorder, nor teaches the kernel
+// owners: for views that read the table often, such as metrics, and must not
+// change what a trace holds. Call it from Run's goroutine.
+func (t *Tracer) SocketTable() ([]tcp.Socket, error) { return t.k.ReadTable() }
+
 // OriginFrames symbolizes the stack recorded where a connection was created,
 // while its process lives. Call it from Run's goroutine.
 func (t *Tracer) OriginFrames(o tcp.Origin) []tcp.Frame {
@@ -35,15 +41,12 @@ func (t *Tracer) OriginFrames(o tcp.Origin) []tcp.Frame {
 	if t.symbolizer == nil {
 		t.symbolizer = symbolize.New()
 	}
-	var stack [127]uint64
-	if err := t.objs.Stacks.Lookup(uint32(o.StackID), &stack); err != nil {
+	stack, err := t.k.Stack(o.StackID)
+	if err != nil {
 		return nil
 	}
-	addrs := make([]uint64, 0, 16)
+	addrs := make([]uint64, 0, len(stack)+1)
 	for i, a := range stack {
-		if a == 0 {
-			break
-		}
 		addrs = append(addrs, a)
 		// The wrapper's caller, which the frame-pointer walk skipped.
 		if i == 0 && o.Leaf != 0 && (len(stack) < 2 || stack[1] != o.Leaf) {

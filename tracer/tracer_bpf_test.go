@@ -15,6 +15,7 @@ import (
 	"github.com/cilium/ebpf/btf"
 
 	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/kernel"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 )
@@ -89,7 +90,7 @@ func TestBPFLifecycle(t *testing.T) {
 			r := startTracer(t, tc.cfg)
 			// It falls back to walks where the timer's program does not
 			// load; here it must.
-			if !tc.cfg.endTimeWaitByWalks && !r.tr.timerExpiry {
+			if !tc.cfg.endTimeWaitByWalks && !r.tr.k.Timer() {
 				t.Error("the timewait timer's program is not attached")
 			}
 			server, client, srv, cli := testenv.Pair(t, tc.addr)
@@ -353,8 +354,8 @@ func TestBPFKernelLimitsNamed(t *testing.T) {
 		says  string
 	}{
 		{!tracingGetsCookies(t), "socket cookies"},
-		{!hasTaskPtRegs(spec), "bpf_task_pt_regs"},
-		{!hasRecursionMisses(spec), "recursion_misses"},
+		{!kernel.HasTaskPtRegs(spec), "bpf_task_pt_regs"},
+		{!kernel.HasRecursionMisses(spec), "recursion_misses"},
 		{spec.TypeByName("sk_rst_reason", &reasons) != nil, "sk_rst_reason"},
 	} {
 		if strings.Contains(warnings, c.says) != c.lacks {

@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/internal/testenv"
-	"github.com/tcptrace/tcptrace/tracer"
 )
 
 // TestBPFNetNSAndContainer runs a server and a client inside a network
@@ -40,7 +40,7 @@ func TestBPFNetNSAndContainer(t *testing.T) {
 	}
 	nsIno := float64(st.Ino)
 
-	root, err := tracer.Cgroup2Mount()
+	root, err := host.Cgroup2Mount()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,7 @@ import (
 
 	"github.com/fatih/color"
 	"github.com/spf13/pflag"
-
-	"github.com/tcptrace/tcptrace/tracer"
+	"github.com/tcptrace/tcptrace/doctor"
 )
 
 const doctorHelp = `tcptrace doctor: what works on this machine, what is missing, and which of
@@ -59,7 +58,7 @@ func runDoctor(args []string) error {
 	if err := setColor(f.color); err != nil {
 		return err
 	}
-	d := tracer.Diagnose()
+	d := doctor.Diagnose()
 	if f.json {
 		enc := json.NewEncoder(os.Stdout)
 		enc.SetIndent("", "  ")
@@ -75,17 +74,17 @@ func runDoctor(args []string) error {
 	return nil
 }
 
-var statusColors = map[tracer.CheckStatus]*color.Color{
-	tracer.CheckOK:       color.New(color.FgGreen),
-	tracer.CheckDegraded: color.New(color.FgYellow),
-	tracer.CheckMissing:  color.New(color.FgRed, color.Bold),
-	tracer.CheckBlocked:  color.New(color.FgRed, color.Bold),
-	tracer.CheckUnknown:  color.New(color.Faint),
+var statusColors = map[doctor.CheckStatus]*color.Color{
+	doctor.CheckOK:       color.New(color.FgGreen),
+	doctor.CheckDegraded: color.New(color.FgYellow),
+	doctor.CheckMissing:  color.New(color.FgRed, color.Bold),
+	doctor.CheckBlocked:  color.New(color.FgRed, color.Bold),
+	doctor.CheckUnknown:  color.New(color.Faint),
 }
 
 const doctorFormat = "%-28s %s %s\n"
 
-func printDiagnosis(w io.Writer, d *tracer.Diagnosis) {
+func printDiagnosis(w io.Writer, d *doctor.Diagnosis) {
 	fmt.Fprintf(w, "tcptrace doctor: Linux %s (%s)\n\n", d.Kernel, d.Arch)
 	fmt.Fprintf(w, doctorFormat, "CHECK", fmt.Sprintf("%-9s", "STATUS"), "DETAIL")
 	fmt.Fprintf(w, doctorFormat, "", fmt.Sprintf("%-9s", ""), "WHAT IT MEANS FOR TCPTRACE")

@@ -13,32 +13,32 @@ import (
 	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/tcptrace/tcptrace/doctor"
 	"github.com/tcptrace/tcptrace/internal/testenv"
-	"github.com/tcptrace/tcptrace/tracer"
 )
 
 // thisMachine is what every kernel tcptrace's tests run on has (the host and
 // the kernel matrix's guests): everything tcptrace uses works. The doctor
 // must find it by itself.
-var thisMachine = map[string]tracer.CheckStatus{
-	"privileges":          tracer.CheckOK,
-	"btf":                 tracer.CheckOK,
-	"tracefs":             tracer.CheckOK,
-	"ringbuf":             tracer.CheckOK,
-	"maps":                tracer.CheckOK,
-	"tp_btf":              tracer.CheckOK,
-	"classic_tracepoint":  tracer.CheckOK,
-	"syscall_tracepoints": tracer.CheckOK,
-	"reset_tracepoints":   tracer.CheckOK,
-	"iter_tcp":            tracer.CheckOK,
-	"iter_task_file":      tracer.CheckOK,
-	"timewait_timer":      tracer.CheckOK,
+var thisMachine = map[string]doctor.CheckStatus{
+	"privileges":          doctor.CheckOK,
+	"btf":                 doctor.CheckOK,
+	"tracefs":             doctor.CheckOK,
+	"ringbuf":             doctor.CheckOK,
+	"maps":                doctor.CheckOK,
+	"tp_btf":              doctor.CheckOK,
+	"classic_tracepoint":  doctor.CheckOK,
+	"syscall_tracepoints": doctor.CheckOK,
+	"reset_tracepoints":   doctor.CheckOK,
+	"iter_tcp":            doctor.CheckOK,
+	"iter_task_file":      doctor.CheckOK,
+	"timewait_timer":      doctor.CheckOK,
 }
 
 // fentryStatus tries fentry, which tcptrace does not use, as the test's own
 // check: allowed on most kernels, refused by policy on this project's
 // machines. It returns what doctor must then say, and the table's word.
-func fentryStatus(t *testing.T) (tracer.CheckStatus, string) {
+func fentryStatus(t *testing.T) (doctor.CheckStatus, string) {
 	t.Helper()
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type: ebpf.Tracing, AttachType: ebpf.AttachTraceFEntry, AttachTo: "tcp_set_state",
@@ -53,12 +53,12 @@ func fentryStatus(t *testing.T) (tracer.CheckStatus, string) {
 	}
 	switch {
 	case err == nil:
-		return tracer.CheckOK, "ok"
+		return doctor.CheckOK, "ok"
 	case errors.Is(err, unix.EPERM):
-		return tracer.CheckBlocked, "blocked"
+		return doctor.CheckBlocked, "blocked"
 	}
 	t.Logf("fentry: %v", err)
-	return tracer.CheckMissing, "missing"
+	return doctor.CheckMissing, "missing"
 }
 
 // TestBPFDoctor runs `doctor --json` as root: this machine's known pieces
@@ -69,7 +69,7 @@ func TestBPFDoctor(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d, want 0; stderr: %s\n%s", code, stderr, stdout)
 	}
-	var d tracer.Diagnosis
+	var d doctor.Diagnosis
 	if err := json.Unmarshal([]byte(stdout), &d); err != nil {
 		t.Fatalf("not one JSON object: %v\n%s", err, stdout)
 	}
@@ -87,7 +87,7 @@ func TestBPFDoctor(t *testing.T) {
 	fentry, fentryWord := fentryStatus(t)
 	if c := d.Check("fentry"); c == nil || c.Status != fentry {
 		t.Errorf("fentry check %+v, want status %s", c, fentry)
-	} else if fentry == tracer.CheckBlocked && !strings.Contains(c.Detail, "operation not permitted") {
+	} else if fentry == doctor.CheckBlocked && !strings.Contains(c.Detail, "operation not permitted") {
 		t.Errorf("fentry detail %q: want the kernel's error", c.Detail)
 	}
 	if !d.CanRun || d.Mode != "tp_btf" || d.Missing != "" {
@@ -132,17 +132,17 @@ func TestDoctorNotRoot(t *testing.T) {
 	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "tcptrace: cannot run here: privileges missing") {
 		t.Fatalf("exit %d, stderr %q; want 1 and one line naming the privileges", code, stderr)
 	}
-	var d tracer.Diagnosis
+	var d doctor.Diagnosis
 	if err := json.Unmarshal([]byte(stdout), &d); err != nil {
 		t.Fatalf("not one JSON object: %v\n%s", err, stdout)
 	}
-	if d.CanRun || d.Check("privileges").Status != tracer.CheckMissing {
+	if d.CanRun || d.Check("privileges").Status != doctor.CheckMissing {
 		t.Errorf("can_run %v, privileges %+v", d.CanRun, d.Check("privileges"))
 	}
-	if c := d.Check("btf"); c.Status != tracer.CheckOK {
+	if c := d.Check("btf"); c.Status != doctor.CheckOK {
 		t.Errorf("kernel BTF, readable by anyone: %+v", c)
 	}
-	if c := d.Check("tp_btf"); c.Status != tracer.CheckUnknown {
+	if c := d.Check("tp_btf"); c.Status != doctor.CheckUnknown {
 		t.Errorf("tp_btf without privileges: %+v, want unknown", c)
 	}
 

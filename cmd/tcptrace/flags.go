@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracer"
@@ -109,7 +110,7 @@ func (f *filterFlags) build(live bool) (timeline.Filter, error) {
 		out.States = append(out.States, st)
 	}
 	if f.netns != "" {
-		ino, path, err := tracer.ResolveNetNS(f.netns)
+		ino, path, err := host.ResolveNetNS(f.netns)
 		if err != nil {
 			return out, usageError{err}
 		}
@@ -119,7 +120,7 @@ func (f *filterFlags) build(live bool) (timeline.Filter, error) {
 		out.NetNS, f.netnsPath = ino, path
 	}
 	if f.cgroup != "" {
-		ids, err := tracer.ResolveCgroup(f.cgroup)
+		ids, err := host.ResolveCgroup(f.cgroup)
 		if err != nil {
 			return out, usageError{err}
 		}

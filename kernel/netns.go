@@ -1,6 +1,6 @@
 //go:build linux
 
-package tracer
+package kernel
 
 import (
 	"fmt"
@@ -10,7 +10,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrace/tcptrace/host"
-	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // namespaces keeps a handle on each other network namespace that traced
@@ -32,6 +31,9 @@ type nsHandle struct {
 	f        *os.File
 	lastSeen time.Time
 }
+
+// pruneAfter is twice as long as TIME_WAIT lasts (60 s on Linux).
+const pruneAfter = 2 * time.Minute
 
 // netnsFollowedMax bounds the handles kept; in namespaces past it, orphans
 // that get their peer's FIN are followed to CLOSE but not into TIME_WAIT.
@@ -99,7 +101,7 @@ func (n *namespaces) note(ino, pid uint32, now time.Time) bool {
 // prune closes the handles of namespaces no socket was seen in for a while.
 func (n *namespaces) prune(now time.Time) {
 	for ino, h := range n.handles {
-		if now.Sub(h.lastSeen) > 2*timeline.TimeWaitLen {
+		if now.Sub(h.lastSeen) > pruneAfter {
 			h.f.Close()
 			delete(n.handles, ino)
 		}
@@ -132,3 +134,20 @@ func (n *namespaces) close() {
 		delete(n.handles, ino)
 	}
 }
+
+// NoteNetNS records that a socket of network namespace ino was seen at now,
+// with pid a process that may be inside it, so that timewait walks can
+// look inside that namespace.
+func (k *Kernel) NoteNetNS(ino, pid uint32, now time.Time) {
+	if ino != k.netns.walked && k.netns.note(ino, pid, now) {
+		k.netnsUnfollowed++
+	}
+}
+
+// WalkedNetNS is the network namespace walked by default: the process's
+// own, or Options.NetNS.
+func (k *Kernel) WalkedNetNS() uint32 { return k.netns.walked }
+
+// FollowsNetNS reports whether other network namespaces can be entered
+// (it takes CAP_SYS_ADMIN).
+func (k *Kernel) FollowsNetNS() bool { return k.netns.follow }

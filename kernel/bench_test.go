@@ -1,6 +1,6 @@
 //go:build linux
 
-package tracer
+package kernel
 
 import (
 	"testing"
@@ -11,7 +11,7 @@ import (
 
 // BenchmarkDecode is the cost of turning one ring-buffer record into an Event.
 func BenchmarkDecode(b *testing.B) {
-	t := &Tracer{comms: make(commCache), clock: newClock()}
+	d := NewDecoder(func(uint64, uint32) string { return "" })
 	raw := tcptraceEvent{Kind: uint8(tcptraceEventKindEVENT_STATE), TsNs: 1, Cookie: 7, Family: afInet, Sport: 40000, Dport: 80,
 		Oldstate: 1, Newstate: 8, Pid: 42, Tid: 42, Owner: tcptraceOwner{Pid: 42, Fd: 5, Source: uint8(tcp.OwnerAccept)}}
 	copy(unsafe.Slice((*byte)(unsafe.Pointer(&raw.Comm[0])), 16), "server")
@@ -20,7 +20,7 @@ func BenchmarkDecode(b *testing.B) {
 	var ev tcp.Event
 	b.ReportAllocs()
 	for i := 0; i < b.N; i++ {
-		if !t.decode(buf, &ev) {
+		if !d.Decode(buf, &ev) {
 			b.Fatal("not decoded")
 		}
 	}

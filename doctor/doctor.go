@@ -1,6 +1,10 @@
 //go:build linux
 
-package tracer
+// Package doctor checks, for real, each piece of a host that tcptrace uses
+// (privileges, lockdown, BTF, tracefs, each of its programs loaded and
+// attached alone, the kernel features it degrades without) and says what
+// tcptrace would run without there.
+package doctor
 
 import (
 	"errors"
@@ -11,7 +15,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/asm"
@@ -22,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrace/tcptrace/host"
+	"github.com/tcptrace/tcptrace/kernel"
 )
 
 // CheckStatus is how a checked piece of the host fares.
@@ -416,12 +420,15 @@ const (
 	rowOther    = "other_programs"
 )
 
-var programRows = []struct {
+// programRowInfo is one row of the doctor's table that checks programs.
+type programRowInfo struct {
 	id, name string
 	need     Need
 	meaning  string // when it works
 	without  string // when it does not
-}{
+}
+
+var programRows = []programRowInfo{
 	{rowTPBTF, "BTF raw tracepoint (tp_btf)", NeedFallback,
 		"every transition with its socket cookie: TIME_WAIT entry and expiry are followed",
 		"tcptrace falls back to the classic tracepoint: sockets keyed by kernel address, TIME_WAIT not followed"},
@@ -462,11 +469,14 @@ func programRow(ps *ebpf.ProgramSpec) string {
 	return rowOther
 }
 
+const (
+	mapsMeaning = "socket owners, syscalls in progress, stacks, counters"
+	ringMeaning = "every event reaches tcptrace through it; drops are counted"
+)
+
 // checkObjects creates tcptrace's maps, then loads and attaches each of its
 // programs alone, reusing those maps.
 func (d *doctor) checkObjects() {
-	const mapsMeaning = "socket owners, syscalls in progress, stacks, counters"
-	const ringMeaning = "every event reaches tcptrace through it; drops are counted"
 	if !d.privileged {
 		d.notChecked("ringbuf", "BPF ring buffer", NeedRequired, ringMeaning)
 		d.notChecked("maps", "tcptrace's maps", NeedRequired, mapsMeaning)
@@ -475,7 +485,7 @@ func (d *doctor) checkObjects() {
 		}
 		return
 	}
-	spec, err := loadTcptrace()
+	spec, err := kernel.Spec()
 	if err != nil {
 		d.add(HostCheck{ID: "maps", Name: "tcptrace's maps", Status: CheckUnknown, Need: NeedRequired,
 			Detail: "read embedded BPF programs: " + err.Error(), Meaning: mapsMeaning})
@@ -487,12 +497,33 @@ func (d *doctor) checkObjects() {
 			m.Close()
 		}
 	}()
+	if !d.createMaps() {
+		for _, r := range programRows[:len(programRows)-1] {
+			d.add(HostCheck{ID: r.id, Name: r.name, Status: CheckUnknown, Need: r.need,
+				Detail: "not checked: tcptrace's maps could not be created", Meaning: r.meaning})
+		}
+		return
+	}
+	byRow := make(map[string][]string)
+	for _, name := range sortedKeys(spec.Programs) {
+		row := programRow(spec.Programs[name])
+		byRow[row] = append(byRow[row], name)
+	}
+	for _, r := range programRows {
+		if names := byRow[r.id]; len(names) > 0 {
+			d.add(d.checkRow(r, names))
+		}
+	}
+}
 
+// createMaps makes every map of d.spec into d.maps, adds the ring buffer's
+// and the maps' rows, and reports whether all of them were made.
+func (d *doctor) createMaps() bool {
 	ring := HostCheck{ID: "ringbuf", Name: "BPF ring buffer", Status: CheckOK, Need: NeedRequired, Meaning: ringMeaning}
 	maps := HostCheck{ID: "maps", Name: "tcptrace's maps", Status: CheckOK, Need: NeedRequired, Meaning: mapsMeaning}
 	var made []string
-	for _, name := range sortedKeys(spec.Maps) {
-		ms := spec.Maps[name]
+	for _, name := range sortedKeys(d.spec.Maps) {
+		ms := d.spec.Maps[name]
 		if strings.HasPrefix(name, ".") {
 			continue // data sections: made with each program, with its constants
 		}
@@ -525,57 +556,45 @@ func (d *doctor) checkObjects() {
 	}
 	d.add(ring)
 	d.add(maps)
-	if ring.Status != CheckOK || maps.Status != CheckOK {
-		for _, r := range programRows[:len(programRows)-1] {
-			d.add(HostCheck{ID: r.id, Name: r.name, Status: CheckUnknown, Need: r.need,
-				Detail: "not checked: tcptrace's maps could not be created", Meaning: r.meaning})
-		}
-		return
-	}
+	return ring.Status == CheckOK && maps.Status == CheckOK
+}
 
-	byRow := make(map[string][]string)
-	for _, name := range sortedKeys(spec.Programs) {
-		row := programRow(spec.Programs[name])
-		byRow[row] = append(byRow[row], name)
+// checkRow loads and attaches the programs of one row, in the order of
+// their attach points, and stops at the first that fails.
+func (d *doctor) checkRow(r programRowInfo, names []string) HostCheck {
+	spec := d.spec
+	slices.SortStableFunc(names, func(a, b string) int {
+		return strings.Compare(spec.Programs[a].AttachTo, spec.Programs[b].AttachTo)
+	})
+	c := HostCheck{ID: r.id, Name: r.name, Status: CheckOK, Need: r.need, Meaning: r.meaning}
+	var done, attached []string
+	for _, name := range names {
+		what, err := d.tryProgram(name)
+		if err != nil {
+			c.Status = statusOf(err)
+			c.Detail = fmt.Sprintf("%s (%s): %s", name, spec.Programs[name].SectionName, d.kernelSays(err))
+			c.Meaning = r.without
+			break
+		}
+		if spec.Programs[name].Type == ebpf.TracePoint {
+			attached = append(attached, what)
+		} else {
+			done = append(done, what)
+		}
 	}
-	for _, r := range programRows {
-		names := byRow[r.id]
-		if len(names) == 0 {
-			continue
+	if c.Status == CheckOK {
+		if len(attached) > 0 {
+			done = append(done, fmt.Sprintf("%d loaded and attached: %s", len(attached), strings.Join(attached, ", ")))
 		}
-		slices.SortStableFunc(names, func(a, b string) int {
-			return strings.Compare(spec.Programs[a].AttachTo, spec.Programs[b].AttachTo)
-		})
-		c := HostCheck{ID: r.id, Name: r.name, Status: CheckOK, Need: r.need, Meaning: r.meaning}
-		var done, attached []string
-		for _, name := range names {
-			what, err := d.tryProgram(name)
-			if err != nil {
-				c.Status = statusOf(err)
-				c.Detail = fmt.Sprintf("%s (%s): %s", name, spec.Programs[name].SectionName, d.kernelSays(err))
-				c.Meaning = r.without
-				break
-			}
-			if spec.Programs[name].Type == ebpf.TracePoint {
-				attached = append(attached, what)
-			} else {
-				done = append(done, what)
-			}
+		if r.id == rowResets {
+			done = append(done, d.resetReasonDetail())
 		}
-		if c.Status == CheckOK {
-			if len(attached) > 0 {
-				done = append(done, fmt.Sprintf("%d loaded and attached: %s", len(attached), strings.Join(attached, ", ")))
-			}
-			if r.id == rowResets {
-				done = append(done, d.resetReasonDetail())
-			}
-			c.Detail = strings.Join(done, "; ")
-		}
-		if tp := d.diag.Check(rowTPBTF); r.id == rowClassic && c.Status == CheckOK && tp != nil && tp.Status == CheckOK {
-			c.Meaning += " (not needed here)"
-		}
-		d.add(c)
+		c.Detail = strings.Join(done, "; ")
 	}
+	if tp := d.diag.Check(rowTPBTF); r.id == rowClassic && c.Status == CheckOK && tp != nil && tp.Status == CheckOK {
+		c.Meaning += " (not needed here)"
+	}
+	return c
 }
 
 // load makes the collection of one program, with tcptrace's maps and its
@@ -609,7 +628,7 @@ func (d *doctor) tryProgram(name string) (string, error) {
 		}
 	}
 	coll, err := d.load(spec)
-	if err != nil && !d.ownCookies && row != rowClassic && refusesCookies(err) {
+	if err != nil && !d.ownCookies && row != rowClassic && kernel.RefusesCookies(err) {
 		// As tcptrace does here: it numbers the sockets itself.
 		d.ownCookies = true
 		coll, err = d.load(spec)
@@ -653,7 +672,7 @@ func (d *doctor) tryProgram(name string) (string, error) {
 			return "", fmt.Errorf("read: %w", err)
 		}
 		took := time.Since(started)
-		sockets := n / int64(unsafe.Sizeof(tcptraceSockRecord{}))
+		sockets := n / kernel.SockRecordSize
 		var what string
 		switch name {
 		case "dump_tcp":
@@ -661,7 +680,7 @@ func (d *doctor) tryProgram(name string) (string, error) {
 		case "dump_timewait":
 			what = countOf(sockets, "timewait socket") + " (it lists only those tcptrace asks about)"
 		case "dump_files":
-			what = countOf(n/int64(unsafe.Sizeof(tcptraceFileRecord{})), "socket fd")
+			what = countOf(n/kernel.FileRecordSize, "socket fd")
 		default:
 			what = countOf(n, "byte")
 		}
@@ -671,7 +690,7 @@ func (d *doctor) tryProgram(name string) (string, error) {
 }
 
 func (d *doctor) resetReasonDetail() string {
-	if n := len(loadResetReasons()); n > 0 {
+	if n := len(kernel.ResetReasons()); n > 0 {
 		return fmt.Sprintf("%d reset reasons named by the kernel", n)
 	}
 	return "the kernel names no reset reasons (sk_rst_reason is Linux 6.10+): sent RSTs are not explained"
@@ -699,39 +718,12 @@ func (d *doctor) checkOriginLeaf() {
 	switch {
 	case d.kernelBTF == nil:
 		c.Status, c.Detail = CheckUnknown, "no kernel BTF to look into"
-	case !hasTaskPtRegs(d.kernelBTF):
+	case !kernel.HasTaskPtRegs(d.kernelBTF):
 		c.Status = CheckDegraded
 		c.Detail = "no bpf_task_pt_regs helper (Linux 5.15+)"
 		c.Meaning = "origins are the user stack alone: one may miss the caller of a syscall wrapper that keeps no stack frame (glibc's accept, say)"
 	}
 	d.add(c)
-}
-
-// hasTaskPtRegs reports whether the kernel has the bpf_task_pt_regs helper (5.15).
-func hasTaskPtRegs(spec *btf.Spec) bool {
-	return btfHas(spec, "bpf_func_id", "BPF_FUNC_task_pt_regs")
-}
-
-// btfHas reports whether the kernel type named typ, a struct or an enum, has a
-// member or value named name: features that came with a field or a helper.
-func btfHas(spec *btf.Spec, typ, name string) bool {
-	types, err := spec.AnyTypesByName(typ)
-	if err != nil {
-		return false
-	}
-	for _, t := range types {
-		switch t := t.(type) {
-		case *btf.Struct:
-			if slices.ContainsFunc(t.Members, func(m btf.Member) bool { return m.Name == name }) {
-				return true
-			}
-		case *btf.Enum:
-			if slices.ContainsFunc(t.Values, func(v btf.EnumValue) bool { return v.Name == name }) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 func (d *doctor) checkLossCounters() {
@@ -742,7 +734,7 @@ func (d *doctor) checkLossCounters() {
 		d.add(c)
 		return
 	}
-	found := hasRecursionMisses(d.kernelBTF)
+	found := kernel.HasRecursionMisses(d.kernelBTF)
 	stats := "?"
 	if b, err := os.ReadFile("/proc/sys/kernel/bpf_stats_enabled"); err == nil {
 		stats = strings.TrimSpace(string(b))
@@ -835,12 +827,6 @@ func (d *doctor) checkKprobe() {
 	}, "CONFIG_KPROBES")
 }
 
-// hasRecursionMisses reports whether bpf_prog_info has recursion_misses
-// (Linux 5.12+).
-func hasRecursionMisses(spec *btf.Spec) bool {
-	return btfHas(spec, "bpf_prog_info", "recursion_misses")
-}
-
 // conclude decides whether tcptrace can run, in which mode, and what it lacks.
 func (d *doctor) conclude() {
 	diag := d.diag
@@ -879,7 +865,7 @@ func (d *doctor) conclude() {
 			diag.Lost = append(diag.Lost, c.Meaning)
 		}
 	}
-	if c := diag.Check(rowResets); c != nil && c.Status == CheckOK && len(loadResetReasons()) == 0 {
+	if c := diag.Check(rowResets); c != nil && c.Status == CheckOK && len(kernel.ResetReasons()) == 0 {
 		diag.Lost = append(diag.Lost, "RSTs this host sends are labeled without the kernel's reason (sk_rst_reason, Linux 6.10+)")
 	}
 }

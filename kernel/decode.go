@@ -1,6 +1,6 @@
 //go:build linux
 
-package tracer
+package kernel
 
 import (
 	"bytes"
@@ -17,12 +17,37 @@ import (
 
 const afInet = 2
 
-// clock turns the kernel's CLOCK_BOOTTIME stamps into wall-clock time.
-type clock struct{ offset int64 }
+// Decoder turns the programs' records into tcp.Events. It reads nothing
+// from the host but what it is given when made, and keeps the process and
+// container names it has seen, so that steady-state decoding allocates
+// nothing. Use it from one goroutine.
+type Decoder struct {
+	// bootOffset turns the kernel's CLOCK_BOOTTIME stamps into wall-clock time.
+	bootOffset int64
+	nsPerJiffy int64
+	comms      commCache
+	// containerOf names the container of a cgroup id, seen with a pid.
+	containerOf  func(cgroup uint64, pid uint32) string
+	resetReasons map[uint32]string
+}
 
-func newClock() clock { return clock{offset: host.BootClockOffset()} }
+// NewDecoder makes a decoder for records of this host's kernel;
+// containerOf names the container of an owner's cgroup.
+func NewDecoder(containerOf func(cgroup uint64, pid uint32) string) *Decoder {
+	return &Decoder{
+		bootOffset:   host.BootClockOffset(),
+		nsPerJiffy:   int64(time.Second) / host.HZ(),
+		comms:        make(commCache),
+		containerOf:  containerOf,
+		resetReasons: ResetReasons(),
+	}
+}
 
-func (c clock) wall(bootNs uint64) time.Time { return time.Unix(0, int64(bootNs)+c.offset) }
+func (d *Decoder) wall(bootNs uint64) time.Time { return time.Unix(0, int64(bootNs)+d.bootOffset) }
+
+// KnowsResetReasons reports whether this kernel names the reasons for the
+// RSTs it sends (Linux 6.10+).
+func (d *Decoder) KnowsResetReasons() bool { return len(d.resetReasons) > 0 }
 
 // commCache interns process names so that steady-state decoding allocates nothing.
 type commCache map[[16]int8]string
@@ -58,16 +83,16 @@ var kindOf = [...]tcp.Kind{
 	tcptraceEventKindEVENT_CLOSE_FD:   tcp.KindCloseFD,
 	tcptraceEventKindEVENT_RESET:      tcp.KindReset,
 	tcptraceEventKindEVENT_BIND_FAIL:  tcp.KindBindFail,
-	tcptraceEventKindEVENT_TW_EXPIRED: kindTimeWaitExpired,
+	tcptraceEventKindEVENT_TW_EXPIRED: KindTimeWaitExpired,
 }
 
-// kindTimeWaitExpired marks a decoded record about a timewait socket whose
+// KindTimeWaitExpired marks a decoded record about a timewait socket whose
 // timer fired; it becomes a TimeWaitSighting, never an Event of its own.
-const kindTimeWaitExpired tcp.Kind = 255
+const KindTimeWaitExpired tcp.Kind = 255
 
-// decode fills ev from one ring-buffer record; it reports false for a record
-// it does not understand.
-func (t *Tracer) decode(raw []byte, ev *tcp.Event) bool {
+// Decode fills ev from one ring-buffer record; it reports false for a
+// record it does not understand.
+func (d *Decoder) Decode(raw []byte, ev *tcp.Event) bool {
 	if len(raw) < int(unsafe.Sizeof(tcptraceEvent{})) {
 		return false
 	}
@@ -77,7 +102,7 @@ func (t *Tracer) decode(raw []byte, ev *tcp.Event) bool {
 	}
 	*ev = tcp.Event{
 		Kind:    kindOf[r.Kind],
-		Time:    t.clock.wall(r.TsNs),
+		Time:    d.wall(r.TsNs),
 		Cookie:  r.Cookie,
 		Inode:   r.Inode,
 		NetNS:   r.Netns,
@@ -85,7 +110,7 @@ func (t *Tracer) decode(raw []byte, ev *tcp.Event) bool {
 		Remote:  addrPort(r.Family, &r.Daddr, r.Dport),
 		Old:     tcp.State(r.Oldstate),
 		New:     tcp.State(r.Newstate),
-		Running: tcp.Task{PID: r.Pid, TID: r.Tid, Comm: t.comms.name(r.Comm)},
+		Running: tcp.Task{PID: r.Pid, TID: r.Tid, Comm: d.comms.name(r.Comm)},
 		Source:  tcp.SourceKernel,
 		Flags:   r.Flags,
 		Errno:   r.SkErr,
@@ -96,31 +121,42 @@ func (t *Tracer) decode(raw []byte, ev *tcp.Event) bool {
 	if r.Owner.Source != 0 {
 		ev.Owner = tcp.Owner{
 			PID:       r.Owner.Pid,
-			Comm:      t.comms.name(r.Owner.Comm),
+			Comm:      d.comms.name(r.Owner.Comm),
 			FD:        r.Owner.Fd,
 			Via:       tcp.OwnerSource(r.Owner.Source),
 			Closed:    r.Flags&uint8(tcptraceEventFlagFLAG_OWNER_CLOSED) != 0,
 			Cgroup:    r.Owner.Cgroup,
-			Container: t.cgroups.container(r.Owner.Cgroup, r.Owner.Pid),
+			Container: d.containerOf(r.Owner.Cgroup, r.Owner.Pid),
 		}
 	}
 	switch ev.Kind {
 	case tcp.KindReset:
 		ev.ResetSent = r.Flags&uint8(tcptraceEventFlagFLAG_RESET_SENT) != 0
 		if ev.ResetSent {
-			ev.ResetReason = t.resetReasons[r.Reason]
+			ev.ResetReason = d.resetReasons[r.Reason]
 		}
 	case tcp.KindBindFail:
 		ev.ReuseAddr = r.Flags&uint8(tcptraceEventFlagFLAG_REUSEADDR) != 0
-		ev.Owner = tcp.Owner{PID: r.Owner.Pid, Comm: t.comms.name(r.Owner.Comm), FD: r.Owner.Fd,
-			Cgroup: r.Owner.Cgroup, Container: t.cgroups.container(r.Owner.Cgroup, r.Owner.Pid)}
+		ev.Owner = tcp.Owner{PID: r.Owner.Pid, Comm: d.comms.name(r.Owner.Comm), FD: r.Owner.Fd,
+			Cgroup: r.Owner.Cgroup, Container: d.containerOf(r.Owner.Cgroup, r.Owner.Pid)}
 	}
 	return true
 }
 
-// loadResetReasons names the kernel's reset reasons from its BTF; a kernel
+// TimeWait tells what the state program found when a connection closed
+// from FIN_WAIT2 or CLOSING (ev, decoded from raw): whether a timewait
+// socket took its place, in which substate, and when its timer is due.
+func (d *Decoder) TimeWait(raw []byte, ev *tcp.Event) (seen bool, substate tcp.State, expiry time.Time) {
+	r := (*tcptraceEvent)(unsafe.Pointer(&raw[0]))
+	if r.Flags&uint8(tcptraceEventFlagFLAG_TIME_WAIT) == 0 {
+		return false, 0, time.Time{}
+	}
+	return true, tcp.State(r.TwSubstate), ev.Time.Add(time.Duration(int64(int32(r.TwLeft)) * d.nsPerJiffy))
+}
+
+// ResetReasons names the kernel's reset reasons from its BTF; a kernel
 // without them gives an empty map.
-func loadResetReasons() map[uint32]string {
+func ResetReasons() map[uint32]string {
 	names := map[uint32]string{}
 	spec, err := btf.LoadKernelSpec()
 	if err != nil {

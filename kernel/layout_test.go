@@ -1,6 +1,6 @@
 //go:build linux
 
-package tracer
+package kernel
 
 import (
 	"reflect"
@@ -21,7 +21,7 @@ func goFieldName(c string) string {
 	return b.String()
 }
 
-// TestWireLayout checks that the Go structs the tracer decodes match the C
+// TestWireLayout checks that the Go structs the decoder reads match the C
 // structs in the compiled BPF object, member by member.
 func TestWireLayout(t *testing.T) {
 	spec, err := loadTcptrace()

@@ -1,33 +1,31 @@
-//go:build linux
-
-package tracer
+package host
 
 import (
-	"bufio"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/cilium/ebpf/link"
 	"golang.org/x/sys/unix"
 
+	"github.com/prometheus/procfs"
 	"github.com/tcptrace/tcptrace/tcp"
 )
 
-// cgroupCache maps cgroup ids to the container id their path names ("" for
+// Containers maps cgroup ids to the container id their path names ("" for
 // none). The path is read from /proc/PID/cgroup of a process seen in the
 // cgroup, and kept only once the directory it names is that cgroup (the
 // process may have moved, or its pid been reused); a failed look-up is not
 // tried again for a second, so that an exited owner costs one read.
-type cgroupCache map[uint64]cgroupEntry
+type Containers map[uint64]cgroupEntry
+
+// NewContainers makes an empty cache.
+func NewContainers() Containers { return make(Containers) }
 
 type cgroupEntry struct {
 	container string
@@ -37,7 +35,9 @@ type cgroupEntry struct {
 
 const cgroupCacheMax = 4096
 
-func (c cgroupCache) container(id uint64, pid uint32) string {
+// Of is the container id the cgroup with this id names, looked up through
+// pid, a process seen in it; "" outside a container.
+func (c Containers) Of(id uint64, pid uint32) string {
 	if id == 0 {
 		return ""
 	}
@@ -71,31 +71,31 @@ func cgroupIDOf(path string) uint64 {
 
 // procCgroup reads the cgroup v2 path of a process.
 func procCgroup(pid uint32) (string, error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/cgroup", pid))
+	p, err := procfs.NewProc(int(pid))
 	if err != nil {
 		return "", err
 	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if path, ok := strings.CutPrefix(sc.Text(), "0::"); ok {
-			return path, nil
+	groups, err := p.Cgroups()
+	if err != nil {
+		return "", err
+	}
+	for _, g := range groups {
+		if g.HierarchyID == 0 {
+			return g.Path, nil
 		}
 	}
 	return "", errors.New("no cgroup v2 entry")
 }
 
-// Cgroup2Mount is where the cgroup v2 hierarchy is mounted, from mountinfo.
+// Cgroup2Mount is where the cgroup v2 hierarchy is mounted.
 func Cgroup2Mount() (string, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	mounts, err := procfs.GetMounts()
 	if err != nil {
 		return "", err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(line, " - ")
-		fields := strings.Fields(pre)
-		if ok && strings.HasPrefix(post, "cgroup2 ") && len(fields) >= 5 {
-			return fields[4], nil
+	for _, m := range mounts {
+		if m.FSType == "cgroup2" {
+			return m.MountPoint, nil
 		}
 	}
 	return "", errors.New("cgroup v2 is not mounted")
@@ -180,42 +180,11 @@ func ResolveNetNS(arg string) (uint32, string, error) {
 
 // procInNetNS finds /proc/PID/ns/net of a process in the namespace with this inode.
 func procInNetNS(ino uint64) string {
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		path := filepath.Join("/proc", e.Name(), "ns/net")
-		var st unix.Stat_t
-		if unix.Stat(path, &st) == nil && st.Ino == ino {
-			return path
+	procs, _ := procfs.AllProcs()
+	for _, p := range procs {
+		if ns, err := p.Namespaces(); err == nil && uint64(ns["net"].Inode) == ino {
+			return fmt.Sprintf("/proc/%d/ns/net", p.PID)
 		}
 	}
 	return ""
-}
-
-// openIn runs a socket-table iterator inside the network namespace netns
-// (nil: the tracer's own): iter/tcp walks the namespace of the thread that
-// opens it. The thread that enters the namespace is never handed back: it
-// ends with the goroutine made for it, so no other code ever runs there.
-func openIn(netns *os.File, it *link.Iter) (io.ReadCloser, error) {
-	if netns == nil {
-		return it.Open()
-	}
-	type opened struct {
-		rc  io.ReadCloser
-		err error
-	}
-	done := make(chan opened, 1)
-	go func() {
-		runtime.LockOSThread() // and never unlocked
-		if err := unix.Setns(int(netns.Fd()), unix.CLONE_NEWNET); err != nil {
-			done <- opened{nil, fmt.Errorf("enter network namespace: %w", err)}
-			return
-		}
-		rc, err := it.Open()
-		done <- opened{rc, err}
-	}()
-	o := <-done
-	return o.rc, o.err
 }

@@ -1,0 +1,98 @@
+//go:build linux
+
+package kernel
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/ringbuf"
+)
+
+// Record is one record read from the ring buffer; its RawSample is reused
+// by the next read.
+type Record = ringbuf.Record
+
+// Next reads the next record of the ring buffer into rec without blocking:
+// false when there is none now, or when the buffer was closed.
+func (k *Kernel) Next(rec *Record) (bool, error) {
+	err := k.rd.ReadInto(rec)
+	if errors.Is(err, os.ErrDeadlineExceeded) || errors.Is(err, ringbuf.ErrClosed) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("read ring buffer: %w", err)
+	}
+	return true, nil
+}
+
+// Pending reports whether records wait in the ring buffer.
+func (k *Kernel) Pending() bool { return k.rd.AvailableBytes() > 0 }
+
+// Counters are what the kernel programs counted, and what the kernel
+// counted of them.
+type Counters struct {
+	RingbufDrops   uint64 // records lost to a full ring buffer
+	OwnerMapFull   uint64 // sockets whose owner found no room
+	OriginsSkipped uint64 // user stacks not taken past Options.OriginRate
+	// StateMisses and SyscallMisses are runs the kernel skipped (recursion
+	// misses) of the state program and of all the others.
+	StateMisses   uint64
+	SyscallMisses uint64
+	// TableWalks counts walks of the socket table; NetNSUnfollowed, the
+	// network namespaces that could not be entered.
+	TableWalks      uint64
+	NetNSUnfollowed uint64
+}
+
+// ReadCounters sums the programs' per-CPU counters and reads the kernel's
+// run statistics of each program.
+func (k *Kernel) ReadCounters() (Counters, error) {
+	var c Counters
+	var perCPU []uint64
+	for idx, dst := range map[uint32]*uint64{
+		uint32(tcptraceCounterCOUNTER_RINGBUF_DROPS):   &c.RingbufDrops,
+		uint32(tcptraceCounterCOUNTER_OWNER_MAP_FULL):  &c.OwnerMapFull,
+		uint32(tcptraceCounterCOUNTER_ORIGINS_SKIPPED): &c.OriginsSkipped,
+	} {
+		if err := k.objs.Counters.Lookup(idx, &perCPU); err != nil {
+			return Counters{}, fmt.Errorf("read counters: %w", err)
+		}
+		for _, v := range perCPU {
+			*dst += v
+		}
+	}
+	st, err := k.objs.HandleSetState.Stats()
+	if err != nil {
+		return Counters{}, fmt.Errorf("read program stats: %w", err)
+	}
+	c.OwnerMapFull += k.ownersNotTaught
+	c.TableWalks, c.NetNSUnfollowed = k.tableWalks, k.netnsUnfollowed
+	c.StateMisses = st.RecursionMisses
+	for _, p := range []*ebpf.Program{k.objs.HandleConnect, k.objs.HandleListen, k.objs.HandleAccept, k.objs.HandleAccept4,
+		k.objs.HandleClose, k.objs.HandleBindEnter, k.objs.HandleBindExit, k.objs.HandleSendReset, k.objs.HandleReceiveReset,
+		k.objs.HandleTimerExpire} {
+		st, err := p.Stats()
+		if err != nil {
+			return Counters{}, fmt.Errorf("read program stats: %w", err)
+		}
+		c.SyscallMisses += st.RecursionMisses
+	}
+	return c, nil
+}
+
+// Stack is the user stack recorded under id (from tcp.Origin.StackID),
+// innermost first, ending at the first zero.
+func (k *Kernel) Stack(id int32) ([]uint64, error) {
+	var stack [127]uint64
+	if err := k.objs.Stacks.Lookup(uint32(id), &stack); err != nil {
+		return nil, err
+	}
+	n := 0
+	for n < len(stack) && stack[n] != 0 {
+		n++
+	}
+	return stack[:n], nil
+}
