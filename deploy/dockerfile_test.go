@@ -104,23 +104,35 @@ var goBuildOutput = regexp.MustCompile(`\s-o\s+(\S+)`)
 // checkDockerfile returns what is wrong with the Dockerfile. goVersion is go.mod's;
 // port is the DaemonSet's metrics port.
 func checkDockerfile(stages []stage, goVersion string, port int) []error {
-	var errs []error
-	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if len(stages) < 2 {
 		return []error{fmt.Errorf("%d stage(s): want a Go build stage and a small runtime stage", len(stages))}
 	}
+	build, final := stages[0], stages[len(stages)-1]
+	errs := checkGoImage(build, goVersion)
+	buildErrs, output := checkGoBuild(build)
+	errs = append(errs, buildErrs...)
+	errs = append(errs, checkRuntimeStage(final, build, output, port)...)
+	return errs
+}
 
-	// The build stage: a Go new enough for go.mod, building ./cmd/tcptrace statically,
-	// from the committed BPF objects (no clang, no go generate).
-	build := stages[0]
+// checkGoImage wants the build stage FROM a golang image new enough for go.mod.
+func checkGoImage(build stage, goVersion string) []error {
 	goImage, tag, _ := strings.Cut(build.image, ":")
 	version := regexp.MustCompile(`^\d+\.\d+(\.\d+)?`).FindString(tag)
 	if goImage != "golang" && !strings.HasSuffix(goImage, "/golang") {
-		fail("first stage FROM %s: want the golang image", build.image)
-	} else if version == "" || !versionAtLeast(version, goVersion) {
-		fail("FROM %s: go.mod asks for Go %s; pin a golang tag at least that new", build.image, goVersion)
+		return []error{fmt.Errorf("first stage FROM %s: want the golang image", build.image)}
 	}
-	output := ""
+	if version == "" || !versionAtLeast(version, goVersion) {
+		return []error{fmt.Errorf("FROM %s: go.mod asks for Go %s; pin a golang tag at least that new", build.image, goVersion)}
+	}
+	return nil
+}
+
+// checkGoBuild wants the build stage to build ./cmd/tcptrace statically, from the
+// committed BPF objects (no clang, no go generate), and returns the path go build
+// writes the binary to ("" when there is no go build -o).
+func checkGoBuild(build stage) (errs []error, output string) {
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	for _, in := range build.body {
 		if in.cmd != "RUN" {
 			continue
@@ -147,56 +159,77 @@ func checkDockerfile(stages []stage, goVersion string, port int) []error {
 	if output == "" {
 		fail("no RUN go build -o PATH ./cmd/tcptrace in the build stage")
 	}
+	return errs, output
+}
 
-	// The runtime stage: not the Go image, with the binary as ENTRYPOINT and serve as CMD.
-	final := stages[len(stages)-1]
-	if strings.HasPrefix(final.image, "golang") || final.image == build.name {
-		fail("final stage FROM %s: want a small runtime image, not the Go toolchain", final.image)
-	}
-	var copied, entrypoint string
-	var cmd []string
-	user, exposed := "", false
+// runtimeImage is what the final stage makes of the image.
+type runtimeImage struct {
+	copied     string // where the binary from the build stage is copied to
+	entrypoint string
+	cmd        []string
+	user       string
+	exposed    bool // whether the metrics port is exposed
+}
+
+// readRuntimeStage reads the final stage's instructions; errs are the ENTRYPOINT and
+// CMD written in shell form.
+func readRuntimeStage(final, build stage, output string, port int) (img runtimeImage, errs []error) {
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	for _, in := range final.body {
 		switch in.cmd {
 		case "COPY":
 			if slices.Contains(in.flags, "--from="+build.name) && len(in.args) == 2 && in.args[0] == output {
-				copied = in.args[1]
+				img.copied = in.args[1]
 			}
 		case "ENTRYPOINT":
 			if !in.json || len(in.args) != 1 {
 				fail("line %d: want ENTRYPOINT [\"/path/to/tcptrace\"] (exec form, so signals reach tcptrace)", in.line)
 			} else {
-				entrypoint = in.args[0]
+				img.entrypoint = in.args[0]
 			}
 		case "CMD":
 			if !in.json {
 				fail("line %d: CMD in shell form", in.line)
 			}
-			cmd = in.args
+			img.cmd = in.args
 		case "USER":
-			user = in.args[0]
+			img.user = in.args[0]
 		case "EXPOSE":
-			exposed = exposed || slices.Contains(in.args, strconv.Itoa(port)) || slices.Contains(in.args, fmt.Sprintf("%d/tcp", port))
+			img.exposed = img.exposed || slices.Contains(in.args, strconv.Itoa(port)) || slices.Contains(in.args, fmt.Sprintf("%d/tcp", port))
 		}
 	}
-	if copied == "" {
+	return img, errs
+}
+
+// checkRuntimeStage wants the final stage not on the Go image, with the binary built
+// at output as ENTRYPOINT, serve (on loopback) as CMD, uid 0, and the metrics port
+// exposed.
+func checkRuntimeStage(final, build stage, output string, port int) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if strings.HasPrefix(final.image, "golang") || final.image == build.name {
+		fail("final stage FROM %s: want a small runtime image, not the Go toolchain", final.image)
+	}
+	img, readErrs := readRuntimeStage(final, build, output, port)
+	errs = append(errs, readErrs...)
+	if img.copied == "" {
 		fail("the final stage does not COPY --from=%s %s", build.name, output)
 	}
-	if entrypoint == "" || entrypoint != copied {
-		fail("ENTRYPOINT %q is not the binary copied from the build stage (%q)", entrypoint, copied)
+	if img.entrypoint == "" || img.entrypoint != img.copied {
+		fail("ENTRYPOINT %q is not the binary copied from the build stage (%q)", img.entrypoint, img.copied)
 	}
-	if len(cmd) == 0 || cmd[0] != "serve" {
-		fail("CMD %q: want the daemon mode, [\"serve\"]", cmd)
+	if len(img.cmd) == 0 || img.cmd[0] != "serve" {
+		fail("CMD %q: want the daemon mode, [\"serve\"]", img.cmd)
 	}
-	if addr, ok := flagValue(cmd, metricsFlag); ok {
+	if addr, ok := flagValue(img.cmd, metricsFlag); ok {
 		if host, _, err := net.SplitHostPort(addr); err != nil || net.ParseIP(host) == nil || !net.ParseIP(host).IsLoopback() {
 			fail("CMD opens %s %s: the default stays on loopback; manifests open it", metricsFlag, addr)
 		}
 	}
-	if u, _, _ := strings.Cut(user, ":"); u != "0" && u != "root" {
-		fail("USER %q: tcptrace must run as uid 0 to hold the capabilities the runtime grants", user)
+	if u, _, _ := strings.Cut(img.user, ":"); u != "0" && u != "root" {
+		fail("USER %q: tcptrace must run as uid 0 to hold the capabilities the runtime grants", img.user)
 	}
-	if !exposed {
+	if !img.exposed {
 		fail("no EXPOSE %d, the metrics port", port)
 	}
 	return errs

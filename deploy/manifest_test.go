@@ -243,7 +243,23 @@ func checkManifest(m *manifest, arch string) []error {
 	return errs
 }
 
+// checkContainer returns what is wrong with tcptrace's container, which runs in pod
+// with the pod template's annotations.
 func checkContainer(c corev1.Container, pod corev1.PodSpec, annotations map[string]string) []error {
+	errs := checkContainerCommand(c)
+	addrErrs, port := checkContainerMetricsAddr(c)
+	errs = append(errs, addrErrs...)
+	errs = append(errs, checkMetricsPort(c, port)...)
+	errs = append(errs, checkScrapeAnnotations(annotations, port)...)
+	errs = append(errs, checkProbes(c, port)...)
+	errs = append(errs, checkResources(c)...)
+	errs = append(errs, checkSecurityContext(c.SecurityContext, pod.SecurityContext)...)
+	errs = append(errs, checkMounts(c, pod)...)
+	return errs
+}
+
+// checkContainerCommand wants an image whose ENTRYPOINT (tcptrace) runs serve.
+func checkContainerCommand(c corev1.Container) []error {
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Image == "" {
@@ -255,10 +271,14 @@ func checkContainer(c corev1.Container, pod corev1.PodSpec, annotations map[stri
 	if len(c.Args) == 0 || c.Args[0] != "serve" {
 		fail("container %s args %q: want the daemon mode, serve", c.Name, c.Args)
 	}
+	return errs
+}
 
-	// The metrics address: serve binds 127.0.0.1 by default, which with hostNetwork is
-	// the node's loopback; it must be told an address Prometheus reaches.
-	port := 0
+// checkContainerMetricsAddr checks the metrics address and returns its port (0 when
+// there is none). serve binds 127.0.0.1 by default, which with hostNetwork is the
+// node's loopback; it must be told an address Prometheus reaches.
+func checkContainerMetricsAddr(c corev1.Container) (errs []error, port int) {
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	addr, ok := flagValue(c.Args, metricsFlag)
 	host, portText, err := net.SplitHostPort(addr)
 	switch {
@@ -271,24 +291,36 @@ func checkContainer(c corev1.Container, pod corev1.PodSpec, annotations map[stri
 		if err != nil {
 			fail("%s %q: port: %v", metricsFlag, addr, err)
 		}
-		name, isVar := strings.CutPrefix(host, "$(")
-		name, closed := strings.CutSuffix(name, ")")
-		if !isVar || !closed {
-			fail("%s host %q: want $(VAR) from the downward API (status.podIP): a literal address is not right on every node", metricsFlag, host)
-			break
-		}
-		var env *corev1.EnvVar
-		for i := range c.Env {
-			if c.Env[i].Name == name {
-				env = &c.Env[i]
-			}
-		}
-		if env == nil || env.ValueFrom == nil || env.ValueFrom.FieldRef == nil ||
-			(env.ValueFrom.FieldRef.FieldPath != "status.podIP" && env.ValueFrom.FieldRef.FieldPath != "status.hostIP") {
-			fail("%s uses $(%s), which is not an env var from status.podIP or status.hostIP: the kubelet would pass it literally", metricsFlag, name)
+		errs = append(errs, checkMetricsHost(c, host)...)
+	}
+	return errs, port
+}
+
+// checkMetricsHost wants the metrics host to be $(VAR), an env var the downward API
+// sets to the pod's or the node's IP.
+func checkMetricsHost(c corev1.Container, host string) []error {
+	name, isVar := strings.CutPrefix(host, "$(")
+	name, closed := strings.CutSuffix(name, ")")
+	if !isVar || !closed {
+		return []error{fmt.Errorf("%s host %q: want $(VAR) from the downward API (status.podIP): a literal address is not right on every node", metricsFlag, host)}
+	}
+	var env *corev1.EnvVar
+	for i := range c.Env {
+		if c.Env[i].Name == name {
+			env = &c.Env[i]
 		}
 	}
+	if env == nil || env.ValueFrom == nil || env.ValueFrom.FieldRef == nil ||
+		(env.ValueFrom.FieldRef.FieldPath != "status.podIP" && env.ValueFrom.FieldRef.FieldPath != "status.hostIP") {
+		return []error{fmt.Errorf("%s uses $(%s), which is not an env var from status.podIP or status.hostIP: the kubelet would pass it literally", metricsFlag, name)}
+	}
+	return nil
+}
 
+// checkMetricsPort wants the metrics port declared as a containerPort, and any
+// hostPort equal to it.
+func checkMetricsPort(c corev1.Container, port int) []error {
+	var errs []error
 	var metricsPort *corev1.ContainerPort
 	for i := range c.Ports {
 		if int(c.Ports[i].ContainerPort) == port {
@@ -296,11 +328,19 @@ func checkContainer(c corev1.Container, pod corev1.PodSpec, annotations map[stri
 		}
 	}
 	if port != 0 && metricsPort == nil {
-		fail("no containerPort %d, the port of %s", port, metricsFlag)
+		errs = append(errs, fmt.Errorf("no containerPort %d, the port of %s", port, metricsFlag))
 	}
 	if metricsPort != nil && metricsPort.HostPort != 0 && metricsPort.HostPort != metricsPort.ContainerPort {
-		fail("hostPort %d differs from containerPort %d: with hostNetwork they must be equal", metricsPort.HostPort, metricsPort.ContainerPort)
+		errs = append(errs, fmt.Errorf("hostPort %d differs from containerPort %d: with hostNetwork they must be equal", metricsPort.HostPort, metricsPort.ContainerPort))
 	}
+	return errs
+}
+
+// checkScrapeAnnotations wants the pod annotated for Prometheus to scrape the metrics
+// port and path.
+func checkScrapeAnnotations(annotations map[string]string, port int) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if annotations[scrapeKey] != "true" {
 		fail("annotation %s is %q, want \"true\"", scrapeKey, annotations[scrapeKey])
 	}
@@ -310,6 +350,14 @@ func checkContainer(c corev1.Container, pod corev1.PodSpec, annotations map[stri
 	if got := annotations[scrapePathKey]; got != metricsPath {
 		fail("annotation %s is %q, want %s", scrapePathKey, got, metricsPath)
 	}
+	return errs
+}
+
+// checkProbes wants the readiness and liveness probes to get the metrics path from
+// the metrics port at the pod IP: serve answers nothing else.
+func checkProbes(c corev1.Container, port int) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	for _, p := range []struct {
 		name  string
 		probe *corev1.Probe
@@ -322,35 +370,43 @@ func checkContainer(c corev1.Container, pod corev1.PodSpec, annotations map[stri
 		if g.Path != metricsPath {
 			fail("%s path %q: serve answers at %s only", p.name, g.Path, metricsPath)
 		}
-		probePort := g.Port.IntValue()
-		if g.Port.Type == intstr.String {
-			probePort = 0
-			for _, cp := range c.Ports {
-				if cp.Name == g.Port.StrVal {
-					probePort = int(cp.ContainerPort)
-				}
-			}
-		}
-		if probePort != port {
+		if probePort(c, g) != port {
 			fail("%s port %s is not the metrics port %d", p.name, g.Port.String(), port)
 		}
 		if g.Host != "" {
 			fail("%s sets host %q: the default, the pod IP, is where serve listens", p.name, g.Host)
 		}
 	}
+	return errs
+}
 
+// probePort is the port number an httpGet probe gets, resolving a named port among
+// the container's (0 when no port has the name).
+func probePort(c corev1.Container, g *corev1.HTTPGetAction) int {
+	if g.Port.Type != intstr.String {
+		return g.Port.IntValue()
+	}
+	port := 0
+	for _, cp := range c.Ports {
+		if cp.Name == g.Port.StrVal {
+			port = int(cp.ContainerPort)
+		}
+	}
+	return port
+}
+
+// checkResources wants a CPU and a memory request and limit, no request above its limit.
+func checkResources(c corev1.Container) []error {
+	var errs []error
 	for _, r := range []corev1.ResourceName{corev1.ResourceCPU, corev1.ResourceMemory} {
 		req, hasReq := c.Resources.Requests[r]
 		lim, hasLim := c.Resources.Limits[r]
 		if !hasReq || !hasLim {
-			fail("resources: want a %s request and limit", r)
+			errs = append(errs, fmt.Errorf("resources: want a %s request and limit", r))
 		} else if req.Cmp(lim) > 0 {
-			fail("resources: %s request %s is above its limit %s", r, req.String(), lim.String())
+			errs = append(errs, fmt.Errorf("resources: %s request %s is above its limit %s", r, req.String(), lim.String()))
 		}
 	}
-
-	errs = append(errs, checkSecurityContext(c.SecurityContext, pod.SecurityContext)...)
-	errs = append(errs, checkMounts(c, pod)...)
 	return errs
 }
 

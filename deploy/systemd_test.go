@@ -86,18 +86,38 @@ func systemdBool(v string) (b, ok bool) {
 	return false, false
 }
 
+// isTrue says whether a boolean key's effective value is true.
+func (s serviceUnit) isTrue(key string) bool {
+	b, _ := systemdBool(s.last(key))
+	return b
+}
+
 // checkUnit returns what is wrong with the unit. port and caps are the DaemonSet's
 // metrics port and capabilities (without CAP_), which the unit must match.
 func checkUnit(s serviceUnit, port int, caps []string) []error {
-	var errs []error
-	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	isTrue := func(key string) bool { b, _ := systemdBool(s.last(key)); return b }
+	errs, flags, ok := checkExecStart(s)
+	if !ok {
+		return errs
+	}
+	metricsErrs, addr, metricsIP := checkUnitMetricsAddr(flags, port)
+	errs = append(errs, metricsErrs...)
+	errs = append(errs, checkUnitCapabilities(s, caps)...)
+	errs = append(errs, checkUnitHardening(s)...)
+	errs = append(errs, checkSandboxAllowsTracing(s)...)
+	errs = append(errs, checkSyscallFilter(s)...)
+	errs = append(errs, checkMetricsReachable(s, addr, metricsIP)...)
+	return errs
+}
 
-	// ExecStart: tcptrace serve, listening on loopback only.
+// checkExecStart wants one ExecStart that runs tcptrace serve, by absolute path and
+// unquoted, and returns the arguments after serve. ok is false when the command line
+// is too broken for the rest of the unit to be checked against it.
+func checkExecStart(s serviceUnit) (errs []error, flags []string, ok bool) {
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	exec := s["ExecStart"]
 	if len(exec) != 1 {
 		fail("want one ExecStart, have %d", len(exec))
-		return errs
+		return errs, nil, false
 	}
 	if strings.ContainsAny(exec[0], `"'\`) {
 		fail("ExecStart %q: write it without quotes or escapes", exec[0])
@@ -106,7 +126,7 @@ func checkUnit(s serviceUnit, port int, caps []string) []error {
 	switch {
 	case len(argv) < 2:
 		fail("ExecStart %q: want PATH serve ...", exec[0])
-		return errs
+		return errs, nil, false
 	case !strings.HasPrefix(argv[0], "/"):
 		// Also catches the prefixes "+" and "!", which run without the sandbox below.
 		fail("ExecStart %q: want an absolute path with no prefix", argv[0])
@@ -116,41 +136,58 @@ func checkUnit(s serviceUnit, port int, caps []string) []error {
 	if argv[1] != "serve" {
 		fail("ExecStart runs %q, want the daemon mode, serve", argv[1])
 	}
-	addr, ok := flagValue(argv[2:], metricsFlag)
+	return errs, argv[2:], true
+}
+
+// checkUnitMetricsAddr wants serve's metrics address on loopback, at the DaemonSet's
+// port. It returns the address and, when it parses, its IP.
+func checkUnitMetricsAddr(flags []string, port int) (errs []error, addr string, ip net.IP) {
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	addr, ok := flagValue(flags, metricsFlag)
 	host, portText, err := net.SplitHostPort(addr)
-	var metricsIP net.IP
 	switch {
 	case !ok:
 		fail("ExecStart has no %s: say where metrics are served", metricsFlag)
 	case err != nil:
 		fail("%s %q: %v", metricsFlag, addr, err)
 	default:
-		if metricsIP = net.ParseIP(host); metricsIP == nil || !metricsIP.IsLoopback() {
+		if ip = net.ParseIP(host); ip == nil || !ip.IsLoopback() {
 			fail("%s %q: the unit serves metrics on loopback only (widening it is the admin's decision)", metricsFlag, addr)
 		}
 		if portText != strconv.Itoa(port) {
 			fail("%s port %s is not the DaemonSet's %d", metricsFlag, portText, port)
 		}
 	}
+	return errs, addr, ip
+}
 
-	// Capabilities: exactly the DaemonSet's, and named so that systemd knows them.
-	capSet := func(key string) []string {
-		var out []string
-		for _, w := range s.words(key) {
-			if strings.HasPrefix(w, "~") {
-				fail("%s=%s: a deny list; list what is granted", key, w)
-				continue
-			}
-			name, hasPrefix := strings.CutPrefix(strings.ToUpper(w), "CAP_")
-			if _, known := capabilityNumbers[name]; !hasPrefix || !known {
-				fail("%s: %q is not a capability name", key, w)
-			}
-			out = append(out, name)
+// unitCapabilities is a capability key's names without CAP_, sorted and unique. errs
+// names the entries systemd would not grant as written: a deny list, or a name it
+// does not know (which it ignores without a word).
+func unitCapabilities(s serviceUnit, key string) (names []string, errs []error) {
+	for _, w := range s.words(key) {
+		if strings.HasPrefix(w, "~") {
+			errs = append(errs, fmt.Errorf("%s=%s: a deny list; list what is granted", key, w))
+			continue
 		}
-		slices.Sort(out)
-		return slices.Compact(out)
+		name, hasPrefix := strings.CutPrefix(strings.ToUpper(w), "CAP_")
+		if _, known := capabilityNumbers[name]; !hasPrefix || !known {
+			errs = append(errs, fmt.Errorf("%s: %q is not a capability name", key, w))
+		}
+		names = append(names, name)
 	}
-	ambient, bounding := capSet("AmbientCapabilities"), capSet("CapabilityBoundingSet")
+	slices.Sort(names)
+	return slices.Compact(names), errs
+}
+
+// checkUnitCapabilities wants exactly the DaemonSet's capabilities, ambient and
+// bounding, named so that systemd knows them, and CAP_DAC_READ_SEARCH for a non-root
+// user.
+func checkUnitCapabilities(s serviceUnit, caps []string) []error {
+	ambient, errs := unitCapabilities(s, "AmbientCapabilities")
+	bounding, boundingErrs := unitCapabilities(s, "CapabilityBoundingSet")
+	errs = append(errs, boundingErrs...)
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if !slices.Equal(ambient, caps) {
 		fail("AmbientCapabilities %v, want the DaemonSet's %v", ambient, caps)
 	}
@@ -158,29 +195,42 @@ func checkUnit(s serviceUnit, port int, caps []string) []error {
 		fail("CapabilityBoundingSet %v, want the DaemonSet's %v", bounding, caps)
 	}
 	user := s.last("User")
-	if isTrue("DynamicUser") || (user != "" && user != "root" && user != "0") {
+	if s.isTrue("DynamicUser") || (user != "" && user != "root" && user != "0") {
 		// tracefs is root's and mode 0700 on current kernels.
 		if !slices.Contains(ambient, "DAC_READ_SEARCH") {
 			fail("a non-root user needs CAP_DAC_READ_SEARCH to read %s", tracefsPath)
 		}
 	}
+	return errs
+}
 
+// checkUnitHardening wants the sandboxing tcptrace keeps working under, and a restart
+// when it fails.
+func checkUnitHardening(s serviceUnit) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	for key, want := range map[string]string{"NoNewPrivileges": "yes", "PrivateTmp": "yes"} {
-		if !isTrue(key) {
+		if !s.isTrue(key) {
 			fail("%s=%q, want %s", key, s.last(key), want)
 		}
 	}
 	if v := s.last("ProtectSystem"); v != "strict" {
 		fail("ProtectSystem=%q, want strict", v)
 	}
-	if v := s.last("ProtectHome"); !isTrue("ProtectHome") && v != "read-only" && v != "tmpfs" {
+	if v := s.last("ProtectHome"); !s.isTrue("ProtectHome") && v != "read-only" && v != "tmpfs" {
 		fail("ProtectHome=%q, want yes", v)
 	}
 	if v := s.last("Restart"); v != "on-failure" {
 		fail("Restart=%q, want on-failure", v)
 	}
+	return errs
+}
 
-	// Sandboxing that would break tcptrace.
+// checkSandboxAllowsTracing rejects the sandboxing that would hide from tcptrace the
+// host's sockets, processes or kernel settings, or take BPF away from it.
+func checkSandboxAllowsTracing(s serviceUnit) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	for key, why := range map[string]string{
 		"PrivateNetwork": "tcptrace walks the sockets of its own network namespace, which must be the host's",
 		"PrivateUsers":   "capabilities in a user namespace other than the initial one do not allow BPF",
@@ -197,32 +247,51 @@ func checkUnit(s serviceUnit, port int, caps []string) []error {
 	if v := s.last("ProcSubset"); v == "pid" {
 		fail("ProcSubset=pid hides /proc/sys/net/ipv4 and /proc/config.gz, which tcptrace reads")
 	}
-	if filter := s.words("SystemCallFilter"); len(filter) > 0 {
-		deny := strings.HasPrefix(filter[0], "~")
-		for _, need := range []struct{ syscall, group string }{{"bpf", "@privileged"}, {"perf_event_open", "@debug"}} {
-			listed := false
-			for _, f := range filter {
-				f = strings.TrimPrefix(f, "~")
-				listed = listed || f == need.syscall || f == need.group
-			}
-			if listed == deny {
-				fail("SystemCallFilter %v does not allow %s", filter, need.syscall)
-			}
+	return errs
+}
+
+// checkSyscallFilter wants a SystemCallFilter, if there is one, to allow bpf and
+// perf_event_open, by name or by the group that holds them.
+func checkSyscallFilter(s serviceUnit) []error {
+	filter := s.words("SystemCallFilter")
+	if len(filter) == 0 {
+		return nil
+	}
+	var errs []error
+	deny := strings.HasPrefix(filter[0], "~")
+	for _, need := range []struct{ syscall, group string }{{"bpf", "@privileged"}, {"perf_event_open", "@debug"}} {
+		listed := false
+		for _, f := range filter {
+			f = strings.TrimPrefix(f, "~")
+			listed = listed || f == need.syscall || f == need.group
+		}
+		if listed == deny {
+			errs = append(errs, fmt.Errorf("SystemCallFilter %v does not allow %s", filter, need.syscall))
 		}
 	}
-	if fams := s.words("RestrictAddressFamilies"); len(fams) > 0 && metricsIP != nil {
+	return errs
+}
+
+// checkMetricsReachable wants the address family and IP filters to let a scraper
+// reach the metrics listener at addr (ip is nil when addr did not parse).
+func checkMetricsReachable(s serviceUnit, addr string, ip net.IP) []error {
+	if ip == nil {
+		return nil
+	}
+	var errs []error
+	if fams := s.words("RestrictAddressFamilies"); len(fams) > 0 {
 		want := "AF_INET"
-		if metricsIP.To4() == nil {
+		if ip.To4() == nil {
 			want = "AF_INET6"
 		}
 		if !slices.Contains(fams, want) {
-			fail("RestrictAddressFamilies %v: the metrics listener needs %s", fams, want)
+			errs = append(errs, fmt.Errorf("RestrictAddressFamilies %v: the metrics listener needs %s", fams, want))
 		}
 	}
-	if slices.Contains(s.words("IPAddressDeny"), "any") && metricsIP != nil {
+	if slices.Contains(s.words("IPAddressDeny"), "any") {
 		allow := s.words("IPAddressAllow")
-		if !slices.Contains(allow, "localhost") && !slices.Contains(allow, metricsIP.String()) {
-			fail("IPAddressDeny=any and IPAddressAllow %v: nothing could scrape %s", allow, addr)
+		if !slices.Contains(allow, "localhost") && !slices.Contains(allow, ip.String()) {
+			errs = append(errs, fmt.Errorf("IPAddressDeny=any and IPAddressAllow %v: nothing could scrape %s", allow, addr))
 		}
 	}
 	return errs

@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -199,48 +200,82 @@ func enableBPFStats() func() {
 // run starts a tracer (if any), runs the load, stops the tracer with SIGINT,
 // and measures: the rate, and the table cells from "delivered" on.
 func run(r tracerRun, tmp string, l load, settle time.Duration) (result, error) {
+	before := loadedProgIDs()
 	var cmd *exec.Cmd
-	var stdout, stderr bytes.Buffer
-	before := map[int]bool{}
-	if progs, err := bpfProgs(); err == nil {
-		for _, p := range progs {
-			before[p.ID] = true
-		}
-	}
+	var stderr bytes.Buffer
+	stdoutPath := filepath.Join(tmp, "stdout")
 	if r.args != nil {
-		out, err := os.Create(filepath.Join(tmp, "stdout"))
+		out, err := os.Create(stdoutPath)
 		if err != nil {
 			return result{}, err
 		}
 		defer out.Close()
-		cmd = exec.Command(r.args[0], r.args[1:]...)
-		cmd.Stdout, cmd.Stderr = out, &stderr
-		if err := cmd.Start(); err != nil {
+		if cmd, err = startTracer(r.args, out, &stderr, settle); err != nil {
 			return result{}, err
 		}
-		time.Sleep(settle)
 	}
 	var cpuBefore time.Duration
 	if cmd != nil {
 		cpuBefore = cpuTime(cmd.Process.Pid)
 	}
-	load, err := exec.Command(l.churn, "-n", strconv.Itoa(l.n), "-workers", strconv.Itoa(l.workers), "-shape", l.shape).Output()
+	churnOut, err := exec.Command(l.churn, "-n", strconv.Itoa(l.n), "-workers", strconv.Itoa(l.workers), "-shape", l.shape).Output()
 	if err != nil {
 		if cmd != nil {
 			cmd.Process.Kill()
 		}
 		return result{}, fmt.Errorf("churn: %v", err)
 	}
-	m := rateRe.FindSubmatch(load)
+	res, err := parseChurn(churnOut)
+	if err != nil {
+		return result{}, err
+	}
+	if cmd == nil {
+		res.cells = "- | - | - | - | -"
+		return res, nil
+	}
+	res.cells = stopAndMeasure(r, cmd, stdoutPath, &stderr, before, cpuBefore)
+	return res, nil
+}
+
+// loadedProgIDs is the set of BPF programs loaded now (empty when bpftool fails),
+// so that the run's own can be told apart afterwards.
+func loadedProgIDs() map[int]bool {
+	ids := map[int]bool{}
+	if progs, err := bpfProgs(); err == nil {
+		for _, p := range progs {
+			ids[p.ID] = true
+		}
+	}
+	return ids
+}
+
+// startTracer starts a tracer and gives it settle to load its programs.
+func startTracer(args []string, stdout, stderr io.Writer, settle time.Duration) (*exec.Cmd, error) {
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	time.Sleep(settle)
+	return cmd, nil
+}
+
+// parseChurn reads the rate and the connections (or round trips) made from
+// churn's output.
+func parseChurn(out []byte) (result, error) {
+	m := rateRe.FindSubmatch(out)
 	if m == nil {
-		return result{}, fmt.Errorf("churn printed %q", load)
+		return result{}, fmt.Errorf("churn printed %q", out)
 	}
 	units, _ := strconv.ParseInt(string(m[2]), 10, 64)
 	rate, _ := strconv.ParseFloat(string(m[5]), 64)
-	res := result{rate: rate, units: units, cells: "- | - | - | - | -"}
-	if cmd == nil {
-		return res, nil
-	}
+	return result{rate: rate, units: units}, nil
+}
+
+// stopAndMeasure reads what the tracer cost while the load ran, stops it with
+// SIGINT, and returns the table cells from "delivered" on. stderr is the
+// buffer the tracer writes its standard error to.
+func stopAndMeasure(r tracerRun, cmd *exec.Cmd, stdoutPath string, stderr *bytes.Buffer, before map[int]bool, cpuBefore time.Duration) string {
 	bpf := bpfRunTimes(before)
 	time.Sleep(500 * time.Millisecond) // let the tracer read what is queued
 	peak := peakRSS(cmd.Process.Pid)
@@ -249,25 +284,40 @@ func run(r tracerRun, tmp string, l load, settle time.Duration) (result, error) 
 	cpuLoad := cpuTime(cmd.Process.Pid) - cpuBefore
 	cmd.Process.Signal(syscall.SIGINT)
 	waitErr := cmd.Wait()
-	if b, err := os.ReadFile(filepath.Join(tmp, "stdout")); err == nil {
-		stdout.Write(b)
+	var stdout []byte
+	if b, err := os.ReadFile(stdoutPath); err == nil {
+		stdout = b
 	}
-	delivered, lost := "-", "-"
-	var transitions int64
+	delivered, lost, transitions := deliveredCells(r, stdout, stderr.Bytes(), waitErr)
+	cpu, rss := costCells(cpuLoad, transitions, peak)
+	return fmt.Sprintf("%s | %s | %s | %s | %s", delivered, lost, cpu, rss, bpf)
+}
+
+// deliveredCells are the "delivered" and "lost or missed" cells from a stopped
+// tracer's output, and the transitions it delivered (0 when it does not say).
+func deliveredCells(r tracerRun, stdout, stderr []byte, waitErr error) (delivered, lost string, transitions int64) {
+	delivered, lost = "-", "-"
 	if r.delivered != nil {
-		if d, l, ok := r.delivered(stdout.Bytes(), stderr.Bytes()); ok {
+		if d, n, ok := r.delivered(stdout, stderr); ok {
 			transitions = d
 			delivered = strconv.FormatInt(d, 10)
-			if l >= 0 {
-				lost = strconv.FormatInt(l, 10)
+			if n >= 0 {
+				lost = strconv.FormatInt(n, 10)
 			} else {
 				lost = "not reported"
 			}
 		}
-	} else if l := tcptraceLost(stderr.Bytes()); waitErr == nil && l >= 0 {
-		lost = strconv.FormatInt(l, 10)
+	} else if n := tcptraceLost(stderr); waitErr == nil && n >= 0 {
+		lost = strconv.FormatInt(n, 10)
 	}
-	cpu, rss := "-", "-"
+	return delivered, lost, transitions
+}
+
+// costCells are the "tracer CPU" and "peak RSS" cells: the load's CPU time per
+// million transitions delivered (in all, when none are known), and peak RSS
+// (KiB) in MiB.
+func costCells(cpuLoad time.Duration, transitions, peak int64) (cpu, rss string) {
+	cpu, rss = "-", "-"
 	if cpuMs := float64(cpuLoad) / 1e6; cpuLoad > 0 && transitions > 0 {
 		cpu = fmt.Sprintf("%.0f", cpuMs*1e6/float64(transitions))
 	} else if cpuLoad > 0 {
@@ -276,8 +326,7 @@ func run(r tracerRun, tmp string, l load, settle time.Duration) (result, error) 
 	if peak > 0 {
 		rss = fmt.Sprintf("%.0f", float64(peak)/1024)
 	}
-	res.cells = fmt.Sprintf("%s | %s | %s | %s | %s", delivered, lost, cpu, rss, bpf)
-	return res, nil
+	return cpu, rss
 }
 
 // cpuTime reads the user and system time a process has used so far.
