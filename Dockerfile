@@ -2,7 +2,7 @@
 #
 # The tcptrace image: `docker build -t tcptrace:dev .` at the top of the repository
 # (add --platform linux/amd64 on an arm64 machine). The compiled BPF objects are committed
-# (tracer/tcptrace_x86_bpfel.o), so the build needs Go only: no clang, no kernel headers.
+# (kernel/tcptrace_x86_bpfel.o), so the build needs Go only: no clang, no kernel headers.
 # They are x86_64 objects, so the image is linux/amd64 only.
 #
 # It must run in the host's PID and network namespaces (tcptrace walks the sockets of the

@@ -363,7 +363,7 @@ func TestDockerignoreKeepsTheBuildInputs(t *testing.T) {
 			inputs = append(inputs, filepath.ToSlash(rel))
 		}
 	}
-	if !slices.Contains(inputs, "tracer/tcptrace_x86_bpfel.o") {
+	if !slices.Contains(inputs, "kernel/tcptrace_x86_bpfel.o") {
 		t.Errorf("go list names no committed BPF object among the inputs %v: is this test still looking at the right thing?", inputs)
 	}
 	for _, f := range inputs {

@@ -482,12 +482,12 @@ func checkMounts(c corev1.Container, pod corev1.PodSpec) []error {
 	return errs
 }
 
-// objectArch is the GOARCH of the committed bpf2go objects (tracer/*_bpfel.o).
+// objectArch is the GOARCH of the committed bpf2go objects (kernel/*_bpfel.o).
 func objectArch(t *testing.T) string {
 	t.Helper()
-	objs, err := filepath.Glob("../tracer/*_bpfel.o")
+	objs, err := filepath.Glob("../kernel/*_bpfel.o")
 	if err != nil || len(objs) == 0 {
-		t.Fatalf("no committed BPF objects in ../tracer (%v)", err)
+		t.Fatalf("no committed BPF objects in ../kernel (%v)", err)
 	}
 	archs := map[string]bool{}
 	for _, o := range objs {
