@@ -205,100 +205,61 @@ func (d *decoder) fail() {
 	d.b = nil
 }
 
-// uvarint has a fast path, small enough to inline, for values under 128.
-func (d *decoder) uvarint() uint64 {
-	if len(d.b) == 0 || d.b[0] >= 0x80 {
-		return d.uvarintSlow()
+// The readers below take what is left of the record through the
+// index-style readers of the event decoder (u8, uv, sv, strAt, timeAt,
+// addrPortAt, ownerAt), so that each field is parsed in one place.
+
+// advance moves past the i bytes a reader took; i past the end marks an error.
+func (d *decoder) advance(i int) {
+	if i > len(d.b) {
+		d.fail()
+		return
 	}
-	v := d.b[0]
-	d.b = d.b[1:]
-	return uint64(v)
+	d.b = d.b[i:]
 }
 
-func (d *decoder) uvarintSlow() uint64 {
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail()
-		return 0
-	}
-	d.b = d.b[n:]
+func (d *decoder) uvarint() uint64 {
+	v, i := uv(d.b, 0)
+	d.advance(i)
 	return v
 }
 
-// varint undoes the zigzag encoding of binary.AppendVarint.
 func (d *decoder) varint() int64 {
-	u := d.uvarint()
-	return int64(u>>1) ^ -int64(u&1)
+	v, i := sv(d.b, 0)
+	d.advance(i)
+	return v
 }
 
 func (d *decoder) byte1() uint8 {
-	if len(d.b) < 1 {
-		d.fail()
-		return 0
-	}
-	v := d.b[0]
-	d.b = d.b[1:]
+	v, i := u8(d.b, 0)
+	d.advance(i)
 	return v
 }
 
 func (d *decoder) bool() bool { return d.byte1() != 0 }
 
-func (d *decoder) raw(n uint64) []byte {
-	if uint64(len(d.b)) < n {
-		d.fail()
-		return nil
-	}
-	v := d.b[:n]
-	d.b = d.b[n:]
-	return v
-}
-
 func (d *decoder) str() string {
 	v, i := d.strAt(d.b, 0)
-	if i > len(d.b) {
-		d.fail()
-		return ""
-	}
-	d.b = d.b[i:]
+	d.advance(i)
 	return v
 }
 
 func (d *decoder) time() time.Time {
-	if d.byte1() == 0 {
-		return time.Time{}
-	}
-	d.last += d.varint()
-	return time.Unix(0, d.last)
+	v, i := d.timeAt(d.b, 0)
+	d.advance(i)
+	return v
 }
 
-func (d *decoder) duration() time.Duration { return time.Duration(d.varint()) }
-
 func (d *decoder) addrPort() netip.AddrPort {
-	var a netip.Addr
-	switch d.byte1() {
-	case 4:
-		if b := d.raw(4); d.err == nil {
-			a = netip.AddrFrom4([4]byte(b))
-		}
-	case 6:
-		if b := d.raw(16); d.err == nil {
-			a = netip.AddrFrom16([16]byte(b))
-		}
-	}
-	p := d.raw(2)
-	if d.err != nil {
-		return netip.AddrPort{}
-	}
-	return netip.AddrPortFrom(a, binary.LittleEndian.Uint16(p))
+	v, i := addrPortAt(d.b, 0)
+	d.advance(i)
+	return v
 }
 
 func (d *decoder) owner() tcp.Owner {
-	o := tcp.Owner{
-		PID: uint32(d.uvarint()), Comm: d.str(), FD: int32(d.varint()),
-		Via: tcp.OwnerSource(d.byte1()), Closed: d.bool(),
-	}
-	o.Cgroup, o.Container = d.uvarint(), d.str()
-	return o
+	v, i := d.ownerAt(d.b, 0)
+	d.advance(i)
+	return v
 }
 
 func (d *decoder) socket(s *tcp.Socket) {
@@ -385,9 +346,10 @@ func uvs(p []byte, i int, out []uint64) int {
 // unzig undoes the zigzag encoding of a varint read as a uvarint.
 func unzig(u uint64) int64 { return int64(u>>1) ^ -int64(u&1) }
 
+// sv reads a varint (zigzag-encoded by binary.AppendVarint).
 func sv(p []byte, i int) (int64, int) {
 	u, i := uv(p, i)
-	return int64(u>>1) ^ -int64(u&1), i
+	return unzig(u), i
 }
 
 // strAt reads a string reference (see encoder.str).

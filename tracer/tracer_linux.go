@@ -150,7 +150,7 @@ func (t *Tracer) Run(ctx context.Context, emit func(*tcp.Event), tick func()) er
 		if !t.k.Pending() {
 			pollSleep()
 		}
-		if err := t.readBatch(emit); err != nil {
+		if _, err := t.readBatch(emit); err != nil {
 			return err
 		}
 		now := time.Now()
@@ -200,32 +200,28 @@ func (t *Tracer) finish(emit func(*tcp.Event)) error {
 }
 
 // readBatch applies at most maxBatch records of the ring buffer, so that
-// the clock is looked at between batches.
-func (t *Tracer) readBatch(emit func(*tcp.Event)) error {
+// the clock is looked at between batches; it reports whether it read that
+// many (more may wait).
+func (t *Tracer) readBatch(emit func(*tcp.Event)) (bool, error) {
 	var rec kernel.Record
 	for range maxBatch {
 		ok, err := t.k.Next(&rec)
 		if !ok || err != nil {
-			return err
+			return false, err
 		}
 		t.stats.Events++
 		if err := t.apply(rec.RawSample, emit); err != nil {
-			return err
+			return false, err
 		}
 	}
-	return nil
+	return true, nil
 }
 
 // drain applies every record already in the ring buffer.
 func (t *Tracer) drain(emit func(*tcp.Event)) error {
-	var rec kernel.Record
 	for {
-		ok, err := t.k.Next(&rec)
-		if !ok || err != nil {
-			return err
-		}
-		t.stats.Events++
-		if err := t.apply(rec.RawSample, emit); err != nil {
+		more, err := t.readBatch(emit)
+		if !more || err != nil {
 			return err
 		}
 	}
