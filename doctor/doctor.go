@@ -26,6 +26,7 @@ import (
 
 	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/kernel"
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 // CheckStatus is how a checked piece of the host fares.
@@ -99,6 +100,7 @@ func Diagnose() *Diagnosis {
 		Arch:   unix.ByteSliceToString(uts.Machine[:]),
 	}}
 	d.config, d.configSource = host.KernelConfig(d.diag.Kernel)
+	d.resetReasons = kernel.ResetReasons()
 	d.run()
 	d.conclude()
 	return d.diag
@@ -115,6 +117,8 @@ type doctor struct {
 	spec         *ebpf.CollectionSpec
 	maps         map[string]*ebpf.Map
 	cache        *btf.Cache
+	// resetReasons are the kernel's names for the RSTs it sends (6.10+).
+	resetReasons map[uint32]string
 	// ownCookies: the kernel refused cookies to tracing programs, so the
 	// programs are loaded as tcptrace then loads them.
 	ownCookies bool
@@ -676,13 +680,13 @@ func (d *doctor) tryProgram(name string) (string, error) {
 		var what string
 		switch name {
 		case "dump_tcp":
-			what = countOf(sockets, "TCP socket")
+			what = tcp.Plural(int(sockets), "TCP socket", "TCP sockets")
 		case "dump_timewait":
-			what = countOf(sockets, "timewait socket") + " (it lists only those tcptrace asks about)"
+			what = tcp.Plural(int(sockets), "timewait socket", "timewait sockets") + " (it lists only those tcptrace asks about)"
 		case "dump_files":
-			what = countOf(n/kernel.FileRecordSize, "socket fd")
+			what = tcp.Plural(int(n/kernel.FileRecordSize), "socket fd", "socket fds")
 		default:
-			what = countOf(n, "byte")
+			what = tcp.Plural(int(n), "byte", "bytes")
 		}
 		return fmt.Sprintf("%s ran: %s in %.1f ms", name, what, float64(took.Microseconds())/1000), nil
 	}
@@ -690,7 +694,7 @@ func (d *doctor) tryProgram(name string) (string, error) {
 }
 
 func (d *doctor) resetReasonDetail() string {
-	if n := len(kernel.ResetReasons()); n > 0 {
+	if n := len(d.resetReasons); n > 0 {
 		return fmt.Sprintf("%d reset reasons named by the kernel", n)
 	}
 	return "the kernel names no reset reasons (sk_rst_reason is Linux 6.10+): sent RSTs are not explained"
@@ -865,16 +869,9 @@ func (d *doctor) conclude() {
 			diag.Lost = append(diag.Lost, c.Meaning)
 		}
 	}
-	if c := diag.Check(rowResets); c != nil && c.Status == CheckOK && len(kernel.ResetReasons()) == 0 {
+	if c := diag.Check(rowResets); c != nil && c.Status == CheckOK && len(d.resetReasons) == 0 {
 		diag.Lost = append(diag.Lost, "RSTs this host sends are labeled without the kernel's reason (sk_rst_reason, Linux 6.10+)")
 	}
-}
-
-func countOf(n int64, what string) string {
-	if n == 1 {
-		return "1 " + what
-	}
-	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func sortedKeys[V any](m map[string]V) []string {
