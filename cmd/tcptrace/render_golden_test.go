@@ -102,7 +102,7 @@ func goldenReport() analysis.LeakReport {
 		h := apiOwner
 		h.FD = int32(10 + i)
 		table = append(table, tcp.Socket{Cookie: uint64(100 + i), Inode: uint64(5000 + i), State: tcp.StateCloseWait, Local: srvAddr,
-			Remote: netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(i % 7)}), uint16(41000+i)),
+			Remote:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(i % 7)}), uint16(41000+i)),
 			Holders: []tcp.Owner{h}, LastReceived: now.Add(-time.Duration(i+1) * time.Minute)})
 	}
 	// One seen entering CLOSE_WAIT, with its origin.
@@ -143,16 +143,22 @@ func goldenReport() analysis.LeakReport {
 	cookie := uint64(1000)
 	for i, dst := range []netip.AddrPort{ap("127.0.0.1:5432"), ap("10.0.0.2:443"), ap("[::ffff:127.0.0.1]:6379")} {
 		for j := 0; j < 60-10*i; j++ {
-			owner := tcp.Owner{PID: uint32(20 + j%7), Comm: fmt.Sprintf("w%d", j%7), FD: 3, Via: tcp.OwnerConnect}
+			w := 0 // closers of distinct counts: a tie would sort either way
+			for _, from := range []int{5, 15, 30, 50} {
+				if j >= from {
+					w++
+				}
+			}
+			owner := tcp.Owner{PID: uint32(20 + w), Comm: fmt.Sprintf("w%d", w), FD: 3, Via: tcp.OwnerConnect}
 			tw(cookie, netip.AddrPortFrom(dst.Addr(), uint16(40000+j)), dst, owner, time.Duration(j)*time.Second)
 			cookie++
 		}
 	}
-	for j := 0; j < 3; j++ {
+	for j := 0; j < 12; j++ {
 		tw(cookie, srvAddr, netip.AddrPortFrom(netip.MustParseAddr("10.0.0.9"), uint16(50000+j)), tcp.Owner{}, 0)
 		cookie++
 	}
-	for j := 0; j < 3; j++ {
+	for j := 0; j < 4; j++ {
 		tw(cookie, ap("10.0.0.1:40090"), netip.AddrPortFrom(netip.MustParseAddr("10.0.3.1"), uint16(80+j)), tcp.Owner{PID: 99, Comm: "probe", FD: 3, Via: tcp.OwnerConnect}, 2*time.Minute)
 		cookie++
 	}
