@@ -1,8 +1,8 @@
-package main
+package render
 
 import (
 	"bytes"
-	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/netip"
@@ -16,30 +16,33 @@ import (
 	"github.com/tcptrace/tcptrace/timeline"
 )
 
-// The adapters: the only lines that change when the renderers move.
-func gText(ev *tcp.Event) string { return string(appendText(nil, ev)) }
-func gJSON(ev *tcp.Event) string { return string(appendJSON(nil, ev)) }
-func gHeader(w io.Writer)        { newPrinter(w, false).header() }
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+// The adapters: the only lines that changed when the renderers moved here
+// from cmd/tcptrace, where the goldens were made.
+func gText(ev *tcp.Event) string { return string(AppendText(nil, ev)) }
+func gJSON(ev *tcp.Event) string { return string(AppendJSON(nil, ev)) }
+func gHeader(w io.Writer)        { NewPrinter(w, false).Header() }
 func gSummary(w io.Writer, evs []tcp.Event, st timeline.Stats, d time.Duration) {
-	s := newSummary()
+	var s Summary
 	for i := range evs {
-		s.add(&evs[i])
+		s.Add(&evs[i])
 	}
-	s.print(w, st, d)
+	s.Print(w, st, d)
 }
-func gLost(w io.Writer, st timeline.Stats) { printLost(w, st) }
+func gLost(w io.Writer, st timeline.Stats) { Lost(w, st) }
 func gReport(w io.Writer, rep *analysis.LeakReport, st timeline.Stats) {
-	printLeakReport(w, "tcptrace report TRACE", rep, st)
+	LeakReport(w, "tcptrace report TRACE", rep, st)
 }
-func gReportJSON(rep *analysis.LeakReport) []byte { b, _ := json.Marshal(rep); return b }
+func gReportJSON(rep *analysis.LeakReport) []byte { return JSON(rep) }
 func gTimelines(w io.Writer, order []uint64, h map[uint64][]tcp.Event, tl *timeline.Timeline, asOf time.Time, asJSON bool) {
-	printTimelines(w, order, h, tl, asOf, asJSON)
+	Timelines(w, order, h, tl, asOf, asJSON)
 }
-func gNoColor() { setColor("never") }
+func gNoColor() { SetColor("never") }
 func gDurations() []string {
 	var out []string
 	for _, d := range []time.Duration{0, 850 * time.Microsecond, 12 * time.Millisecond, 1234 * time.Millisecond, 185 * time.Second, 121 * time.Minute} {
-		out = append(out, formatDuration(d))
+		out = append(out, Duration(d))
 	}
 	return append(out, formatAddr(netip.AddrPort{}), formatAddr(netip.MustParseAddrPort("[::ffff:10.0.0.1]:80")))
 }
@@ -90,18 +93,40 @@ func goldenEvents() []tcp.Event {
 	return evs
 }
 
+// reportFixture is the timeline and socket table goldenReport builds.
+type reportFixture struct {
+	tl    *timeline.Timeline
+	now   time.Time
+	table []tcp.Socket
+}
+
+func nop(*tcp.Event) {}
+
 // goldenReport is a leak report with every section and most of their cases.
 func goldenReport() analysis.LeakReport {
-	tl := timeline.NewTimeline(rt0)
-	now := rt0.Add(10 * time.Minute)
+	f := &reportFixture{tl: timeline.NewTimeline(rt0), now: rt0.Add(10 * time.Minute)}
 	host := tcp.HostTCP{PortRange: [2]int{40000, 40099}, TwReuse: 2, MaxTwBuckets: 150}
-	nop := func(*tcp.Event) {}
-	var table []tcp.Socket
+	f.closeWait()
+	f.stuck()
+	f.timeWait()
+	f.aborts()
+	origin := func(c *timeline.Conn) []tcp.Frame {
+		return []tcp.Frame{{Addr: 0x4a1000, Func: "net.(*TCPListener).Accept", File: "/go/src/net/tcpsock.go", Line: 380},
+			{Addr: 0x4b2000, Func: "main.serve", File: "/src/api/main.go", Line: 88}}
+	}
+	rep := analysis.BuildLeakReport(f.table, f.tl, host, f.now, 30*time.Second, origin)
+	rep.OriginsSkipped = 3
+	rep.Limits = []string{"no fentry: owners of accepted sockets come from the listener", "no BTF"}
+	return rep
+}
+
+func (f *reportFixture) closeWait() {
+	tl, now := f.tl, f.now
 	// CLOSE_WAIT: a server leaking toward 7 clients, in a container.
 	for i := 0; i < 12; i++ {
 		h := apiOwner
 		h.FD = int32(10 + i)
-		table = append(table, tcp.Socket{Cookie: uint64(100 + i), Inode: uint64(5000 + i), State: tcp.StateCloseWait, Local: srvAddr,
+		f.table = append(f.table, tcp.Socket{Cookie: uint64(100 + i), Inode: uint64(5000 + i), State: tcp.StateCloseWait, Local: srvAddr,
 			Remote:  netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 0, 1, byte(i % 7)}), uint16(41000+i)),
 			Holders: []tcp.Owner{h}, LastReceived: now.Add(-time.Duration(i+1) * time.Minute)})
 	}
@@ -109,15 +134,19 @@ func goldenReport() analysis.LeakReport {
 	tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 100, Time: rt0, Old: tcp.StateListen, New: tcp.StateSynRecv, Owner: tcp.Owner{PID: 42, FD: -1, Via: tcp.OwnerListener}}, nop)
 	tl.Apply(&tcp.Event{Kind: tcp.KindAccept, Cookie: 100, Time: rt0, FD: 10, Owner: apiOwner, Origin: tcp.Origin{StackID: 1, PID: 42}}, nop)
 	tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 100, Time: now.Add(-90 * time.Second), Old: tcp.StateEstablished, New: tcp.StateCloseWait}, nop)
-	// A client with one leak, exactly dated, by port; and one held by no fd table.
+	// A client with one leak, exactly dated, by port; and one held by no fd f.table.
 	tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 200, Time: rt0, Old: tcp.StateClose, New: tcp.StateSynSent, Owner: tcp.Owner{PID: 7, Comm: "worker", FD: 3, Via: tcp.OwnerConnect}}, nop)
 	tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 200, Time: now.Add(-45 * time.Second), Old: tcp.StateEstablished, New: tcp.StateCloseWait}, nop)
-	table = append(table, tcp.Socket{Cookie: 200, State: tcp.StateCloseWait, Local: ap("10.0.0.1:40500"), Remote: ap("[::ffff:10.0.0.2]:5432")})
-	table = append(table, tcp.Socket{Cookie: 201, State: tcp.StateCloseWait, Local: ap("10.0.0.1:40501"), Remote: ap("10.0.0.2:5432"),
+	f.table = append(f.table, tcp.Socket{Cookie: 200, State: tcp.StateCloseWait, Local: ap("10.0.0.1:40500"), Remote: ap("[::ffff:10.0.0.2]:5432")})
+	f.table = append(f.table, tcp.Socket{Cookie: 201, State: tcp.StateCloseWait, Local: ap("10.0.0.1:40501"), Remote: ap("10.0.0.2:5432"),
 		Holders: []tcp.Owner{{PID: 8, Comm: "cron", FD: 4}}, LastReceived: now.Add(-5 * time.Second)}) // young
+}
+
+func (f *reportFixture) stuck() {
+	tl, now := f.tl, f.now
 	// Stuck closes.
 	stuck := func(cookie uint64, st tcp.State, local, remote string, age time.Duration, holders ...tcp.Owner) {
-		table = append(table, tcp.Socket{Cookie: cookie, State: st, Local: ap(local), Remote: ap(remote), Holders: holders, LastReceived: now.Add(-age)})
+		f.table = append(f.table, tcp.Socket{Cookie: cookie, State: st, Local: ap(local), Remote: ap(remote), Holders: holders, LastReceived: now.Add(-age)})
 	}
 	stuck(300, tcp.StateFinWait2, "10.0.0.1:40600", "10.0.0.3:80", 2*time.Minute)
 	tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: 300, Time: rt0, Old: tcp.StateClose, New: tcp.StateSynSent, Owner: tcp.Owner{PID: 7, Comm: "worker", FD: 5, Via: tcp.OwnerConnect}}, nop)
@@ -131,6 +160,10 @@ func goldenReport() analysis.LeakReport {
 	for i := 0; i < 8; i++ {
 		stuck(uint64(310+i), tcp.StateFinWait1, fmt.Sprintf("10.0.0.1:%d", 40700+i), "10.0.0.5:80", time.Minute)
 	}
+}
+
+func (f *reportFixture) timeWait() {
+	tl, now := f.tl, f.now
 	// TIME_WAIT: clients toward three destinations, a server, small ones.
 	tw := func(cookie uint64, local, remote netip.AddrPort, closer tcp.Owner, entered time.Duration) {
 		if closer.Known() {
@@ -138,7 +171,7 @@ func goldenReport() analysis.LeakReport {
 			tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: cookie, Time: now.Add(-entered), Old: tcp.StateFinWait2, New: tcp.StateClose}, nop)
 			tl.ApplyTimeWait(timeline.TimeWaitSighting{Cookie: cookie, At: now.Add(-entered), Seen: true, Substate: tcp.StateTimeWait, Expiry: now.Add(time.Minute - entered)}, nop)
 		}
-		table = append(table, tcp.Socket{Cookie: cookie, State: tcp.StateTimeWait, Local: local, Remote: remote})
+		f.table = append(f.table, tcp.Socket{Cookie: cookie, State: tcp.StateTimeWait, Local: local, Remote: remote})
 	}
 	cookie := uint64(1000)
 	for i, dst := range []netip.AddrPort{ap("127.0.0.1:5432"), ap("10.0.0.2:443"), ap("[::ffff:127.0.0.1]:6379")} {
@@ -162,6 +195,10 @@ func goldenReport() analysis.LeakReport {
 		tw(cookie, ap("10.0.0.1:40090"), netip.AddrPortFrom(netip.MustParseAddr("10.0.3.1"), uint16(80+j)), tcp.Owner{PID: 99, Comm: "probe", FD: 3, Via: tcp.OwnerConnect}, 2*time.Minute)
 		cookie++
 	}
+}
+
+func (f *reportFixture) aborts() {
+	tl, now := f.tl, f.now
 	// Resets, more than are shown, and failed binds of every cause.
 	for i := 0; i < 12; i++ {
 		r := tcp.Event{Kind: tcp.KindReset, Time: now.Add(-time.Duration(12-i) * time.Second), Cookie: uint64(400 + i), Local: srvAddr,
@@ -184,14 +221,6 @@ func goldenReport() analysis.LeakReport {
 		b.ReuseAddr = i == 5
 		tl.BindFailures = append(tl.BindFailures, b)
 	}
-	origin := func(c *timeline.Conn) []tcp.Frame {
-		return []tcp.Frame{{Addr: 0x4a1000, Func: "net.(*TCPListener).Accept", File: "/go/src/net/tcpsock.go", Line: 380},
-			{Addr: 0x4b2000, Func: "main.serve", File: "/src/api/main.go", Line: 88}}
-	}
-	rep := analysis.BuildLeakReport(table, tl, host, now, 30*time.Second, origin)
-	rep.OriginsSkipped = 3
-	rep.Limits = []string{"no fentry: owners of accepted sockets come from the listener", "no BTF"}
-	return rep
 }
 
 // goldenTimelines are the histories of two connections.
@@ -255,7 +284,7 @@ func TestRenderGolden(t *testing.T) {
 
 func renderGolden(t *testing.T, name, got string) {
 	t.Helper()
-	path := filepath.Join("..", "..", "render", "testdata", name)
+	path := filepath.Join("testdata", name)
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
 			t.Fatal(err)
