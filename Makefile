@@ -30,7 +30,7 @@ check-generated: generate
 	git diff --exit-code -- kernel/
 
 # The packages that read traces must build anywhere and never load BPF.
-PURE := ./tcp ./timeline ./analysis ./symbolize ./tracefile ./metrics
+PURE := ./tcp ./timeline ./analysis ./render ./symbolize ./tracefile ./metrics
 
 lint:
 	test -z "$$(gofmt -l .)" || (gofmt -l . && exit 1)

@@ -1,9 +1,12 @@
 // Package analysis turns a timeline and a socket table into typed reports:
 // CLOSE_WAIT sockets leaked by each process, closes stuck in other states,
-// TIME_WAIT pressure, resets and failed binds, with verdicts and advice.
+// TIME_WAIT pressure, resets and failed binds. It decides what the facts mean
+// (which cause, which advice applies) as typed values; saying it in words,
+// and writing reports as text or JSON, is the render package's.
 package analysis
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -20,7 +23,10 @@ import (
 // of reading EOF.
 const DefaultLeakThreshold = 30 * time.Second
 
-// LeakReport lists the processes that hold sockets in CLOSE_WAIT past the threshold.
+// LeakReport lists the processes that hold sockets in CLOSE_WAIT past the
+// threshold, and the other troubles of closing connections. render.JSON
+// writes it, with its verdicts and advice in words; the tags name its fields
+// for reading it back.
 type LeakReport struct {
 	Time      time.Time     `json:"time"`
 	Threshold time.Duration `json:"threshold_ns"`
@@ -42,7 +48,7 @@ type LeakReport struct {
 	Limits []string `json:"limits,omitempty"`
 }
 
-// ProcessLeak is one process's leaked sockets.
+// ProcessLeak is one process's leaked sockets: all a verdict needs.
 type ProcessLeak struct {
 	PID       uint32         `json:"pid"`
 	Comm      string         `json:"comm"`
@@ -56,41 +62,76 @@ type ProcessLeak struct {
 	Peers     []PeerCount    `json:"peers"`
 	Origins   []OriginCount  `json:"origins"`
 	Sockets   []LeakedSocket `json:"sockets"`
-	Verdict   string         `json:"verdict"`
-	Advice    string         `json:"advice"`
 }
 
-// PeerCount is how many leaked sockets one peer address closed.
+// PeerCount is how many leaked sockets one peer closed: one address and
+// port, or, when Port is 0, one address on all its ports.
 type PeerCount struct {
+	Addr  netip.Addr
+	Port  uint16
+	Count int
+}
+
+// String writes the peer as an address and port, or as an address alone.
+func (p PeerCount) String() string {
+	if p.Port == 0 {
+		return p.Addr.String()
+	}
+	return netip.AddrPortFrom(p.Addr, p.Port).String()
+}
+
+// peerJSON is how a PeerCount is written: the peer as String gives it.
+type peerJSON struct {
 	Peer  string `json:"peer"`
 	Count int    `json:"count"`
 }
 
-// OriginCount is how many leaked sockets were created at one place in the code.
+// MarshalJSON writes {"peer": String(), "count": Count}.
+func (p PeerCount) MarshalJSON() ([]byte, error) { return json.Marshal(peerJSON{p.String(), p.Count}) }
+
+// UnmarshalJSON reads what MarshalJSON writes.
+func (p *PeerCount) UnmarshalJSON(b []byte) error {
+	var j peerJSON
+	if err := json.Unmarshal(b, &j); err != nil {
+		return err
+	}
+	*p = PeerCount{Count: j.Count}
+	if ap, err := netip.ParseAddrPort(j.Peer); err == nil {
+		p.Addr, p.Port = ap.Addr(), ap.Port()
+		return nil
+	}
+	var err error
+	p.Addr, err = netip.ParseAddr(j.Peer)
+	return err
+}
+
+// OriginCount is how many leaked sockets were created at one place in the
+// code. Known is false when no frame of the stack has a name, or there was
+// no stack: then Where says why.
 type OriginCount struct {
 	Where  string      `json:"where"`
 	Count  int         `json:"count"`
 	Frames []tcp.Frame `json:"frames"`
+	Known  bool        `json:"-"`
 }
 
 // LeakedSocket is one socket in CLOSE_WAIT, with every process holding it.
 type LeakedSocket struct {
 	Conn    uint64        `json:"conn"`
 	Inode   uint64        `json:"inode"`
-	Local   string        `json:"local"`
-	Remote  string        `json:"remote"`
+	Local   Endpoint      `json:"local"`
+	Remote  Endpoint      `json:"remote"`
 	Age     time.Duration `json:"age_ns"`
 	AtLeast bool          `json:"age_at_least"`
 	Holders []tcp.Owner   `json:"holders"`
 	Origin  []tcp.Frame   `json:"origin,omitempty"`
 }
 
-// OriginFunc returns the symbolized stack where a connection was created, or nil.
-type OriginFunc func(c *timeline.Conn) []tcp.Frame
-
 // BuildLeakReport finds the CLOSE_WAIT sockets of table older than threshold,
 // dates them from the timeline's history, and groups them by holding process.
-func BuildLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, origin OriginFunc) LeakReport {
+// origin, when not nil, returns the symbolized stack where a connection was
+// created, or nil.
+func BuildLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, origin func(*timeline.Conn) []tcp.Frame) LeakReport {
 	rep := LeakReport{Time: now, Threshold: threshold}
 	rep.Stuck = buildStuck(table, tl, now, threshold)
 	rep.TimeWait = buildTimeWait(table, tl, host, now)
@@ -109,7 +150,7 @@ func BuildLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP
 			continue
 		}
 		sock := LeakedSocket{
-			Conn: s.Cookie, Inode: s.Inode, Local: tcp.Endpoint(s.Local), Remote: tcp.Endpoint(s.Remote),
+			Conn: s.Cookie, Inode: s.Inode, Local: Endpoint{s.Local}, Remote: Endpoint{s.Remote},
 			Age: age, AtLeast: atLeast, Holders: s.Holders,
 		}
 		if c != nil && origin != nil {
@@ -132,7 +173,7 @@ func BuildLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP
 		}
 	}
 	for _, p := range byPID {
-		p.summarize(threshold)
+		p.summarize()
 		rep.Processes = append(rep.Processes, *p)
 	}
 	sort.Slice(rep.Processes, func(i, j int) bool {
@@ -147,7 +188,7 @@ func BuildLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP
 
 // FilteredLeakReport builds the report for the sockets and processes the
 // filter selects.
-func FilteredLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, filter *timeline.Filter, origin OriginFunc) LeakReport {
+func FilteredLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, now time.Time, threshold time.Duration, filter *timeline.Filter, origin func(*timeline.Conn) []tcp.Frame) LeakReport {
 	table = matchingSockets(table, filter)
 	rep := BuildLeakReport(table, tl, host, now, threshold, origin)
 	rep.Processes = slices.DeleteFunc(rep.Processes, func(p ProcessLeak) bool {
@@ -194,24 +235,24 @@ func stateAge(s *tcp.Socket, c *timeline.Conn, now time.Time) (time.Duration, bo
 	return age, true
 }
 
-func (p *ProcessLeak) summarize(threshold time.Duration) {
+func (p *ProcessLeak) summarize() {
 	p.Count = len(p.Sockets)
 	slices.Sort(p.FDs)
 	sort.Slice(p.Sockets, func(i, j int) bool { return p.Sockets[i].Age > p.Sockets[j].Age })
 	ages := make([]time.Duration, len(p.Sockets))
-	peers := map[string]int{}
+	peers := map[netip.AddrPort]int{}
 	ips := map[netip.Addr]int{}
 	origins := map[string]*OriginCount{}
 	for i, s := range p.Sockets {
 		ages[i] = s.Age
 		p.AtLeast = p.AtLeast || s.AtLeast
-		peers[s.Remote]++
-		if ap, err := netip.ParseAddrPort(s.Remote); err == nil {
-			ips[ap.Addr()]++
+		peers[s.Remote.AddrPort]++
+		if s.Remote.IsValid() {
+			ips[s.Remote.Addr()]++
 		}
-		where := originPlace(s.Origin)
+		where, known := originPlace(s.Origin)
 		if origins[where] == nil {
-			origins[where] = &OriginCount{Where: where, Frames: s.Origin}
+			origins[where] = &OriginCount{Where: where, Frames: s.Origin, Known: known}
 		}
 		origins[where].Count++
 	}
@@ -220,42 +261,45 @@ func (p *ProcessLeak) summarize(threshold time.Duration) {
 	p.Median = ages[len(ages)/2]
 	// Servers leak toward many client ports: count peers by address then.
 	if len(ips) < len(peers) {
-		peers = map[string]int{}
 		for ip, n := range ips {
-			peers[ip.String()] = n
+			p.Peers = append(p.Peers, PeerCount{Addr: ip, Count: n})
+		}
+	} else {
+		for peer, n := range peers {
+			p.Peers = append(p.Peers, PeerCount{Addr: peer.Addr(), Port: peer.Port(), Count: n})
 		}
 	}
-	for peer, n := range peers {
-		p.Peers = append(p.Peers, PeerCount{Peer: peer, Count: n})
-	}
 	sort.Slice(p.Peers, func(i, j int) bool {
-		return p.Peers[i].Count > p.Peers[j].Count || (p.Peers[i].Count == p.Peers[j].Count && p.Peers[i].Peer < p.Peers[j].Peer)
+		return p.Peers[i].Count > p.Peers[j].Count || (p.Peers[i].Count == p.Peers[j].Count && p.Peers[i].String() < p.Peers[j].String())
 	})
 	for _, o := range origins {
 		p.Origins = append(p.Origins, *o)
 	}
-	sort.Slice(p.Origins, func(i, j int) bool { return p.Origins[i].Count > p.Origins[j].Count })
-	p.Verdict, p.Advice = p.explain()
+	sort.Slice(p.Origins, func(i, j int) bool {
+		a, b := p.Origins[i], p.Origins[j]
+		return a.Count > b.Count || (a.Count == b.Count && a.Where < b.Where)
+	})
 }
 
 // originPlace names where in the program a socket was created: the first
 // frame outside the language runtime and standard library, else the first
-// frame with a name.
-func originPlace(frames []tcp.Frame) string {
+// frame with a name; known is false when none has one. The name is also the
+// key origins are counted by.
+func originPlace(frames []tcp.Frame) (where string, known bool) {
 	if len(frames) == 0 {
-		return "unknown (created before tracing started, or no stack was recorded)"
+		return "unknown (created before tracing started, or no stack was recorded)", false
 	}
 	for _, f := range frames {
 		if f.Func != "" && !isLibraryFrame(f) {
-			return f.String()
+			return f.String(), true
 		}
 	}
 	for _, f := range frames {
 		if f.Func != "" {
-			return f.String()
+			return f.String(), true
 		}
 	}
-	return fmt.Sprintf("unknown: %s gives no symbols", frames[0].Module)
+	return fmt.Sprintf("unknown: %s gives no symbols", frames[0].Module), false
 }
 
 // isLibraryFrame reports frames of the Go standard library and runtime, and
@@ -277,34 +321,4 @@ func isLibraryFrame(f tcp.Frame) bool {
 	pkg := name[:slash+1+dot]
 	first, _, _ := strings.Cut(pkg, "/")
 	return pkg != "main" && !strings.Contains(first, ".")
-}
-
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return fmt.Sprintf("%d %s", n, one)
-	}
-	return fmt.Sprintf("%d %s", n, many)
-}
-
-func (p *ProcessLeak) explain() (verdict, advice string) {
-	who := "their peers"
-	if len(p.Peers) == 1 {
-		who = p.Peers[0].Peer
-	}
-	age := tcp.FormatAge(p.Oldest)
-	if p.AtLeast {
-		age = "at least " + age
-	}
-	them := "them"
-	if p.Count == 1 {
-		them = "it"
-	}
-	verdict = fmt.Sprintf("pid %d (%s) never closed %s after %s closed %s; oldest %s",
-		p.PID, p.Comm, plural(p.Count, "connection", "connections"), who, them, age)
-	advice = fmt.Sprintf("CLOSE_WAIT ends only when the program calls close(): in pid %d, close each connection "+
-		"as soon as a read returns end of file (0 bytes, io.EOF) and on every error path", p.PID)
-	if len(p.Origins) > 0 && !strings.HasPrefix(p.Origins[0].Where, "unknown") {
-		advice += fmt.Sprintf("; %s created in %s", plural(p.Origins[0].Count, "was", "were"), p.Origins[0].Where)
-	}
-	return verdict, advice
 }

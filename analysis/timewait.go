@@ -1,7 +1,6 @@
 package analysis
 
 import (
-	"fmt"
 	"net/netip"
 	"sort"
 	"time"
@@ -19,24 +18,47 @@ type TimeWaitReport struct {
 	Closers []TimeWaitCloser `json:"closers"`
 	// Rate is TIME_WAIT entries per second seen over the last minute (or since
 	// tracing started); Projected is the steady state it leads to: rate x 60 s.
-	Rate      float64  `json:"rate_per_sec"`
-	Projected int      `json:"projected"`
-	PortRange [2]int   `json:"port_range"`
-	TwReuse   int      `json:"tcp_tw_reuse"`
-	Warnings  []string `json:"warnings"`
-	Advice    []string `json:"advice"`
+	Rate      float64 `json:"rate_per_sec"`
+	Projected int     `json:"projected"`
+	PortRange [2]int  `json:"port_range"`
+	TwReuse   int     `json:"tcp_tw_reuse"`
+	// Ports is how many ephemeral ports there are; NearMaxBuckets is
+	// net.ipv4.tcp_max_tw_buckets when Total is past 90% of it, else 0.
+	Ports          int `json:"-"`
+	NearMaxBuckets int `json:"-"`
+	// Advice is what to do about TIME_WAIT here, in the order to say it.
+	Advice []TimeWaitAdvice `json:"-"`
 }
+
+// TimeWaitAdvice is one thing to know or do about TIME_WAIT.
+type TimeWaitAdvice uint8
+
+const (
+	// AdviseLength: TIME_WAIT lasts 60 s; tcp_fin_timeout does not shorten it.
+	AdviseLength TimeWaitAdvice = iota
+	// AdviseReuseConnections: the side that closes first gets TIME_WAIT.
+	AdviseReuseConnections
+	// AdvisePorts: each connection needs its own local port (port range, tcp_tw_reuse).
+	AdvisePorts
+	// AdviseServer: TIME_WAIT on a listening port costs memory, not ports.
+	AdviseServer
+)
 
 // TimeWaitRoute is TIME_WAIT toward one destination from one local address.
 type TimeWaitRoute struct {
-	Local  string `json:"local"`
-	Remote string `json:"remote"`
-	Count  int    `json:"count"`
+	Local  netip.Addr     `json:"local"`
+	Remote netip.AddrPort `json:"remote"`
+	Count  int            `json:"count"`
 	// Client is true when the local ports are ephemeral: this host connected,
 	// and each socket holds one of the ports connect() can use to Remote.
 	Client    bool    `json:"client"`
 	Rate      float64 `json:"rate_per_sec"`
 	Projected int     `json:"projected"`
+	// Exhausting: the route holds, or at this rate will hold, half the
+	// ephemeral ports or more. Reusable: tcp_tw_reuse lets connect() take
+	// them back.
+	Exhausting bool `json:"-"`
+	Reusable   bool `json:"-"`
 }
 
 // TimeWaitCloser is how many TIME_WAIT sockets one process left by closing first.
@@ -70,7 +92,7 @@ func buildTimeWait(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, 
 		r := routes[k]
 		if r == nil {
 			port := int(s.Local.Port())
-			r = &TimeWaitRoute{Local: s.Local.Addr().String(), Remote: s.Remote.String(),
+			r = &TimeWaitRoute{Local: s.Local.Addr(), Remote: s.Remote,
 				Client: port >= host.PortRange[0] && port <= host.PortRange[1]}
 			routes[k] = r
 		}
@@ -102,7 +124,8 @@ func buildTimeWait(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, 
 	}
 	sort.Slice(rep.Routes, func(i, j int) bool {
 		a, b := rep.Routes[i], rep.Routes[j]
-		return a.Count > b.Count || (a.Count == b.Count && a.Remote < b.Remote)
+		// By the written address, as ever: 10.0.0.10 before 10.0.0.9.
+		return a.Count > b.Count || (a.Count == b.Count && a.Remote.String() < b.Remote.String())
 	})
 	for _, c := range closers {
 		if c.PID == 0 {
@@ -110,51 +133,44 @@ func buildTimeWait(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, 
 		}
 		rep.Closers = append(rep.Closers, *c)
 	}
-	sort.Slice(rep.Closers, func(i, j int) bool { return rep.Closers[i].Count > rep.Closers[j].Count })
-	rep.Warnings, rep.Advice = rep.assess(host)
+	// Ties by pid: the order of a map is no order, and the live view redraws.
+	sort.Slice(rep.Closers, func(i, j int) bool {
+		a, b := rep.Closers[i], rep.Closers[j]
+		return a.Count > b.Count || (a.Count == b.Count && a.PID < b.PID)
+	})
+	rep.assess(host)
 	return rep
 }
 
-func (rep *TimeWaitReport) assess(host tcp.HostTCP) (warnings, advice []string) {
-	ports := host.EphemeralPorts()
+// assess marks the routes near running out of ports and the host near its
+// TIME_WAIT limit, and picks the advice that applies.
+func (rep *TimeWaitReport) assess(host tcp.HostTCP) {
+	rep.Ports = host.EphemeralPorts()
 	client, server := false, false
-	for _, r := range rep.Routes {
+	for i := range rep.Routes {
+		r := &rep.Routes[i]
 		if !r.Client {
 			server = true
 			continue
 		}
 		client = true
 		peak := max(r.Count, r.Projected)
-		if ports > 0 && float64(peak) >= portShareWarn*float64(ports) {
-			reuse := "tcp_tw_reuse is off, so connect() cannot take them back"
-			if host.TwReuse == 1 || (host.TwReuse == 2 && isLoopback(r.Remote)) {
-				reuse = "tcp_tw_reuse lets connect() reuse them when TCP timestamps are on"
-			}
-			warnings = append(warnings, fmt.Sprintf("%s -> %s: %d ports in TIME_WAIT (about %d at the current rate) of %d ephemeral ports; %s",
-				r.Local, r.Remote, r.Count, r.Projected, ports, reuse))
+		if rep.Ports > 0 && float64(peak) >= portShareWarn*float64(rep.Ports) {
+			r.Exhausting = true
+			r.Reusable = host.TwReuse == 1 || (host.TwReuse == 2 && r.Remote.Addr().Unmap().IsLoopback())
 		}
 	}
 	if host.MaxTwBuckets > 0 && rep.Total >= host.MaxTwBuckets*9/10 {
-		warnings = append(warnings, fmt.Sprintf("%d TIME_WAIT sockets, near net.ipv4.tcp_max_tw_buckets (%d): past it the kernel destroys new ones at once (TCPTimeWaitOverflow)",
-			rep.Total, host.MaxTwBuckets))
+		rep.NearMaxBuckets = host.MaxTwBuckets
 	}
 	if rep.Total == 0 {
-		return warnings, nil
+		return
 	}
-	advice = append(advice, "TIME_WAIT lasts 60 s on Linux, fixed in the kernel; net.ipv4.tcp_fin_timeout does not shorten it (it limits orphans in FIN_WAIT2)")
+	rep.Advice = append(rep.Advice, AdviseLength)
 	if client {
-		advice = append(advice,
-			"the side that closes first gets TIME_WAIT: reuse connections (HTTP keep-alive, connection pools) instead of opening one per request, or let the server close first",
-			fmt.Sprintf("each connection to the same destination needs its own local port: widen net.ipv4.ip_local_port_range (now %d-%d), or set net.ipv4.tcp_tw_reuse=1 (now %d) so connect() may reuse TIME_WAIT ports (needs TCP timestamps)",
-				host.PortRange[0], host.PortRange[1], host.TwReuse))
+		rep.Advice = append(rep.Advice, AdviseReuseConnections, AdvisePorts)
 	}
 	if server {
-		advice = append(advice, "TIME_WAIT on a listening port costs memory, not ports, and tcp_tw_reuse does not apply to it; a restarted server binds again with SO_REUSEADDR")
+		rep.Advice = append(rep.Advice, AdviseServer)
 	}
-	return warnings, advice
-}
-
-func isLoopback(addrPort string) bool {
-	ap, err := netip.ParseAddrPort(addrPort)
-	return err == nil && ap.Addr().Unmap().IsLoopback()
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/tcptrace/tcptrace/analysis"
 	"github.com/tcptrace/tcptrace/internal/testenv"
 	"github.com/tcptrace/tcptrace/kernel"
+	"github.com/tcptrace/tcptrace/render"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 )
@@ -104,8 +105,8 @@ func TestBPFLeaks(t *testing.T) {
 	if pa.AtLeast || pa.Oldest < threshold || pa.Oldest > 30*time.Second {
 		t.Errorf("leak seen by the tracer: oldest %v, at least %v; want exact", pa.Oldest, pa.AtLeast)
 	}
-	if !strings.Contains(pa.Verdict, fmt.Sprintf("pid %d (testpeer) never closed 2 connections", after.PID)) {
-		t.Errorf("verdict %q", pa.Verdict)
+	if !strings.Contains(render.Verdict(&pa), fmt.Sprintf("pid %d (testpeer) never closed 2 connections", after.PID)) {
+		t.Errorf("verdict %q", render.Verdict(&pa))
 	}
 	// A shared socket names every holder.
 	for _, s := range pa.Sockets {
@@ -208,7 +209,7 @@ func TestBPFTimeWaitStorm(t *testing.T) {
 	}
 	var route *analysis.TimeWaitRoute
 	for i := range rep.TimeWait.Routes {
-		if rep.TimeWait.Routes[i].Remote == server.ListenAddr() {
+		if rep.TimeWait.Routes[i].Remote.String() == server.ListenAddr() {
 			route = &rep.TimeWait.Routes[i]
 		}
 	}
@@ -230,8 +231,8 @@ func TestBPFTimeWaitStorm(t *testing.T) {
 	if closer == nil || closer.Count != ssOurs || closer.Comm != "testpeer" {
 		t.Errorf("closers %+v: want pid %d with %d, as ss counts", rep.TimeWait.Closers, client.PID, ssOurs)
 	}
-	if len(rep.TimeWait.Advice) == 0 || !strings.Contains(rep.TimeWait.Advice[0], "60 s") {
-		t.Errorf("advice %q", rep.TimeWait.Advice)
+	if advice := render.TimeWaitAdvice(&rep.TimeWait); len(advice) == 0 || !strings.Contains(advice[0], "60 s") {
+		t.Errorf("advice %q", advice)
 	}
 }
 
@@ -253,7 +254,7 @@ func TestBPFStuckFinWait2(t *testing.T) {
 	}
 	var stuck *analysis.StuckSocket
 	for i := range rep.Stuck {
-		if rep.Stuck[i].Local == cli.Local.String() {
+		if rep.Stuck[i].Local.AddrPort == cli.Local {
 			stuck = &rep.Stuck[i]
 		}
 	}
@@ -267,8 +268,8 @@ func TestBPFStuckFinWait2(t *testing.T) {
 	if stuck.PeerState != tcp.StateCloseWait || len(stuck.PeerHolders) != 1 || int(stuck.PeerHolders[0].PID) != srv.PID || stuck.PeerHolders[0].FD != srv.FD {
 		t.Errorf("peer of the stuck close: %s %+v, want CLOSE_WAIT held by pid %d fd %d", stuck.PeerState, stuck.PeerHolders, srv.PID, srv.FD)
 	}
-	if !strings.Contains(stuck.Why, "has not called close()") {
-		t.Errorf("why: %q", stuck.Why)
+	if !strings.Contains(render.StuckWhy(stuck), "has not called close()") {
+		t.Errorf("why: %q", render.StuckWhy(stuck))
 	}
 }
 
@@ -298,7 +299,7 @@ func TestBPFAbortiveClose(t *testing.T) {
 	rep := r.report(time.Minute)
 	var sides []string
 	for _, rc := range rep.Resets {
-		if rc.Local == cli.Local.String() || rc.Local == srv.Local.String() && rc.Remote == srv.Remote.String() {
+		if rc.Local.AddrPort == cli.Local || rc.Local.AddrPort == srv.Local && rc.Remote.AddrPort == srv.Remote {
 			sides = append(sides, fmt.Sprintf("%d:%v", rc.Owner.PID, rc.Sent))
 		}
 	}
@@ -374,7 +375,7 @@ func TestBPFBindInUse(t *testing.T) {
 			f = &rep.BindFailures[i]
 		}
 	}
-	if f == nil || f.ReuseAddrWouldBind || !f.ReuseAddr || !strings.Contains(f.Why, fmt.Sprintf("pid %d", live.PID)) {
+	if f == nil || f.ReuseAddrWouldBind || !f.ReuseAddr || !strings.Contains(render.BindWhy(f), fmt.Sprintf("pid %d", live.PID)) {
 		t.Errorf("bind failure beside a listener: %+v", f)
 	}
 }
@@ -407,15 +408,15 @@ func TestBPFStuckLastAck(t *testing.T) {
 	}
 	var stuck *analysis.StuckSocket
 	for i := range rep.Stuck {
-		if rep.Stuck[i].Local == srv.Local.String() && rep.Stuck[i].Remote == srv.Remote.String() {
+		if rep.Stuck[i].Local.AddrPort == srv.Local && rep.Stuck[i].Remote.AddrPort == srv.Remote {
 			stuck = &rep.Stuck[i]
 		}
 	}
 	if stuck == nil || stuck.State != tcp.StateLastAck || !stuck.Orphan || int(stuck.Owner.PID) != srv.PID || stuck.Age < time.Second || stuck.AtLeast {
 		t.Fatalf("stuck LAST_ACK: %+v", stuck)
 	}
-	if !strings.Contains(stuck.Why, "final ACK from "+srv.Remote.String()+" never came") {
-		t.Errorf("why: %q", stuck.Why)
+	if !strings.Contains(render.StuckWhy(stuck), "final ACK from "+srv.Remote.String()+" never came") {
+		t.Errorf("why: %q", render.StuckWhy(stuck))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tcptrace/tcptrace/host"
+	"github.com/tcptrace/tcptrace/render"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracer"
@@ -134,6 +135,14 @@ func (f *filterFlags) build(live bool) (timeline.Filter, error) {
 		out.Container = c
 	}
 	return out, nil
+}
+
+// setColor sets render's colors from --color.
+func setColor(mode string) error {
+	if err := render.SetColor(mode); err != nil {
+		return usageError{err}
+	}
+	return nil
 }
 
 // openTracer loads the tracer for a mode, saying what it runs without.

@@ -3,23 +3,20 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
 
-	"github.com/fatih/color"
 	"github.com/mattn/go-isatty"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/render"
 	"github.com/tcptrace/tcptrace/tcp"
-	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
@@ -116,14 +113,13 @@ func runLeaks(args []string) error {
 				rep.Limits = limits
 				switch {
 				case f.json:
-					b, _ := json.Marshal(rep)
-					fmt.Println(string(b))
+					fmt.Println(string(render.JSON(&rep)))
 				case terminal:
 					var buf bytes.Buffer
-					printLeakReport(&buf, "tcptrace leaks", &rep, tr.Stats())
+					render.LeakReport(&buf, "tcptrace leaks", &rep, tr.Stats())
 					fmt.Print("\033[H\033[2J" + fitScreen(buf.String()))
 				default:
-					printLeakReport(os.Stdout, "tcptrace leaks", &rep, tr.Stats())
+					render.LeakReport(os.Stdout, "tcptrace leaks", &rep, tr.Stats())
 				}
 				if f.once {
 					if len(rep.Processes) > 0 {
@@ -144,8 +140,6 @@ func runLeaks(args []string) error {
 		},
 	})
 }
-
-const maxSocketsShown = 10
 
 // fitScreen cuts a report to the terminal's height, so that refreshing in
 // place keeps its top in view.
@@ -168,199 +162,3 @@ func fitScreen(report string) string {
 }
 
 var ansiEscape = regexp.MustCompile("\x1b\\[[0-9;]*m")
-
-// printLeakReport writes a report under a title: "tcptrace leaks" live, the
-// trace file's name in a postmortem.
-func printLeakReport(w io.Writer, title string, rep *analysis.LeakReport, st timeline.Stats) {
-	fmt.Fprintf(w, "%s  %s  threshold %s", title, rep.Time.Format("2006-01-02 15:04:05"), tcp.FormatAge(rep.Threshold))
-	if rep.Young > 0 {
-		fmt.Fprintf(w, "  (%d younger CLOSE_WAIT sockets not shown)", rep.Young)
-	}
-	if missed := st.Missed(); missed > 0 {
-		fmt.Fprintf(w, "  (%d events missed, state repaired from the socket table)", missed)
-	}
-	if rep.OriginsSkipped > 0 {
-		fmt.Fprintf(w, "  (%d connections' origins not recorded: past --origin-rate)", rep.OriginsSkipped)
-	}
-	fmt.Fprintln(w)
-	if len(rep.Processes) == 0 {
-		fmt.Fprintf(w, "\nno socket has been in CLOSE_WAIT for %s or more\n", tcp.FormatAge(rep.Threshold))
-	}
-	printCloseWait(w, rep)
-	printStuck(w, rep)
-	printTimeWait(w, &rep.TimeWait)
-	printAborts(w, rep)
-	printLimits(w, rep.Limits)
-}
-
-// printLimits says what tracing runs without here, so that a report read
-// later still tells what it could not see.
-func printLimits(w io.Writer, limits []string) {
-	if len(limits) == 0 {
-		return
-	}
-	fmt.Fprintln(w, "\nrunning without:")
-	for _, l := range limits {
-		fmt.Fprintln(w, "  "+l)
-	}
-}
-
-func printAborts(w io.Writer, rep *analysis.LeakReport) {
-	bold := color.New(color.Bold)
-	if len(rep.Resets) > 0 {
-		fmt.Fprintf(w, "\n%s\n", bold.Sprintf("%s ended by RST (latest first):", countOf(len(rep.Resets), "connection", "connections")))
-		for i, r := range rep.Resets {
-			if i == maxSocketsShown {
-				fmt.Fprintf(w, "  ... and %d more\n", len(rep.Resets)-maxSocketsShown)
-				break
-			}
-			who := "-"
-			if r.Owner.Known() {
-				who = fmt.Sprintf("%d/%s", r.Owner.PID, r.Owner.Comm)
-			}
-			fmt.Fprintf(w, "  %s  %s -> %s  in %s  %s: %s\n", r.Time.Format("15:04:05"), r.Local, r.Remote, r.State, who, r.Why)
-		}
-	}
-	for _, f := range rep.BindFailures {
-		fmt.Fprintf(w, "\n%s\n", bold.Sprintf("%s  bind(%s) by pid %d (%s) fd %d failed: EADDRINUSE", f.Time.Format("15:04:05"), f.Addr, f.PID, f.Comm, f.FD))
-		for _, h := range f.Holders {
-			owners := "no process"
-			if len(h.Holders) > 0 {
-				var parts []string
-				for _, o := range h.Holders {
-					parts = append(parts, fmt.Sprintf("%d/%s fd %d", o.PID, o.Comm, o.FD))
-				}
-				owners = strings.Join(parts, ", ")
-			}
-			fmt.Fprintf(w, "  held by %-11s %s -> %s  %s  (SO_REUSEADDR %v)\n", h.State, h.Local, h.Remote, owners, h.ReuseAddr)
-		}
-		fmt.Fprintf(w, "  %s\n", f.Why)
-	}
-}
-
-func ageText(d time.Duration, atLeast bool) string {
-	if atLeast {
-		return ">" + tcp.FormatAge(d)
-	}
-	return tcp.FormatAge(d)
-}
-
-func printStuck(w io.Writer, rep *analysis.LeakReport) {
-	if len(rep.Stuck) == 0 {
-		return
-	}
-	fmt.Fprintf(w, "\n%s\n", color.New(color.Bold).Sprintf("%s stuck for %s or more:", countOf(len(rep.Stuck), "close", "closes"), tcp.FormatAge(rep.Threshold)))
-	for i, s := range rep.Stuck {
-		if i == maxSocketsShown {
-			fmt.Fprintf(w, "  ... and %d more\n", len(rep.Stuck)-maxSocketsShown)
-			break
-		}
-		who := "orphan (its program closed it)"
-		if len(s.Holders) > 0 {
-			var hs []string
-			for _, h := range s.Holders {
-				hs = append(hs, fmt.Sprintf("%d/%s fd %d", h.PID, h.Comm, h.FD))
-			}
-			who = "held by " + strings.Join(hs, ", ")
-		} else if s.Owner.Known() {
-			who = fmt.Sprintf("orphan, closed by %d/%s", s.Owner.PID, s.Owner.Comm)
-		}
-		fmt.Fprintf(w, "  %-10s %s -> %s  %s  %s\n    %s\n", paintState(s.State), s.Local, s.Remote, ageText(s.Age, s.AtLeast), who, s.Why)
-	}
-}
-
-func printTimeWait(w io.Writer, tw *analysis.TimeWaitReport) {
-	fmt.Fprintf(w, "\n%s %s; %.2f new/s, about %d at steady state; ephemeral ports %d-%d, tcp_tw_reuse=%d\n",
-		color.New(color.Bold).Sprint("TIME_WAIT:"), countOf(tw.Total, "socket", "sockets"), tw.Rate, tw.Projected, tw.PortRange[0], tw.PortRange[1], tw.TwReuse)
-	for i, r := range tw.Routes {
-		if i == 5 {
-			fmt.Fprintf(w, "  ... and %d more destinations\n", len(tw.Routes)-5)
-			break
-		}
-		side := "this host accepted"
-		if r.Client {
-			side = "this host connected"
-		}
-		fmt.Fprintf(w, "  %6d  %s -> %s  (%s; %.2f/s)\n", r.Count, r.Local, r.Remote, side, r.Rate)
-	}
-	for i, c := range tw.Closers {
-		if i == 5 {
-			break
-		}
-		if c.PID == 0 {
-			fmt.Fprintf(w, "  %6d  closed first before tracing started\n", c.Count)
-			continue
-		}
-		fmt.Fprintf(w, "  %6d  closed first by pid %d (%s)\n", c.Count, c.PID, c.Comm)
-	}
-	for _, warning := range tw.Warnings {
-		fmt.Fprintf(w, "  %s %s\n", color.New(color.FgRed, color.Bold).Sprint("warning:"), warning)
-	}
-	for _, a := range tw.Advice {
-		fmt.Fprintf(w, "  - %s\n", a)
-	}
-}
-
-func printCloseWait(w io.Writer, rep *analysis.LeakReport) {
-	bold := color.New(color.Bold)
-	red := color.New(color.FgRed, color.Bold)
-	for _, p := range rep.Processes {
-		fmt.Fprintf(w, "\n%s\n", red.Sprint(p.Verdict))
-		if p.Container != "" {
-			fmt.Fprintf(w, "  in:       container %s\n", tcp.ShortContainerID(p.Container))
-		}
-		fmt.Fprintf(w, "  fds:      %s\n", joinFDs(p.FDs))
-		median := tcp.FormatAge(p.Median)
-		if p.AtLeast {
-			median = "at least " + median
-		}
-		fmt.Fprintf(w, "  median:   %s in CLOSE_WAIT\n", median)
-		var peers []string
-		for i, pc := range p.Peers {
-			if i == 5 {
-				peers = append(peers, fmt.Sprintf("and %d more", len(p.Peers)-5))
-				break
-			}
-			peers = append(peers, fmt.Sprintf("%s (%d)", pc.Peer, pc.Count))
-		}
-		fmt.Fprintf(w, "  peers:    %s\n", strings.Join(peers, ", "))
-		for _, o := range p.Origins {
-			fmt.Fprintf(w, "  created:  %d in %s\n", o.Count, o.Where)
-		}
-		fmt.Fprintf(w, "  %s %s\n", bold.Sprint("fix:"), p.Advice)
-		for i, s := range p.Sockets {
-			if i == maxSocketsShown {
-				fmt.Fprintf(w, "    ... and %d more\n", len(p.Sockets)-maxSocketsShown)
-				break
-			}
-			age := ageText(s.Age, s.AtLeast)
-			var holders []string
-			for _, h := range s.Holders {
-				holders = append(holders, fmt.Sprintf("%d/%s fd %d", h.PID, h.Comm, h.FD))
-			}
-			fmt.Fprintf(w, "    %-24s <- %-24s %8s  held by %s\n", s.Local, s.Remote, age, strings.Join(holders, ", "))
-		}
-	}
-}
-
-func countOf(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
-}
-
-func joinFDs(fds []int32) string {
-	var b strings.Builder
-	for i, fd := range fds {
-		if i == 40 {
-			fmt.Fprintf(&b, " ... (%d in all)", len(fds))
-			break
-		}
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		fmt.Fprint(&b, fd)
-	}
-	return b.String()
-}

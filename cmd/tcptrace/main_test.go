@@ -20,7 +20,6 @@ import (
 
 	"github.com/tcptrace/tcptrace/analysis"
 	"github.com/tcptrace/tcptrace/internal/testenv"
-	"github.com/tcptrace/tcptrace/tcp"
 )
 
 var tcptraceBinary string
@@ -134,47 +133,6 @@ func TestNotRoot(t *testing.T) {
 	_, stderr, code := runTcptrace(t, attr, "--duration", "1s")
 	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "needs root, or the CAP_BPF and CAP_PERFMON capabilities") {
 		t.Errorf("exit %d, stderr %q", code, stderr)
-	}
-}
-
-func TestJSONLine(t *testing.T) {
-	ev := tcp.Event{
-		Kind: tcp.KindTransition, Time: time.Date(2026, 11, 21, 12, 0, 0, 5, time.UTC), Cookie: 77, Inode: 1234, NetNS: 4026531840,
-		Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.MustParseAddrPort("[::1]:9"),
-		Old: tcp.StateEstablished, New: tcp.StateCloseWait, InOld: 1500 * time.Millisecond,
-		Running: tcp.Task{PID: 5, TID: 6, Comm: `cli"ent`}, Owner: tcp.Owner{PID: 42, Comm: "server", FD: 7, Via: tcp.OwnerAccept, Cgroup: 9, Container: "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},
-		FD: -1, Flags: tcp.FlagOrphan,
-	}
-	got := string(appendJSON(nil, &ev))
-	want := `{"time":"2026-11-21T12:00:00.000000005Z","type":"transition","conn":77,"inode":1234,"netns":4026531840,"family":4,` +
-		`"local":"127.0.0.1:8080","remote":"[::1]:9","old":"ESTABLISHED","new":"CLOSE_WAIT","in_old_ns":1500000000,"in_old_at_least":false,` +
-		`"owner":{"pid":42,"comm":"server","fd":7,"via":"accept","fd_closed":false,"cgroup":9,` +
-		`"container":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},"running":{"pid":5,"tid":6,"comm":"cli\"ent"},` +
-		`"fd":-1,"source":"kernel","orphan":true,"error":0}`
-	if got != want {
-		t.Errorf("JSON:\n%s\nwant:\n%s", got, want)
-	}
-	if !json.Valid([]byte(got)) {
-		t.Error("not valid JSON")
-	}
-}
-
-func TestTextLine(t *testing.T) {
-	ev := tcp.Event{
-		Kind: tcp.KindTransition, Time: time.Date(2026, 11, 21, 12, 0, 0, 0, time.Local),
-		Local: netip.MustParseAddrPort("127.0.0.1:40000"), Remote: netip.MustParseAddrPort("127.0.0.1:80"),
-		Old: tcp.StateFinWait2, New: tcp.StateTimeWait, InOld: 2 * time.Second, TimeWaitLeft: 60 * time.Second,
-		Owner: tcp.Owner{PID: 42, Comm: "curl", FD: 3, Via: tcp.OwnerConnect}, Source: tcp.SourceTimeWait,
-	}
-	setColor("never")
-	got := string(appendText(nil, &ev))
-	want := "12:00:00.000000      42 curl               3 127.0.0.1:40000         127.0.0.1:80            FIN_WAIT2 -> TIME_WAIT  2.0s  (expires in 1m00s)"
-	if got != want {
-		t.Errorf("text:\n%q\nwant:\n%q", got, want)
-	}
-	ev.Owner.Container = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	if got := string(appendText(nil, &ev)); got != want+"  container=0123456789ab" {
-		t.Errorf("text in a container:\n%q", got)
 	}
 }
 

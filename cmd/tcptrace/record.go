@@ -13,7 +13,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrace/tcptrace/host"
+	"github.com/tcptrace/tcptrace/render"
 	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracefile"
 	"github.com/tcptrace/tcptrace/tracer"
 )
@@ -91,91 +93,110 @@ func runRecord(args []string) error {
 	var f recordFlags
 	fs := newFlagSet("tcptrace record", recordHelp)
 	f.register(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if f.output == "" {
-		return usagef("record needs -o FILE, the trace file to write")
-	}
-	ff := filterFlags{pids: f.pids, netns: f.netns}
-	filter, err := ff.filter()
+	filter, ff, maxSize, err := f.parse(fs, args)
 	if err != nil {
-		return err
-	}
-	var maxSize int64
-	if f.maxSize != "" {
-		if maxSize, err = parseSize(f.maxSize); err != nil {
-			return usageError{err}
-		}
-	}
-	if f.maxFiles < 1 || f.tableEvery < time.Second || f.duration < 0 {
-		return usagef("invalid --max-files, --table-interval or --duration: want at least 1 file, at least 1s, and a positive duration")
-	}
-	if err := f.metrics.check(); err != nil {
 		return err
 	}
 	if err := host.Check(); err != nil {
 		return withDoctorHint(err)
 	}
-	var tr *tracer.Tracer
-	w, err := tracefile.Create(f.output, recordHeader(args), tracefile.Options{
+	r := &recording{f: &f}
+	r.w, err = tracefile.Create(f.output, recordHeader(args), tracefile.Options{
 		Force: f.force, MaxSize: maxSize, MaxFiles: f.maxFiles,
-		Frames:  func(o tcp.Origin) []tcp.Frame { return tr.OriginFrames(o) },
+		Frames:  func(o tcp.Origin) []tcp.Frame { return r.tr.OriginFrames(o) },
 		Process: describeProcess,
 	})
 	if err != nil {
 		return err
 	}
-	var started time.Time
-	var events uint64
-	var tickErr error
 	err = live{filter: &filter, metrics: &f.metrics, duration: f.duration,
-		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: w, NetNS: ff.netnsPath, OriginRate: f.originRate},
-	}.run(liveMode{
-		start: func(t *tracer.Tracer, _ context.CancelFunc) (func(*tcp.Event), func()) {
-			tr, started = t, time.Now()
-			nextFlush, nextTable := started.Add(time.Second), started.Add(f.tableEvery)
-			announced := false
-			return func(*tcp.Event) { events++ }, func() {
-				if !announced {
-					// Tracing has begun: what happens from now on is in the trace.
-					announced = true
-					fmt.Fprintf(os.Stderr, "recording to %s\n", f.output)
-				}
-				now := time.Now()
-				if now.After(nextFlush) && tickErr == nil {
-					nextFlush = now.Add(time.Second)
-					tickErr = w.Flush()
-				}
-				if now.After(nextTable) && tickErr == nil {
-					nextTable = now.Add(f.tableEvery)
-					_, tickErr = tr.WalkTable()
-				}
-			}
-		},
-		stop: func(tr *tracer.Tracer, err error) error {
-			if err == nil {
-				err = tickErr
-			}
-			// A last walk, so that the report of a finished recording is current.
-			if err == nil {
-				_, err = tr.WalkTable()
-			}
-			if cerr := w.Close(); err == nil {
-				err = cerr
-			}
-			fmt.Fprintf(os.Stderr, "recorded %d events in %s to %s (%d bytes)\n", events, formatDuration(time.Since(started)), f.output, w.Size())
-			printLost(os.Stderr, tr.Stats())
-			if n := tr.OriginsSkipped(); n > 0 {
-				fmt.Fprintf(os.Stderr, "%d connections' origins not recorded: past --origin-rate %d a second a process\n", n, f.originRate)
-			}
-			return err
-		},
-	})
-	if tr == nil {
+		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: r.w, NetNS: ff.netnsPath, OriginRate: f.originRate},
+	}.run(liveMode{start: r.start, stop: r.stop})
+	if r.tr == nil {
 		// Tracing never began: no trace to keep.
-		w.Close()
+		r.w.Close()
 		os.Remove(f.output)
+	}
+	return err
+}
+
+// parse checks record's arguments and builds its filter (of pids and netns
+// only) and the size past which files rotate.
+func (f *recordFlags) parse(fs *pflag.FlagSet, args []string) (timeline.Filter, filterFlags, int64, error) {
+	if err := parseFlags(fs, args); err != nil {
+		return timeline.Filter{}, filterFlags{}, 0, err
+	}
+	if f.output == "" {
+		return timeline.Filter{}, filterFlags{}, 0, usagef("record needs -o FILE, the trace file to write")
+	}
+	ff := filterFlags{pids: f.pids, netns: f.netns}
+	filter, err := ff.filter()
+	if err != nil {
+		return filter, ff, 0, err
+	}
+	var maxSize int64
+	if f.maxSize != "" {
+		if maxSize, err = parseSize(f.maxSize); err != nil {
+			return filter, ff, 0, usageError{err}
+		}
+	}
+	if f.maxFiles < 1 || f.tableEvery < time.Second || f.duration < 0 {
+		return filter, ff, 0, usagef("invalid --max-files, --table-interval or --duration: want at least 1 file, at least 1s, and a positive duration")
+	}
+	return filter, ff, maxSize, f.metrics.check()
+}
+
+// recording is a run of record: the trace being written and what the run
+// counts.
+type recording struct {
+	f       *recordFlags
+	w       *tracefile.Writer
+	tr      *tracer.Tracer // nil until tracing began
+	started time.Time
+	events  uint64
+	tickErr error // the first failed flush or walk, which ends the run
+}
+
+// start counts events, and on ticks flushes the file every second and
+// records a walk of the tables every --table-interval.
+func (r *recording) start(t *tracer.Tracer, _ context.CancelFunc) (func(*tcp.Event), func()) {
+	r.tr, r.started = t, time.Now()
+	nextFlush, nextTable := r.started.Add(time.Second), r.started.Add(r.f.tableEvery)
+	announced := false
+	return func(*tcp.Event) { r.events++ }, func() {
+		if !announced {
+			// Tracing has begun: what happens from now on is in the trace.
+			announced = true
+			fmt.Fprintf(os.Stderr, "recording to %s\n", r.f.output)
+		}
+		now := time.Now()
+		if now.After(nextFlush) && r.tickErr == nil {
+			nextFlush = now.Add(time.Second)
+			r.tickErr = r.w.Flush()
+		}
+		if now.After(nextTable) && r.tickErr == nil {
+			nextTable = now.Add(r.f.tableEvery)
+			_, r.tickErr = r.tr.WalkTable()
+		}
+	}
+}
+
+// stop records a last walk, closes the file and says what was recorded.
+func (r *recording) stop(tr *tracer.Tracer, err error) error {
+	if err == nil {
+		err = r.tickErr
+	}
+	// A last walk, so that the report of a finished recording is current.
+	if err == nil {
+		_, err = tr.WalkTable()
+	}
+	if cerr := r.w.Close(); err == nil {
+		err = cerr
+	}
+	fmt.Fprintf(os.Stderr, "recorded %d events in %s to %s (%d bytes)\n", r.events, render.Duration(time.Since(r.started)), r.f.output, r.w.Size())
+	render.Lost(os.Stderr, tr.Stats())
+	if n := tr.OriginsSkipped(); n > 0 {
+		fmt.Fprintf(os.Stderr, "%d connections' origins not recorded: past --origin-rate %d a second a process\n", n, r.f.originRate)
 	}
 	return err
 }

@@ -33,38 +33,48 @@ func runReplay(args []string) error {
 	for _, name := range []string{"duration", "debug"} {
 		fs.MarkHidden(name)
 	}
+	tr, err := openOffline(fs, args, &f.filterFlags, &f.color, nil)
+	if err != nil {
+		return err
+	}
+	defer tr.close()
+	out := newStreamOutput(os.Stdout, &tr.filter, f.json, f.existing)
+	err = tr.feed(nil, out.emit)
+	tr.tl.FlushHeld(out.emit)
+	out.finish(tr.tl.Stats.Stats, tr.rd.Last.Sub(tr.rd.Header.Started))
+	return tr.finish(err)
+}
+
+// offlineTrace is what replay and report share: a trace open for reading,
+// the filter of the command line, and the timeline the trace feeds.
+type offlineTrace struct {
+	path   string
+	f      *os.File
+	rd     *tracefile.Reader
+	filter timeline.Filter
+	tl     *timeline.Timeline
+}
+
+// openOffline parses the arguments of a command that reads a trace (flags
+// around one FILE), checks them (check, when not nil, checks the command's
+// own), sets the colors from *colorMode and opens the trace.
+func openOffline(fs *pflag.FlagSet, args []string, ff *filterFlags, colorMode *string, check func() error) (*offlineTrace, error) {
 	path, err := parseFileArgs(fs, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	filter, err := f.offlineFilter()
+	filter, err := ff.offlineFilter()
 	if err != nil {
-		return err
+		return nil, err
 	}
-	if err := setColor(f.color); err != nil {
-		return err
+	if check != nil {
+		if err := check(); err != nil {
+			return nil, err
+		}
 	}
-	tf, err := openTrace(path)
-	if err != nil {
-		return err
+	if err := setColor(*colorMode); err != nil {
+		return nil, err
 	}
-	defer tf.close()
-	tl := timeline.NewTimeline(tf.rd.Header.Started)
-	out := newStreamOutput(os.Stdout, &filter, f.json, f.existing)
-	err = tf.feed(tl, nil, out.emit)
-	tl.FlushHeld(out.emit)
-	out.finish(tl.Stats.Stats, tf.rd.Last.Sub(tf.rd.Header.Started))
-	return tf.finish(err)
-}
-
-// traceFile is a trace being read by replay or report.
-type traceFile struct {
-	path string
-	f    *os.File
-	rd   *tracefile.Reader
-}
-
-func openTrace(path string) (*traceFile, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
@@ -74,17 +84,17 @@ func openTrace(path string) (*traceFile, error) {
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &traceFile{path: path, f: f, rd: rd}, nil
+	return &offlineTrace{path: path, f: f, rd: rd, filter: filter, tl: timeline.NewTimeline(rd.Header.Started)}, nil
 }
 
-func (tf *traceFile) close() { tf.f.Close() }
+func (tr *offlineTrace) close() { tr.f.Close() }
 
 // feed reads inputs into the timeline until the end, or until one comes
 // after stop (when stop is not nil and says so).
-func (tf *traceFile) feed(tl *timeline.Timeline, stop func(*timeline.Input) bool, emit func(*tcp.Event)) error {
+func (tr *offlineTrace) feed(stop func(*timeline.Input) bool, emit func(*tcp.Event)) error {
 	var in timeline.Input
 	for {
-		err := tf.rd.Next(&in)
+		err := tr.rd.Next(&in)
 		if err == io.EOF {
 			return nil
 		}
@@ -94,14 +104,14 @@ func (tf *traceFile) feed(tl *timeline.Timeline, stop func(*timeline.Input) bool
 		if stop != nil && stop(&in) {
 			return nil
 		}
-		tl.Feed(&in, emit)
+		tr.tl.Feed(&in, emit)
 	}
 }
 
 // finish turns how reading ended into a warning or an error: a trace cut
 // short by a crash is read up to where it ends, and said so; a corrupt one
 // is an error after what could be read was shown.
-func (tf *traceFile) finish(err error) error {
+func (tf *offlineTrace) finish(err error) error {
 	var fe *tracefile.FormatError
 	switch {
 	case err == nil && !tf.rd.Ended:

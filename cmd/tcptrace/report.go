@@ -1,11 +1,8 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
-	"io"
 	"os"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -13,6 +10,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/render"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 )
@@ -95,48 +93,38 @@ func runReport(args []string) error {
 	var f reportFlags
 	fs := newFlagSet("tcptrace report", reportHelp)
 	f.register(fs)
-	path, err := parseFileArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	filter, err := f.offlineFilter()
-	if err != nil {
-		return err
-	}
 	conns := map[uint64]bool{}
-	for _, c := range f.conns {
-		id, err := strconv.ParseUint(c, 10, 64)
-		if err != nil {
-			return usagef("invalid --conn %q: want a connection id (the conn field of the stream)", c)
+	tr, err := openOffline(fs, args, &f.filterFlags, &f.color, func() error {
+		for _, c := range f.conns {
+			id, err := strconv.ParseUint(c, 10, 64)
+			if err != nil {
+				return usagef("invalid --conn %q: want a connection id (the conn field of the stream)", c)
+			}
+			conns[id] = true
 		}
-		conns[id] = true
-	}
-	if f.threshold < 0 {
-		return usagef("invalid --threshold %v: want a positive duration", f.threshold)
-	}
-	if err := setColor(f.color); err != nil {
-		return err
-	}
-	tf, err := openTrace(path)
+		if f.threshold < 0 {
+			return usagef("invalid --threshold %v: want a positive duration", f.threshold)
+		}
+		return nil
+	})
 	if err != nil {
 		return err
 	}
-	defer tf.close()
+	defer tr.close()
 	var at time.Time
 	var stop func(*timeline.Input) bool
 	if f.at != "" {
-		if at, err = parseAt(f.at, tf.rd.Header.Started); err != nil {
+		if at, err = parseAt(f.at, tr.rd.Header.Started); err != nil {
 			return usageError{err}
 		}
 		stop = func(in *timeline.Input) bool { return inputTime(in).After(at) }
 	}
 
-	tl := timeline.NewTimeline(tf.rd.Header.Started)
 	histories := map[uint64][]tcp.Event{}
 	var order []uint64
 	timelines := f.timelines || len(conns) > 0
 	emit := func(ev *tcp.Event) {
-		if !timelines || (len(conns) > 0 && !conns[ev.Cookie]) || !filter.Match(ev) {
+		if !timelines || (len(conns) > 0 && !conns[ev.Cookie]) || !tr.filter.Match(ev) {
 			return
 		}
 		if histories[ev.Cookie] == nil {
@@ -144,62 +132,23 @@ func runReport(args []string) error {
 		}
 		histories[ev.Cookie] = append(histories[ev.Cookie], *ev)
 	}
-	readErr := tf.feed(tl, stop, emit)
+	readErr := tr.feed(stop, emit)
 	asOf := at
 	if asOf.IsZero() {
-		asOf = tf.rd.Last
+		asOf = tr.rd.Last
 	}
 
-	if timelines {
-		printTimelines(os.Stdout, order, histories, tl, asOf, f.json)
-	} else {
-		origin := func(c *timeline.Conn) []tcp.Frame { return tf.rd.Origin(c.Origin) }
-		rep := analysis.FilteredLeakReport(tl.TableAt(asOf), tl, tf.rd.Header.Host, asOf, f.threshold, &filter, origin)
+	switch {
+	case timelines:
+		render.Timelines(os.Stdout, order, histories, tr.tl, asOf, f.json)
+	default:
+		origin := func(c *timeline.Conn) []tcp.Frame { return tr.rd.Origin(c.Origin) }
+		rep := analysis.FilteredLeakReport(tr.tl.TableAt(asOf), tr.tl, tr.rd.Header.Host, asOf, f.threshold, &tr.filter, origin)
 		if f.json {
-			b, _ := json.Marshal(rep)
-			fmt.Println(string(b))
+			fmt.Println(string(render.JSON(&rep)))
 		} else {
-			printLeakReport(os.Stdout, "tcptrace report "+path, &rep, tl.Stats.Stats)
+			render.LeakReport(os.Stdout, "tcptrace report "+tr.path, &rep, tr.tl.Stats.Stats)
 		}
 	}
-	return tf.finish(readErr)
-}
-
-// printTimelines shows each connection's history: every state with its time
-// and how long it lasted.
-func printTimelines(w io.Writer, order []uint64, histories map[uint64][]tcp.Event, tl *timeline.Timeline, asOf time.Time, asJSON bool) {
-	slices.SortStableFunc(order, func(a, b uint64) int { return histories[a][0].Time.Compare(histories[b][0].Time) })
-	for _, cookie := range order {
-		evs := histories[cookie]
-		first := evs[0]
-		if asJSON {
-			b := fmt.Appendf(nil, `{"conn":%d,"local":%q,"remote":%q,"events":[`, cookie, formatAddr(first.Local), formatAddr(first.Remote))
-			for i := range evs {
-				if i > 0 {
-					b = append(b, ',')
-				}
-				b = appendJSON(b, &evs[i])
-			}
-			fmt.Fprintf(w, "%s]}\n", b)
-			continue
-		}
-		owner := "owner unknown"
-		for _, ev := range evs {
-			if ev.Owner.Known() {
-				owner = fmt.Sprintf("owner %d/%s fd %d", ev.Owner.PID, ev.Owner.Comm, ev.Owner.FD)
-			}
-		}
-		fmt.Fprintf(w, "conn %d  %s -> %s  %s\n", cookie, formatAddr(first.Local), formatAddr(first.Remote), owner)
-		for i := range evs {
-			fmt.Fprintf(w, "  %s  %s\n", evs[i].Time.Format("15:04:05.000000"), appendWhat(nil, &evs[i]))
-		}
-		if c := tl.Conn(cookie); c != nil {
-			since := formatDuration(asOf.Sub(c.Since))
-			if c.SinceBeforeTrace {
-				since = ">" + since
-			}
-			fmt.Fprintf(w, "  still %s at %s, for %s\n", c.State, asOf.Format("15:04:05.000000"), since)
-		}
-		fmt.Fprintln(w)
-	}
+	return tr.finish(readErr)
 }

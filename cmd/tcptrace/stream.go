@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcptrace/tcptrace/render"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracer"
@@ -102,7 +103,7 @@ func runStream(args []string) error {
 		},
 		stop: func(tr *tracer.Tracer, err error) error {
 			out.finish(tr.Stats(), time.Since(started))
-			printLimits(os.Stderr, tr.Warnings(false))
+			render.Limits(os.Stderr, tr.Warnings(false))
 			return err
 		},
 	})
@@ -111,17 +112,17 @@ func runStream(args []string) error {
 // streamOutput prints events as the live stream does; replay uses it too.
 type streamOutput struct {
 	w        *bufio.Writer
-	p        *printer
-	summary  *summary
+	p        *render.Printer
+	summary  render.Summary
 	filter   *timeline.Filter
 	existing bool
 }
 
 func newStreamOutput(w io.Writer, filter *timeline.Filter, json, existing bool) *streamOutput {
 	bw := bufio.NewWriterSize(w, 64<<10)
-	o := &streamOutput{w: bw, p: newPrinter(bw, json), summary: newSummary(), filter: filter, existing: existing}
+	o := &streamOutput{w: bw, p: render.NewPrinter(bw, json), filter: filter, existing: existing}
 	if !json {
-		o.p.header()
+		o.p.Header()
 	}
 	return o
 }
@@ -133,8 +134,8 @@ func (o *streamOutput) emit(ev *tcp.Event) {
 	if !o.filter.Match(ev) {
 		return
 	}
-	o.summary.add(ev)
-	o.p.print(ev)
+	o.summary.Add(ev)
+	o.p.Print(ev)
 }
 
 func (o *streamOutput) flush() { o.w.Flush() }
@@ -142,5 +143,5 @@ func (o *streamOutput) flush() { o.w.Flush() }
 // finish flushes the stream and prints the summary to stderr.
 func (o *streamOutput) finish(st timeline.Stats, elapsed time.Duration) {
 	o.w.Flush()
-	o.summary.print(os.Stderr, st, elapsed)
+	o.summary.Print(os.Stderr, st, elapsed)
 }

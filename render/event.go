@@ -1,29 +1,36 @@
-package main
+// Package render is every way tcptrace writes what it saw for people and
+// programs: the stream's lines as text or JSON, the summary and "lost:" lines,
+// leak reports (the words of their verdicts, reasons and advice, and their
+// JSON), and connection timelines. The analyses decide; this package says.
+//
+// It is a top-level package, not cmd/tcptrace/internal, because it is pure
+// Go like the analysis, tcp and timeline packages it writes: it builds on any
+// OS, and another front end (a web view, the metrics server) may use it.
+package render
 
 import (
 	"fmt"
 	"io"
 	"net/netip"
-	"sort"
 	"strconv"
 	"time"
 
 	"github.com/fatih/color"
 
 	"github.com/tcptrace/tcptrace/tcp"
-	"github.com/tcptrace/tcptrace/timeline"
 )
 
-func setColor(mode string) error {
+// SetColor says whether to color states: "auto" (fatih/color turns colors
+// off for NO_COLOR and non-terminals), "always" or "never".
+func SetColor(mode string) error {
 	switch mode {
 	case "auto":
-		// fatih/color already turns colors off for NO_COLOR and non-terminals.
 	case "always":
 		color.NoColor = false
 	case "never":
 		color.NoColor = true
 	default:
-		return usagef("invalid --color %q: want auto, always or never", mode)
+		return fmt.Errorf("invalid --color %q: want auto, always or never", mode)
 	}
 	return nil
 }
@@ -49,28 +56,31 @@ func paintState(s tcp.State) string {
 	return s.String()
 }
 
-// printer writes events as aligned text or as JSON lines.
-type printer struct {
+// Printer writes events as aligned text or as JSON lines.
+type Printer struct {
 	w    io.Writer
 	json bool
 	buf  []byte
 }
 
-func newPrinter(w io.Writer, json bool) *printer {
-	return &printer{w: w, json: json, buf: make([]byte, 0, 512)}
+// NewPrinter writes to w, JSON lines when json is true.
+func NewPrinter(w io.Writer, json bool) *Printer {
+	return &Printer{w: w, json: json, buf: make([]byte, 0, 512)}
 }
 
 const headerFormat = "%-15s %7s %-15s %4s %-23s %-23s %s\n"
 
-func (p *printer) header() {
+// Header writes the text table's column names.
+func (p *Printer) Header() {
 	fmt.Fprintf(p.w, headerFormat, "TIME", "PID", "COMM", "FD", "LOCAL", "REMOTE", "TRANSITION")
 }
 
-func (p *printer) print(ev *tcp.Event) {
+// Print writes one event, one line.
+func (p *Printer) Print(ev *tcp.Event) {
 	if p.json {
-		p.buf = appendJSON(p.buf[:0], ev)
+		p.buf = AppendJSON(p.buf[:0], ev)
 	} else {
-		p.buf = appendText(p.buf[:0], ev)
+		p.buf = AppendText(p.buf[:0], ev)
 	}
 	p.buf = append(p.buf, '\n')
 	p.w.Write(p.buf)
@@ -101,8 +111,8 @@ func padTo(b []byte, start, width int, left bool) []byte {
 	return b
 }
 
-// formatDuration is short and human: 850us, 12ms, 1.2s, 3m05s, 2h01m.
-func formatDuration(d time.Duration) string { return string(appendDuration(nil, d)) }
+// Duration is short and human: 850us, 12ms, 1.2s, 3m05s, 2h01m.
+func Duration(d time.Duration) string { return string(appendDuration(nil, d)) }
 
 func appendDuration(b []byte, d time.Duration) []byte {
 	switch {
@@ -131,9 +141,9 @@ func appendDigits(b []byte, v, n int) []byte {
 	return b
 }
 
-// appendText writes an event as a line of the stream's table. It is the
+// AppendText writes an event as a line of the stream's table. It is the
 // stream's hot path, so it formats without time.Format or allocations.
-func appendText(b []byte, ev *tcp.Event) []byte {
+func AppendText(b []byte, ev *tcp.Event) []byte {
 	h, m, s := ev.Time.Clock()
 	b = appendDigits(b, h, 2)
 	b = append(b, ':')
@@ -252,8 +262,8 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 
 func appendJSONString(b []byte, s string) []byte { return strconv.AppendQuote(b, s) }
 
-// appendJSON writes the stable JSON form of an event; README.md documents the fields.
-func appendJSON(b []byte, ev *tcp.Event) []byte {
+// AppendJSON writes the stable JSON form of an event; README.md documents the fields.
+func AppendJSON(b []byte, ev *tcp.Event) []byte {
 	b = append(b, `{"time":"`...)
 	b = ev.Time.UTC().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","type":"`...)
@@ -329,61 +339,4 @@ func appendJSON(b []byte, ev *tcp.Event) []byte {
 		b = strconv.AppendInt(b, int64(len(ev.PortHolders)), 10)
 	}
 	return append(b, '}')
-}
-
-// summary counts what was shown, for the report at exit.
-type summary struct {
-	// transitions counts by old and new state (the kernel's numbers are small).
-	transitions [16][16]uint64
-	events      uint64
-}
-
-func newSummary() *summary { return &summary{} }
-
-func (s *summary) add(ev *tcp.Event) {
-	s.events++
-	if ev.Kind == tcp.KindTransition {
-		s.transitions[ev.Old&15][ev.New&15]++
-	}
-}
-
-func (s *summary) print(w io.Writer, st timeline.Stats, elapsed time.Duration) {
-	type row struct {
-		from, to tcp.State
-		n        uint64
-	}
-	var rows []row
-	var total uint64
-	for from := range s.transitions {
-		for to, n := range s.transitions[from] {
-			if n > 0 {
-				rows = append(rows, row{tcp.State(from), tcp.State(to), n})
-				total += n
-			}
-		}
-	}
-	sort.Slice(rows, func(i, j int) bool {
-		if rows[i].n != rows[j].n {
-			return rows[i].n > rows[j].n
-		}
-		return rows[i].from < rows[j].from || (rows[i].from == rows[j].from && rows[i].to < rows[j].to)
-	})
-	fmt.Fprintf(w, "\n%d transitions shown in %s:\n", total, formatDuration(elapsed))
-	for _, r := range rows {
-		fmt.Fprintf(w, "  %8d  %s -> %s\n", r.n, r.from, r.to)
-	}
-	printLost(w, st)
-}
-
-// printLost says what tracing lost and repaired, in one line.
-func printLost(w io.Writer, st timeline.Stats) {
-	fmt.Fprintf(w, "lost: %d ring-buffer drops, %d state-program recursion misses, %d syscall-program recursion misses",
-		st.RingbufDrops, st.StateMisses, st.SyscallMisses)
-	if st.OwnerMapFull > 0 {
-		fmt.Fprintf(w, ", %d owners not stored (owner map full)", st.OwnerMapFull)
-	}
-	if st.NetNSUnfollowed > 0 {
-		fmt.Fprintf(w, ", %d network namespaces not walked (orphans there not followed into TIME_WAIT)", st.NetNSUnfollowed)
-	}
-	fmt.Fprintf(w, "; %d transitions repaired from the socket table\n", st.Repairs)
 }
