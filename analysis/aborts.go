@@ -9,11 +9,11 @@ import (
 
 // ResetClose is a connection ended by a RST.
 type ResetClose struct {
-	Time   time.Time `json:"time"`
-	Conn   uint64    `json:"conn"`
-	Local  Endpoint  `json:"local"`
-	Remote Endpoint  `json:"remote"`
-	State  tcp.State `json:"state"` // when the RST went out or came in
+	Time   time.Time    `json:"time"`
+	Conn   uint64       `json:"conn"`
+	Local  tcp.Endpoint `json:"local"`
+	Remote tcp.Endpoint `json:"remote"`
+	State  tcp.State    `json:"state"` // when the RST went out or came in
 	// Sent is true when this end sent the RST, false when the peer did;
 	// Reason is the kernel's reason for sending it.
 	Sent   bool      `json:"sent"`
@@ -26,7 +26,7 @@ func buildResets(events []tcp.Event) []ResetClose {
 	for i := len(events) - 1; i >= 0; i-- {
 		ev := &events[i]
 		r := ResetClose{
-			Time: ev.Time, Conn: ev.Cookie, Local: Endpoint{ev.Local}, Remote: Endpoint{ev.Remote},
+			Time: ev.Time, Conn: ev.Cookie, Local: tcp.Endpoint{AddrPort: ev.Local}, Remote: tcp.Endpoint{AddrPort: ev.Remote},
 			State: ev.Old, Sent: ev.ResetSent, Reason: ev.ResetReason, Owner: ev.Owner,
 		}
 		out = append(out, r)
@@ -40,7 +40,7 @@ type BindFailure struct {
 	PID       uint32       `json:"pid"`
 	Comm      string       `json:"comm"`
 	FD        int32        `json:"fd"`
-	Addr      Endpoint     `json:"addr"`
+	Addr      tcp.Endpoint `json:"addr"`
 	ReuseAddr bool         `json:"had_reuseaddr"`
 	Holders   []PortHolder `json:"holders"`
 	// ReuseAddrWouldBind tells whether SO_REUSEADDR on the failing socket
@@ -75,11 +75,11 @@ const (
 
 // PortHolder is a socket that held the port of a failed bind.
 type PortHolder struct {
-	State     tcp.State   `json:"state"`
-	Local     Endpoint    `json:"local"`
-	Remote    Endpoint    `json:"remote"`
-	ReuseAddr bool        `json:"reuseaddr"`
-	Holders   []tcp.Owner `json:"holders"`
+	State     tcp.State    `json:"state"`
+	Local     tcp.Endpoint `json:"local"`
+	Remote    tcp.Endpoint `json:"remote"`
+	ReuseAddr bool         `json:"reuseaddr"`
+	Holders   []tcp.Owner  `json:"holders"`
 }
 
 // PortHolders lists the sockets of table in netns whose local address conflicts with addr.
@@ -104,11 +104,11 @@ func buildBindFailures(events []tcp.Event) []BindFailure {
 		ev := &events[i]
 		f := BindFailure{
 			Time: ev.Time, PID: ev.Owner.PID, Comm: ev.Owner.Comm, FD: ev.Owner.FD,
-			Addr: Endpoint{ev.Local}, ReuseAddr: ev.ReuseAddr,
+			Addr: tcp.Endpoint{AddrPort: ev.Local}, ReuseAddr: ev.ReuseAddr,
 		}
 		var listeners, withoutReuse []int // indexes in f.Holders
 		for _, s := range ev.PortHolders {
-			h := PortHolder{State: s.State, Local: Endpoint{s.Local}, Remote: Endpoint{s.Remote}, ReuseAddr: s.Reuse, Holders: s.Holders}
+			h := PortHolder{State: s.State, Local: tcp.Endpoint{AddrPort: s.Local}, Remote: tcp.Endpoint{AddrPort: s.Remote}, ReuseAddr: s.Reuse, Holders: s.Holders}
 			switch {
 			case s.State == tcp.StateListen:
 				listeners = append(listeners, len(f.Holders))

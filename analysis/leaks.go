@@ -119,8 +119,8 @@ type OriginCount struct {
 type LeakedSocket struct {
 	Conn    uint64        `json:"conn"`
 	Inode   uint64        `json:"inode"`
-	Local   Endpoint      `json:"local"`
-	Remote  Endpoint      `json:"remote"`
+	Local   tcp.Endpoint  `json:"local"`
+	Remote  tcp.Endpoint  `json:"remote"`
 	Age     time.Duration `json:"age_ns"`
 	AtLeast bool          `json:"age_at_least"`
 	Holders []tcp.Owner   `json:"holders"`
@@ -150,7 +150,7 @@ func BuildLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP
 			continue
 		}
 		sock := LeakedSocket{
-			Conn: s.Cookie, Inode: s.Inode, Local: Endpoint{s.Local}, Remote: Endpoint{s.Remote},
+			Conn: s.Cookie, Inode: s.Inode, Local: tcp.Endpoint{AddrPort: s.Local}, Remote: tcp.Endpoint{AddrPort: s.Remote},
 			Age: age, AtLeast: atLeast, Holders: s.Holders,
 		}
 		if c != nil && origin != nil {

@@ -142,7 +142,7 @@ func TestFilteredLeakReportContainer(t *testing.T) {
 // TestReadBack: reports read back from JSON keep their addresses and peers.
 func TestReadBack(t *testing.T) {
 	in := ProcessLeak{PID: 1, Peers: []PeerCount{{Addr: netip.MustParseAddr("10.0.0.9"), Count: 2}, {Addr: netip.MustParseAddr("::1"), Port: 80, Count: 1}},
-		Sockets: []LeakedSocket{{Local: Endpoint{netip.MustParseAddrPort("[::ffff:10.0.0.1]:8080")}}, {}}}
+		Sockets: []LeakedSocket{{Local: tcp.Endpoint{AddrPort: netip.MustParseAddrPort("[::ffff:10.0.0.1]:8080")}}, {}}}
 	b, err := json.Marshal(in)
 	if err != nil {
 		t.Fatal(err)

@@ -13,8 +13,8 @@ import (
 type StuckSocket struct {
 	Conn    uint64        `json:"conn"`
 	State   tcp.State     `json:"state"`
-	Local   Endpoint      `json:"local"`
-	Remote  Endpoint      `json:"remote"`
+	Local   tcp.Endpoint  `json:"local"`
+	Remote  tcp.Endpoint  `json:"remote"`
 	Age     time.Duration `json:"age_ns"`
 	AtLeast bool          `json:"age_at_least"`
 	// Holders are the processes with an fd on it; none for an orphan, which
@@ -44,7 +44,7 @@ func buildStuck(table []tcp.Socket, tl *timeline.Timeline, now time.Time, thresh
 			continue
 		}
 		st := StuckSocket{
-			Conn: s.Cookie, State: s.State, Local: Endpoint{s.Local}, Remote: Endpoint{s.Remote},
+			Conn: s.Cookie, State: s.State, Local: tcp.Endpoint{AddrPort: s.Local}, Remote: tcp.Endpoint{AddrPort: s.Remote},
 			Age: age, AtLeast: atLeast, Holders: s.Holders, Orphan: len(s.Holders) == 0,
 		}
 		if c != nil {

@@ -2,17 +2,8 @@ package tcp
 
 import (
 	"fmt"
-	"net/netip"
 	"time"
 )
-
-// Endpoint writes an address for people: "-" when there is none.
-func Endpoint(ap netip.AddrPort) string {
-	if !ap.IsValid() {
-		return "-"
-	}
-	return ap.String()
-}
 
 // FormatAge is short and human: 850ms, 12s, 3m05s, 2h01m.
 func FormatAge(d time.Duration) string {

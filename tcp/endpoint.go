@@ -1,17 +1,20 @@
-package analysis
+package tcp
 
 import (
 	"net/netip"
-
-	"github.com/tcptrace/tcptrace/tcp"
 )
 
-// Endpoint is a socket address in a report: a netip.AddrPort that writes
-// itself as tcptrace always has, "-" when there is none, in text and in JSON
-// alike (netip writes "" in JSON and "invalid AddrPort" in text).
+// Endpoint is a socket address as tcptrace writes it: a netip.AddrPort
+// that writes "-" when there is none, in text and in JSON alike (netip
+// writes "" in JSON and "invalid AddrPort" in text).
 type Endpoint struct{ netip.AddrPort }
 
-func (e Endpoint) String() string { return tcp.Endpoint(e.AddrPort) }
+func (e Endpoint) String() string {
+	if !e.IsValid() {
+		return "-"
+	}
+	return e.AddrPort.String()
+}
 
 // MarshalText writes the address as String does.
 func (e Endpoint) MarshalText() ([]byte, error) { return []byte(e.String()), nil }
