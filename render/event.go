@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/fatih/color"
 
@@ -260,7 +261,51 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 	return b
 }
 
-func appendJSONString(b []byte, s string) []byte { return strconv.AppendQuote(b, s) }
+// appendJSONString writes s as a JSON string that any parser accepts:
+// quotes, backslashes and control characters are escaped as JSON escapes
+// (they decode to the same bytes); a byte that is not UTF-8, which a
+// process name may hold, is written as the text \xNN, as ps and ss show it.
+func appendJSONString(b []byte, s string) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' && c < utf8.RuneSelf {
+			i++
+			continue
+		}
+		if c >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r != utf8.RuneError || size != 1 {
+				i += size
+				continue
+			}
+		}
+		b = append(b, s[start:i]...)
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, `\n`...)
+		case c == '\t':
+			b = append(b, `\t`...)
+		case c == '\r':
+			b = append(b, `\r`...)
+		case c < 0x20:
+			b = append(b, `\u00`...)
+			b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
+		default: // a byte that is not UTF-8
+			b = append(b, `\\x`...)
+			b = append(b, hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		i++
+		start = i
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
+
+const hexDigits = "0123456789abcdef"
 
 // AppendJSON writes the stable JSON form of an event; README.md documents the fields.
 func AppendJSON(b []byte, ev *tcp.Event) []byte {
@@ -303,9 +348,8 @@ func AppendJSON(b []byte, ev *tcp.Event) []byte {
 	b = strconv.AppendBool(b, ev.Owner.Closed)
 	b = append(b, `,"cgroup":`...)
 	b = strconv.AppendUint(b, ev.Owner.Cgroup, 10)
-	b = append(b, `,"container":"`...)
-	b = append(b, ev.Owner.Container...) // hex digits: nothing to escape
-	b = append(b, '"')
+	b = append(b, `,"container":`...)
+	b = appendJSONString(b, ev.Owner.Container) // from a trace file, anything
 	b = append(b, `},"running":{"pid":`...)
 	b = strconv.AppendUint(b, uint64(ev.Running.PID), 10)
 	b = append(b, `,"tid":`...)
