@@ -87,14 +87,7 @@ func (p *Printer) Print(ev *tcp.Event) {
 	p.w.Write(p.buf)
 }
 
-func formatAddr(ap netip.AddrPort) string { return string(appendAddr(nil, ap)) }
-
-func appendAddr(b []byte, ap netip.AddrPort) []byte {
-	if !ap.IsValid() {
-		return append(b, '-')
-	}
-	return ap.AppendTo(b)
-}
+func formatAddr(ap netip.AddrPort) string { return string(tcp.AppendEndpoint(nil, ap)) }
 
 // padTo pads what was appended to b since start with spaces to width
 // columns, on the right (left-aligned) or, moving it, on the left.
@@ -179,10 +172,10 @@ func AppendText(b []byte, ev *tcp.Event) []byte {
 	b = padTo(b, start, 4, false)
 	b = append(b, ' ')
 	start = len(b)
-	b = padTo(appendAddr(b, ev.Local), start, 23, true)
+	b = padTo(tcp.AppendEndpoint(b, ev.Local), start, 23, true)
 	b = append(b, ' ')
 	start = len(b)
-	b = padTo(appendAddr(b, ev.Remote), start, 23, true)
+	b = padTo(tcp.AppendEndpoint(b, ev.Remote), start, 23, true)
 	b = append(b, ' ')
 	b = appendWhat(b, ev)
 	if ev.Owner.Container != "" {
@@ -322,9 +315,9 @@ func AppendJSON(b []byte, ev *tcp.Event) []byte {
 	b = append(b, `,"family":`...)
 	b = strconv.AppendInt(b, int64(ev.Family()), 10)
 	b = append(b, `,"local":"`...)
-	b = appendAddr(b, ev.Local)
+	b = tcp.AppendEndpoint(b, ev.Local)
 	b = append(b, `","remote":"`...)
-	b = appendAddr(b, ev.Remote)
+	b = tcp.AppendEndpoint(b, ev.Remote)
 	b = append(b, `","old":"`...)
 	b = append(b, ev.Old.String()...)
 	b = append(b, `","new":"`...)

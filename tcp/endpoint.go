@@ -4,20 +4,25 @@ import (
 	"net/netip"
 )
 
-// Endpoint is a socket address as tcptrace writes it: a netip.AddrPort
-// that writes "-" when there is none, in text and in JSON alike (netip
-// writes "" in JSON and "invalid AddrPort" in text).
+// Endpoint is a socket address as tcptrace writes it: "-" for none, in
+// text and in JSON alike (netip writes "" in JSON and "invalid AddrPort"
+// in text).
 type Endpoint struct{ netip.AddrPort }
 
-func (e Endpoint) String() string {
-	if !e.IsValid() {
-		return "-"
+// AppendEndpoint writes ap for people: "-" when it names no end, as when it
+// is invalid, or the unspecified address with no port (a listener's remote
+// side, a connecting socket's local side before it has a port).
+func AppendEndpoint(b []byte, ap netip.AddrPort) []byte {
+	if !ap.IsValid() || ap.Port() == 0 && ap.Addr().IsUnspecified() {
+		return append(b, '-')
 	}
-	return e.AddrPort.String()
+	return ap.AppendTo(b)
 }
 
+func (e Endpoint) String() string { return string(AppendEndpoint(nil, e.AddrPort)) }
+
 // MarshalText writes the address as String does.
-func (e Endpoint) MarshalText() ([]byte, error) { return []byte(e.String()), nil }
+func (e Endpoint) MarshalText() ([]byte, error) { return AppendEndpoint(nil, e.AddrPort), nil }
 
 // UnmarshalText reads what MarshalText writes.
 func (e *Endpoint) UnmarshalText(b []byte) error {

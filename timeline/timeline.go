@@ -182,12 +182,19 @@ func (c *Conn) fill(ev *tcp.Event) {
 	if !ev.Owner.Known() {
 		ev.Owner = c.Owner
 	}
-	if !ev.Local.IsValid() || ev.Local.Port() == 0 {
-		ev.Local = c.Local
+	ev.Local = knowner(ev.Local, c.Local)
+	ev.Remote = knowner(ev.Remote, c.Remote)
+}
+
+// knowner is the address that says more of a socket's end: a port over
+// none. An event's address without a port still carries the socket's
+// family (0.0.0.0:0 for IPv4 before connect() picks a port), which an
+// unknown one would lose.
+func knowner(ev, conn netip.AddrPort) netip.AddrPort {
+	if !conn.IsValid() || ev.IsValid() && (ev.Port() != 0 || conn.Port() == 0) {
+		return ev
 	}
-	if !ev.Remote.IsValid() || ev.Remote.Port() == 0 {
-		ev.Remote = c.Remote
-	}
+	return conn
 }
 
 func (c *Conn) enter(s tcp.State, at time.Time, exact bool) {

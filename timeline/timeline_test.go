@@ -238,3 +238,21 @@ func TestTimelineReconcile(t *testing.T) {
 		"7 transition ESTABLISHED->CLOSE_WAIT owner=10/3 in=4.999s src=repair",
 		"8 transition ESTABLISHED->CLOSE owner=10/3 in=4.999s src=repair")
 }
+
+// TestFamilyBeforeAPort: an IPv4 connect's first transition has no local
+// port yet; its line keeps the socket's family.
+func TestFamilyBeforeAPort(t *testing.T) {
+	tl := NewTimeline(time.Unix(100, 0))
+	for _, local := range []string{"0.0.0.0:0", "[::]:0"} {
+		in := Input{Kind: InputEvent, Event: tcp.Event{Kind: tcp.KindTransition, Time: time.Unix(101, 0), Cookie: 9,
+			Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort("127.0.0.1:80"), Old: tcp.StateClose, New: tcp.StateSynSent}}
+		if local == "[::]:0" {
+			in.Event.Cookie, in.Event.Remote = 10, netip.MustParseAddrPort("[::1]:80")
+		}
+		var got *tcp.Event
+		tl.Feed(&in, func(ev *tcp.Event) { got = ev })
+		if want := tcp.FamilyOf(netip.MustParseAddrPort(local)); got == nil || got.Family() != want {
+			t.Errorf("%s: got %+v, want family %d", local, got, want)
+		}
+	}
+}

@@ -103,6 +103,10 @@ func TestBPFLifecycle(t *testing.T) {
 			if ev.Owner.FD != cli.FD || ev.Owner.Via != tcp.OwnerConnect {
 				t.Errorf("SYN_SENT owner = %+v, want fd %d via connect", ev.Owner, cli.FD)
 			}
+			// The local port is not chosen yet: the family is the socket's.
+			if want := tcp.FamilyOf(cli.Remote); ev.Family() != want {
+				t.Errorf("SYN_SENT family %d (local %v), want %d", ev.Family(), ev.Local, want)
+			}
 			r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateSynSent, tcp.StateEstablished))
 			ev = r.waitFor("server LISTEN->SYN_RECV", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateListen, tcp.StateSynRecv))
 			if int(ev.Owner.PID) != srv.PID || ev.Owner.Via != tcp.OwnerListener {
