@@ -101,13 +101,10 @@ func attached(filter *timeline.Filter, top int, started time.Time) (*Collector, 
 	return c, tl
 }
 
-// TestCollectorBounds: past the top N, processes and destinations are summed
-// under "other"; ages are brought up to the time of the scrape.
-func TestCollectorBounds(t *testing.T) {
-	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	c, tl := attached(nil, 3, at.Add(-2*time.Hour))
-	c.now = func() time.Time { return at.Add(2 * time.Second) }
-	emit := func(ev tcp.Event) { tl.Apply(&ev, c.Observe) }
+// fivePeers makes processes srv1 to srv5 hold i sockets each in CLOSE_WAIT,
+// the oldest i seconds before at (srv1's an hour before), and 10*i sockets
+// in TIME_WAIT to 10.0.0.i:443; it returns the CLOSE_WAIT ones.
+func fivePeers(emit func(tcp.Event), at time.Time) []uint64 {
 	cookie := uint64(0)
 	var closeWait []uint64
 	for i := 1; i <= 5; i++ {
@@ -117,8 +114,7 @@ func TestCollectorBounds(t *testing.T) {
 		}
 		for j := 0; j < i; j++ {
 			cookie++
-			// Each process's oldest entered CLOSE_WAIT i seconds before at;
-			// srv1's an hour before: its age goes into other's.
+			// srv1's old socket, in a small process: its age goes into other's.
 			since := at.Add(-time.Duration(i) * time.Second)
 			if i == 1 {
 				since = at.Add(-time.Hour)
@@ -134,6 +130,17 @@ func TestCollectorBounds(t *testing.T) {
 				Local: netip.AddrPortFrom(netip.MustParseAddr("10.1.1.1"), uint16(30000+cookie)), Remote: netip.MustParseAddrPort(fmt.Sprintf("10.0.0.%d:443", i))})
 		}
 	}
+	return closeWait
+}
+
+// TestCollectorBounds: past the top N, processes and destinations are summed
+// under "other"; ages are brought up to the time of the scrape.
+func TestCollectorBounds(t *testing.T) {
+	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	c, tl := attached(nil, 3, at.Add(-2*time.Hour))
+	c.now = func() time.Time { return at.Add(2 * time.Second) }
+	emit := func(ev tcp.Event) { tl.Apply(&ev, c.Observe) }
+	closeWait := fivePeers(emit, at)
 	if got := gather(t, c); len(got) != 0 {
 		t.Errorf("before the first update: %d families, want none", len(got))
 	}
