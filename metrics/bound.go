@@ -1,7 +1,5 @@
 package metrics
 
-import "sort"
-
 // Other is the label value under which series past the bound are summed.
 const Other = "other"
 
@@ -9,15 +7,134 @@ const Other = "other"
 // series of their own unless --metrics-top says otherwise.
 const DefaultTop = 20
 
-// topN sorts items, first before later as first says, and splits them into
-// the n first and the rest.
-func topN[T any](items []T, n int, first func(a, b T) bool) (top, rest []T) {
-	sorted := append([]T(nil), items...)
-	sort.SliceStable(sorted, func(i, j int) bool { return first(sorted[i], sorted[j]) })
-	if len(sorted) <= n {
-		return sorted, nil
+// ranking counts by key and keeps the keys in order of count, so that the
+// top n are read in O(n) however many keys there are: each count is a bucket,
+// the buckets a list from the highest count down, and a key moves to the next
+// bucket up or down with each change. Keys of equal count stay in the order
+// they reached it, so that the same keys are shown at every scrape.
+type ranking[K comparable] struct {
+	items     map[K]*rankItem[K]
+	high, low *bucket[K]
+	total     int
+}
+
+type bucket[K comparable] struct {
+	count       int
+	first, last *rankItem[K]
+	up, down    *bucket[K] // the next higher and lower counts
+}
+
+type rankItem[K comparable] struct {
+	key        K
+	b          *bucket[K]
+	prev, next *rankItem[K]
+}
+
+func newRanking[K comparable]() ranking[K] { return ranking[K]{items: map[K]*rankItem[K]{}} }
+
+// add adds d, 1 or -1, to k's count; a key whose count falls to 0 is dropped.
+func (r *ranking[K]) add(k K, d int) {
+	r.total += d
+	it := r.items[k]
+	if it == nil {
+		it = &rankItem[K]{key: k}
+		r.items[k] = it
 	}
-	return sorted[:n], sorted[n:]
+	from, count := it.b, d
+	if from != nil {
+		count += from.count
+		r.unlink(it)
+	}
+	if count <= 0 {
+		delete(r.items, k)
+		if from != nil && from.first == nil {
+			r.remove(from)
+		}
+		return
+	}
+	to := r.bucketAt(count, from)
+	if from != nil && from.first == nil {
+		r.remove(from)
+	}
+	it.b, it.prev = to, to.last
+	if to.last != nil {
+		to.last.next = it
+	} else {
+		to.first = it
+	}
+	to.last = it
+}
+
+// bucketAt is the bucket of count, next to from (nil: at the bottom), made
+// if need be.
+func (r *ranking[K]) bucketAt(count int, from *bucket[K]) *bucket[K] {
+	var up, down *bucket[K] // the neighbours count goes between
+	switch {
+	case from == nil:
+		up = r.low
+	case count > from.count:
+		up, down = from.up, from
+	default:
+		up, down = from, from.down
+	}
+	if up != nil && up.count == count {
+		return up
+	}
+	if down != nil && down.count == count {
+		return down
+	}
+	b := &bucket[K]{count: count, up: up, down: down}
+	if up != nil {
+		up.down = b
+	} else {
+		r.high = b
+	}
+	if down != nil {
+		down.up = b
+	} else {
+		r.low = b
+	}
+	return b
+}
+
+func (r *ranking[K]) unlink(it *rankItem[K]) {
+	b := it.b
+	if it.prev != nil {
+		it.prev.next = it.next
+	} else {
+		b.first = it.next
+	}
+	if it.next != nil {
+		it.next.prev = it.prev
+	} else {
+		b.last = it.prev
+	}
+	it.b, it.prev, it.next = nil, nil, nil
+}
+
+func (r *ranking[K]) remove(b *bucket[K]) {
+	if b.up != nil {
+		b.up.down = b.down
+	} else {
+		r.high = b.down
+	}
+	if b.down != nil {
+		b.down.up = b.up
+	} else {
+		r.low = b.up
+	}
+}
+
+// top calls fn for the n keys of highest count, highest first, and returns
+// the sum of their counts.
+func (r *ranking[K]) top(n int, fn func(k K, count int)) (sum int) {
+	for b := r.high; b != nil && n > 0; b = b.down {
+		for it := b.first; it != nil && n > 0; it, n = it.next, n-1 {
+			fn(it.key, b.count)
+			sum += b.count
+		}
+	}
+	return sum
 }
 
 // firstN counts by key with a bound on the keys: the first n distinct keys
@@ -39,13 +156,4 @@ func (f *firstN[K]) add(k K) {
 		return
 	}
 	f.other++
-}
-
-// clone copies the counts, for a snapshot.
-func (f *firstN[K]) clone() firstN[K] {
-	c := firstN[K]{n: f.n, counts: make(map[K]uint64, len(f.counts)), other: f.other}
-	for k, v := range f.counts {
-		c.counts[k] = v
-	}
-	return c
 }

@@ -1,8 +1,8 @@
 package metrics
 
 import (
+	"net/netip"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -53,34 +53,14 @@ var (
 		"Sockets whose owner the kernel's owner map had no room for: their later transitions name no owner.", nil, nil)
 	descNetNSUnfollowed = prometheus.NewDesc("tcptrace_netns_unfollowed_total",
 		"Network namespaces tcptrace could not enter: their orphaned sockets that get the peer's FIN show CLOSE, not TIME_WAIT.", nil, nil)
+	// The gauges are kept up to date event by event: these two keep their
+	// names, and tell when the gauges were last brought up to date and what
+	// the last walk of the socket table cost them.
 	descSnapshotTime = prometheus.NewDesc("tcptrace_snapshot_timestamp_seconds",
-		"When the socket table behind the gauges was walked, in seconds since the Unix epoch.", nil, nil)
+		"When the gauges were last brought up to date with the tracer's events, in seconds since the Unix epoch.", nil, nil)
 	descSnapshotTook = prometheus.NewDesc("tcptrace_snapshot_duration_seconds",
-		"How long the last walk of the socket and fd tables, and the leak report on it, took.", nil, nil)
+		"How long the gauges took to take in the last walk of the socket and fd tables (at start, or after lost events).", nil, nil)
 )
-
-// Collector reports the latest Snapshot at each scrape. Values that change
-// by the second, the CLOSE_WAIT ages, are brought up to the time of the
-// scrape.
-type Collector struct {
-	top int
-	now func() time.Time
-
-	mu   sync.Mutex
-	snap *Snapshot
-}
-
-// NewCollector bounds per-process and per-destination series to top each.
-func NewCollector(top int) *Collector {
-	return &Collector{top: max(top, 1), now: time.Now}
-}
-
-// Publish makes s the snapshot that scrapes report. s must not change afterwards.
-func (c *Collector) Publish(s *Snapshot) {
-	c.mu.Lock()
-	c.snap = s
-	c.mu.Unlock()
-}
 
 // Describe sends every series' description.
 func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
@@ -90,73 +70,81 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 }
 
-// Collect sends the values of the latest snapshot; nothing before the first.
+// Collect sends the counts kept, nothing before the first Update. Its cost
+// depends on the bounds on series, not on the number of connections. The
+// ages of CLOSE_WAIT are those at the scrape.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
+	now := c.now()
 	c.mu.Lock()
-	s := c.snap
+	var out []prometheus.Metric
+	if !c.at.IsZero() {
+		out = c.read(now)
+	}
 	c.mu.Unlock()
-	if s == nil {
-		return
+	// Sent once the lock is released: a slow scrape never holds up the tracer.
+	for _, m := range out {
+		ch <- m
 	}
-	since := max(c.now().Sub(s.At), 0)
-	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
-	}
-	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
-		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
-	}
+}
 
+// values collects metrics.
+type values []prometheus.Metric
+
+func (v *values) gauge(d *prometheus.Desc, x float64, labels ...string) {
+	*v = append(*v, prometheus.MustNewConstMetric(d, prometheus.GaugeValue, x, labels...))
+}
+
+func (v *values) counter(d *prometheus.Desc, x uint64, labels ...string) {
+	*v = append(*v, prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(x), labels...))
+}
+
+// read makes every metric as of now; call it with c.mu held.
+func (c *Collector) read(now time.Time) []prometheus.Metric {
+	var v values
 	for from := range numStates {
 		for to := range numStates {
-			if n := s.transitions[from][to]; n > 0 {
-				counter(descTransitions, n, tcp.State(from).String(), tcp.State(to).String())
+			if n := c.transitions[from][to]; n > 0 {
+				v.counter(descTransitions, n, tcp.State(from).String(), tcp.State(to).String())
 			}
 		}
 	}
 	for st := tcp.StateEstablished; int(st) < numStates; st++ {
-		gauge(descSockets, float64(s.Sockets[st]), st.String())
+		v.gauge(descSockets, float64(c.gauges.sockets[st]), st.String())
 	}
+	c.readCloseWait(&v, now)
+	g := &c.gauges
+	sum := g.timeWait.top(c.top, func(dst netip.AddrPort, n int) { v.gauge(descTimeWait, float64(n), dst.String()) })
+	if rest := g.timeWait.total - sum; rest > 0 {
+		v.gauge(descTimeWait, float64(rest), Other)
+	}
+	c.readCounters(&v)
+	v.gauge(descSnapshotTime, float64(c.at.UnixNano())/1e9)
+	v.gauge(descSnapshotTook, c.tableTook.Seconds())
+	return v
+}
 
-	top, rest := topN(s.CloseWait, c.top, func(a, b ProcessCloseWait) bool {
-		if a.Count != b.Count {
-			return a.Count > b.Count
-		}
-		if a.Oldest != b.Oldest {
-			return a.Oldest > b.Oldest
-		}
-		return a.PID < b.PID
+// readCloseWait reads the processes holding the most sockets in CLOSE_WAIT,
+// and sums the rest under "other" with the oldest of theirs.
+func (c *Collector) readCloseWait(v *values, now time.Time) {
+	g := &c.gauges
+	age := func(p *proc) float64 { return max(time.Duration(now.UnixNano()-p.oldest()), 0).Seconds() }
+	shown := make(map[*proc]bool, c.top)
+	sum := g.byCount.top(c.top, func(k procKey, n int) {
+		p := g.procs[k]
+		shown[p] = true
+		pid := strconv.FormatUint(uint64(k.pid), 10)
+		v.gauge(descCloseWait, float64(n), pid, k.comm, k.container)
+		v.gauge(descCloseWaitAge, age(p), pid, k.comm, k.container)
 	})
-	for _, p := range top {
-		pid := strconv.FormatUint(uint64(p.PID), 10)
-		gauge(descCloseWait, float64(p.Count), pid, p.Comm, p.Container)
-		gauge(descCloseWaitAge, (p.Oldest + since).Seconds(), pid, p.Comm, p.Container)
+	if rest := g.byCount.total - sum; rest > 0 {
+		v.gauge(descCloseWait, float64(rest), Other, Other, "")
+		v.gauge(descCloseWaitAge, age(g.byAge.oldestOutside(func(p *proc) bool { return shown[p] })), Other, Other, "")
 	}
-	if len(rest) > 0 {
-		var count int
-		var oldest time.Duration
-		for _, p := range rest {
-			count += p.Count
-			oldest = max(oldest, p.Oldest)
-		}
-		gauge(descCloseWait, float64(count), Other, Other, "")
-		gauge(descCloseWaitAge, (oldest + since).Seconds(), Other, Other, "")
-	}
+}
 
-	topDst, restDst := topN(s.TimeWait, c.top, func(a, b DestinationCount) bool {
-		return a.Count > b.Count || (a.Count == b.Count && a.Destination < b.Destination)
-	})
-	for _, d := range topDst {
-		gauge(descTimeWait, float64(d.Count), d.Destination)
-	}
-	if len(restDst) > 0 {
-		var count int
-		for _, d := range restDst {
-			count += d.Count
-		}
-		gauge(descTimeWait, float64(count), Other)
-	}
-
-	for k, n := range s.resets.counts {
+// readCounters reads RSTs, failed binds and the tracer's own counts.
+func (c *Collector) readCounters(v *values) {
+	for k, n := range c.resets.counts {
 		side, reason := "received", "unknown"
 		if k.sent {
 			side = "sent"
@@ -164,25 +152,23 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		if k.reason != "" {
 			reason = k.reason
 		}
-		counter(descResets, n, side, reason)
+		v.counter(descResets, n, side, reason)
 	}
-	if s.resets.other > 0 {
-		counter(descResets, s.resets.other, Other, Other)
+	if c.resets.other > 0 {
+		v.counter(descResets, c.resets.other, Other, Other)
 	}
-	for k, n := range s.binds.counts {
-		counter(descBindFailures, n, strconv.Itoa(int(k.port)), k.comm)
+	for k, n := range c.binds.counts {
+		v.counter(descBindFailures, n, strconv.Itoa(int(k.port)), k.comm)
 	}
-	if s.binds.other > 0 {
-		counter(descBindFailures, s.binds.other, Other, Other)
+	if c.binds.other > 0 {
+		v.counter(descBindFailures, c.binds.other, Other, Other)
 	}
-
-	counter(descEvents, s.Stats.Events)
-	counter(descDrops, s.Stats.RingbufDrops)
-	counter(descMisses, s.Stats.StateMisses, "state")
-	counter(descMisses, s.Stats.SyscallMisses, "syscall")
-	counter(descRepairs, s.Stats.Repairs)
-	counter(descOwnersLost, s.Stats.OwnerMapFull)
-	counter(descNetNSUnfollowed, s.Stats.NetNSUnfollowed)
-	gauge(descSnapshotTime, float64(s.At.UnixNano())/1e9)
-	gauge(descSnapshotTook, s.Took.Seconds())
+	s := c.stats
+	v.counter(descEvents, s.Events)
+	v.counter(descDrops, s.RingbufDrops)
+	v.counter(descMisses, s.StateMisses, "state")
+	v.counter(descMisses, s.SyscallMisses, "syscall")
+	v.counter(descRepairs, s.Repairs)
+	v.counter(descOwnersLost, s.OwnerMapFull)
+	v.counter(descNetNSUnfollowed, s.NetNSUnfollowed)
 }

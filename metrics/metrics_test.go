@@ -19,15 +19,32 @@ import (
 	"github.com/tcptrace/tcptrace/timeline"
 )
 
-func TestTopN(t *testing.T) {
-	byValue := func(a, b int) bool { return a > b }
-	top, rest := topN([]int{3, 9, 1, 7, 5}, 2, byValue)
-	if fmt.Sprint(top, rest) != "[9 7] [5 3 1]" {
-		t.Errorf("top 2 = %v, rest %v", top, rest)
+func TestRanking(t *testing.T) {
+	r := newRanking[string]()
+	read := func() string {
+		var out []string
+		sum := r.top(3, func(k string, n int) { out = append(out, fmt.Sprintf("%s=%d", k, n)) })
+		return fmt.Sprint(out, " rest ", r.total-sum)
 	}
-	top, rest = topN([]int{3, 9}, 5, byValue)
-	if fmt.Sprint(top) != "[9 3]" || rest != nil {
-		t.Errorf("top 5 of 2 = %v, rest %v", top, rest)
+	for _, k := range []string{"a", "b", "b", "c", "c", "c", "d", "e"} {
+		r.add(k, 1)
+	}
+	if got := read(); got != "[c=3 b=2 a=1] rest 2" {
+		t.Errorf("top 3 = %s", got)
+	}
+	// Ties keep the order in which keys reached the count: d was first at 1.
+	r.add("c", -1)
+	r.add("c", -1)
+	r.add("b", -1)
+	r.add("a", -1)
+	if got := read(); got != "[d=1 e=1 c=1] rest 1" || r.items["a"] != nil {
+		t.Errorf("after decrements: top 3 = %s, a kept: %v", got, r.items["a"] != nil)
+	}
+	for _, k := range []string{"b", "c", "d", "e"} {
+		r.add(k, -1)
+	}
+	if got := read(); got != "[] rest 0" || len(r.items) != 0 || r.high != nil || r.low != nil {
+		t.Errorf("emptied: %s, %d items", got, len(r.items))
 	}
 }
 
@@ -38,11 +55,6 @@ func TestFirstN(t *testing.T) {
 	}
 	if len(f.counts) != 2 || f.counts["a"] != 2 || f.counts["b"] != 2 || f.other != 3 {
 		t.Errorf("counts %v, other %d; want a=2 b=2, other 3 (c, d, c)", f.counts, f.other)
-	}
-	c := f.clone()
-	f.add("a")
-	if c.counts["a"] != 2 {
-		t.Error("a clone changed with the original")
 	}
 }
 
@@ -81,27 +93,58 @@ func series(mf *dto.MetricFamily) []string {
 	return out
 }
 
+// attached is a collector that follows a new timeline started at started.
+func attached(filter *timeline.Filter, top int, started time.Time) (*Collector, *timeline.Timeline) {
+	c := NewCollector(filter, top)
+	tl := timeline.NewTimeline(started)
+	c.Attach(tl, 0)
+	return c, tl
+}
+
+// fivePeers makes processes srv1 to srv5 hold i sockets each in CLOSE_WAIT,
+// the oldest i seconds before at (srv1's an hour before), and 10*i sockets
+// in TIME_WAIT to 10.0.0.i:443; it returns the CLOSE_WAIT ones.
+func fivePeers(emit func(tcp.Event), at time.Time) []uint64 {
+	cookie := uint64(0)
+	var closeWait []uint64
+	for i := 1; i <= 5; i++ {
+		owner := tcp.Owner{PID: uint32(100 + i), Comm: fmt.Sprintf("srv%d", i), FD: 3, Via: tcp.OwnerAccept}
+		if i == 5 {
+			owner.Container = "0123456789abcdef"
+		}
+		for j := 0; j < i; j++ {
+			cookie++
+			// srv1's old socket, in a small process: its age goes into other's.
+			since := at.Add(-time.Duration(i) * time.Second)
+			if i == 1 {
+				since = at.Add(-time.Hour)
+			}
+			emit(tcp.Event{Kind: tcp.KindTransition, Time: since.Add(time.Duration(j) * time.Millisecond), Cookie: cookie, Owner: owner,
+				Local: netip.MustParseAddrPort("127.0.0.1:80"), Remote: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(5000+cookie)),
+				Old: tcp.StateEstablished, New: tcp.StateCloseWait})
+			closeWait = append(closeWait, cookie)
+		}
+		for range 10 * i {
+			cookie++
+			emit(tcp.Event{Kind: tcp.KindExisting, Time: at, Cookie: cookie, New: tcp.StateTimeWait, TimeWaitLeft: time.Minute,
+				Local: netip.AddrPortFrom(netip.MustParseAddr("10.1.1.1"), uint16(30000+cookie)), Remote: netip.MustParseAddrPort(fmt.Sprintf("10.0.0.%d:443", i))})
+		}
+	}
+	return closeWait
+}
+
 // TestCollectorBounds: past the top N, processes and destinations are summed
 // under "other"; ages are brought up to the time of the scrape.
 func TestCollectorBounds(t *testing.T) {
 	at := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
-	s := &Snapshot{At: at}
-	for i := 1; i <= 5; i++ {
-		s.CloseWait = append(s.CloseWait, ProcessCloseWait{PID: uint32(100 + i), Comm: fmt.Sprintf("srv%d", i), Count: i, Oldest: time.Duration(i) * time.Second})
-		if i == 5 {
-			s.CloseWait[i-1].Container = "0123456789ab"
-		}
-		s.TimeWait = append(s.TimeWait, DestinationCount{Destination: fmt.Sprintf("10.0.0.%d:443", i), Count: 10 * i})
-	}
-	// An old socket in a small process: its age goes into other's.
-	s.CloseWait[0].Oldest = time.Hour
-	s.Sockets[tcp.StateCloseWait] = 15
-	c := NewCollector(3)
+	c, tl := attached(nil, 3, at.Add(-2*time.Hour))
 	c.now = func() time.Time { return at.Add(2 * time.Second) }
+	emit := func(ev tcp.Event) { tl.Apply(&ev, c.Observe) }
+	closeWait := fivePeers(emit, at)
 	if got := gather(t, c); len(got) != 0 {
-		t.Errorf("before the first snapshot: %d families, want none", len(got))
+		t.Errorf("before the first update: %d families, want none", len(got))
 	}
-	c.Publish(s)
+	c.Update(timeline.Stats{}, at)
 	got := gather(t, c)
 
 	want := []string{
@@ -114,7 +157,7 @@ func TestCollectorBounds(t *testing.T) {
 		t.Errorf("close_wait_sockets:\n%s\nwant:\n%s", strings.Join(g, "\n"), strings.Join(want, "\n"))
 	}
 	want = []string{
-		"comm=other,container=,pid=other 3602", // srv1's hour, plus the 2 s since the snapshot
+		"comm=other,container=,pid=other 3602", // srv1's hour, plus the 2 s to the scrape
 		"comm=srv3,container=,pid=103 5",
 		"comm=srv4,container=,pid=104 6",
 		"comm=srv5,container=0123456789ab,pid=105 7",
@@ -136,15 +179,20 @@ func TestCollectorBounds(t *testing.T) {
 			t.Errorf("%s: %v, want a counter with help", name, got[name])
 		}
 	}
-	// The same snapshot a second later: older by a second.
+	// The same counts a second later: older by a second.
 	c.now = func() time.Time { return at.Add(3 * time.Second) }
 	if g := series(gather(t, c)["tcptrace_close_wait_oldest_seconds"]); !contains(g, "comm=srv5,container=0123456789ab,pid=105 8") {
 		t.Errorf("a second later: %v", g)
 	}
-	// The process closed its sockets: its series are gone.
-	c.Publish(&Snapshot{At: at.Add(4 * time.Second)})
+	// The processes closed their sockets: their series are gone.
+	for _, cookie := range closeWait {
+		emit(tcp.Event{Kind: tcp.KindTransition, Time: at.Add(4 * time.Second), Cookie: cookie, Old: tcp.StateCloseWait, New: tcp.StateLastAck})
+	}
 	if g := gather(t, c)["tcptrace_close_wait_sockets"]; g != nil {
 		t.Errorf("after every socket closed: %v", series(g))
+	}
+	if len(c.gauges.procs) != 0 || len(c.gauges.byAge) != 0 || c.gauges.byCount.total != 0 {
+		t.Errorf("left behind: %d processes, %d by age, %d counted", len(c.gauges.procs), len(c.gauges.byAge), c.gauges.byCount.total)
 	}
 }
 
@@ -157,11 +205,10 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// TestObserver counts transitions, RSTs and failed binds that the filter
-// selects, with failed binds bounded to the first N port and command pairs.
-func TestObserver(t *testing.T) {
-	filter := &timeline.Filter{Port: 8080}
-	o := NewObserver(filter, 2)
+// TestCollectorEvents counts transitions, RSTs and failed binds that the
+// filter selects, with failed binds bounded to the first N port and command pairs.
+func TestCollectorEvents(t *testing.T) {
+	c, _ := attached(&timeline.Filter{Port: 8080}, 2, time.Now())
 	local := netip.MustParseAddrPort("127.0.0.1:8080")
 	remote := netip.MustParseAddrPort("127.0.0.1:40000")
 	for _, ev := range []tcp.Event{
@@ -176,10 +223,9 @@ func TestObserver(t *testing.T) {
 		{Kind: tcp.KindBindFail, Local: local, Owner: tcp.Owner{Comm: "c"}},
 		{Kind: tcp.KindBindFail, Local: local, Owner: tcp.Owner{Comm: "a"}},
 	} {
-		o.Observe(&ev)
+		c.Observe(&ev)
 	}
-	c := NewCollector(2)
-	c.Publish(o.Snapshot(nil, timeline.NewTimeline(time.Now()), timeline.Stats{}, time.Now()))
+	c.Update(timeline.Stats{}, time.Now())
 	got := gather(t, c)
 	for name, want := range map[string][]string{
 		"tcptrace_transitions_total":     {"from=ESTABLISHED,to=CLOSE_WAIT 2"},
@@ -192,14 +238,32 @@ func TestObserver(t *testing.T) {
 	}
 }
 
-// TestObserverSnapshot groups a socket table as the leak report does: by
-// holder, a shared socket counting for each, with the filter applied.
-func TestObserverSnapshot(t *testing.T) {
+// seed feeds tl a walk of the socket table at its start, as the tracer does:
+// the table, then an event for each socket.
+func seed(tl *timeline.Timeline, c *Collector, table []tcp.Socket) {
+	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: tl.Started(), Sockets: table}}
+	tl.Feed(&in, c.Observe)
+	for _, s := range table {
+		ev := tcp.Event{Kind: tcp.KindExisting, Time: tl.Started(), Cookie: s.Cookie, Local: s.Local, Remote: s.Remote,
+			New: s.State, Source: tcp.SourceSeed, Owner: tcp.Owner{FD: -1}}
+		if len(s.Holders) > 0 {
+			ev.Owner = s.Holders[0]
+		}
+		if !s.TimeWaitExpiry.IsZero() {
+			ev.TimeWaitLeft = s.TimeWaitExpiry.Sub(tl.Started())
+		}
+		tl.Apply(&ev, c.Observe)
+	}
+}
+
+// TestCollectorWalk groups the sockets of a walk as the leak report does: by
+// holder, a shared socket counting for each, dated by the last segment
+// received, with the filter applied; then follows them as events move them.
+func TestCollectorWalk(t *testing.T) {
 	now := time.Now()
 	sock := func(state tcp.State, local, remote string, age time.Duration, holders ...tcp.Owner) tcp.Socket {
 		return tcp.Socket{
-			Cookie: uint64(len(local) + len(remote)*100 + int(age)), State: state,
-			Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote),
+			State: state, Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort(remote),
 			LastReceived: now.Add(-age), Holders: holders,
 		}
 	}
@@ -216,21 +280,59 @@ func TestObserverSnapshot(t *testing.T) {
 	for i := range table {
 		table[i].Cookie = uint64(i + 1)
 	}
-	tl := timeline.NewTimeline(now.Add(-time.Minute))
-	s := NewObserver(nil, 20).Snapshot(table, tl, timeline.Stats{}, now)
-	got := fmt.Sprint(s.CloseWait)
-	want := fmt.Sprint([]ProcessCloseWait{{10, "a", 2, 9 * time.Second, ""}, {20, "b", 2, 9 * time.Second, ""}})
-	if got != want {
-		t.Errorf("CLOSE_WAIT by process %s, want %s", got, want)
+	table[3].TimeWaitExpiry = now.Add(time.Minute)
+	table[4].TimeWaitExpiry = now.Add(time.Minute)
+	scrape := func(c *Collector) map[string][]string {
+		c.now = func() time.Time { return now }
+		c.Update(timeline.Stats{}, now)
+		out := map[string][]string{}
+		for name, mf := range gather(t, c) {
+			out[name] = series(mf)
+		}
+		return out
 	}
-	if fmt.Sprint(s.TimeWait) != "[{127.0.0.1:80 2}]" || s.Sockets[tcp.StateCloseWait] != 3 || s.Sockets[tcp.StateListen] != 1 {
-		t.Errorf("TIME_WAIT %v, sockets %v", s.TimeWait, s.Sockets)
+	c, tl := attached(nil, 20, now)
+	seed(tl, c, table)
+	got := scrape(c)
+	want := []string{"comm=a,container=,pid=10 2", "comm=b,container=,pid=20 2"}
+	if g := got["tcptrace_close_wait_sockets"]; fmt.Sprint(g) != fmt.Sprint(want) {
+		t.Errorf("CLOSE_WAIT by process %s, want %s", g, want)
+	}
+	want = []string{"comm=a,container=,pid=10 9", "comm=b,container=,pid=20 9"}
+	if g := got["tcptrace_close_wait_oldest_seconds"]; fmt.Sprint(g) != fmt.Sprint(want) {
+		t.Errorf("oldest CLOSE_WAIT by process %s, want %s", g, want)
+	}
+	if g := got["tcptrace_time_wait_sockets"]; fmt.Sprint(g) != "[destination=127.0.0.1:80 2]" ||
+		!contains(got["tcptrace_sockets"], "state=CLOSE_WAIT 3") || !contains(got["tcptrace_sockets"], "state=LISTEN 1") {
+		t.Errorf("TIME_WAIT %v, sockets %v", g, got["tcptrace_sockets"])
+	}
+
+	// a closes its fd of the shared socket, b the socket: b's count goes to
+	// its other socket; the shared one counts for b alone.
+	closeFD := tcp.Event{Kind: tcp.KindCloseFD, Time: now, Cookie: 2, FD: 5, Running: tcp.Task{PID: 10}}
+	tl.Apply(&closeFD, c.Observe)
+	lastAck := tcp.Event{Kind: tcp.KindTransition, Time: now, Cookie: 3, Old: tcp.StateCloseWait, New: tcp.StateLastAck}
+	tl.Apply(&lastAck, c.Observe)
+	got = scrape(c)
+	want = []string{"comm=a,container=,pid=10 1", "comm=b,container=,pid=20 1"}
+	if g := got["tcptrace_close_wait_sockets"]; fmt.Sprint(g) != fmt.Sprint(want) || !contains(got["tcptrace_sockets"], "state=LAST_ACK 1") {
+		t.Errorf("after close: CLOSE_WAIT by process %s, want %s; sockets %v", g, want, got["tcptrace_sockets"])
+	}
+	// The TIME_WAITs end: a walk of the timewait sockets finds them gone.
+	for _, cookie := range []uint64{4, 5} {
+		tl.ApplyTimeWait(timeline.TimeWaitSighting{Cookie: cookie, At: now}, c.Observe)
+	}
+	if got = scrape(c); got["tcptrace_time_wait_sockets"] != nil || !contains(got["tcptrace_sockets"], "state=TIME_WAIT 0") {
+		t.Errorf("after TIME_WAIT ended: %v, sockets %v", got["tcptrace_time_wait_sockets"], got["tcptrace_sockets"])
 	}
 
 	// Only local port 81: process b's one socket there.
-	s = NewObserver(&timeline.Filter{LPort: 81}, 20).Snapshot(table, tl, timeline.Stats{}, now)
-	if fmt.Sprint(s.CloseWait) != fmt.Sprint([]ProcessCloseWait{{20, "b", 1, time.Second, ""}}) || len(s.TimeWait) != 0 {
-		t.Errorf("--lport 81: CLOSE_WAIT %v, TIME_WAIT %v", s.CloseWait, s.TimeWait)
+	c, tl = attached(&timeline.Filter{LPort: 81}, 20, now)
+	seed(tl, c, table)
+	got = scrape(c)
+	if g := got["tcptrace_close_wait_sockets"]; fmt.Sprint(g) != "[comm=b,container=,pid=20 1]" || got["tcptrace_time_wait_sockets"] != nil ||
+		!contains(got["tcptrace_close_wait_oldest_seconds"], "comm=b,container=,pid=20 1") {
+		t.Errorf("--lport 81: CLOSE_WAIT %v, TIME_WAIT %v", g, got["tcptrace_time_wait_sockets"])
 	}
 }
 
@@ -259,8 +361,8 @@ func TestParseListenAddr(t *testing.T) {
 // TestServer serves a registry on loopback: /metrics in the text format,
 // / linking to it, anything else not found.
 func TestServer(t *testing.T) {
-	c := NewCollector(DefaultTop)
-	c.Publish(&Snapshot{At: time.Now()})
+	c := NewCollector(nil, DefaultTop)
+	c.Update(timeline.Stats{}, time.Now())
 	srv, err := Listen(netip.MustParseAddrPort("127.0.0.1:0"), NewRegistry(c))
 	if err != nil {
 		t.Fatal(err)

@@ -57,6 +57,9 @@ func (t *Timeline) Feed(in *Input, emit func(*tcp.Event)) {
 			t.Reconcile(in.Table.Sockets, in.Table.At, emit)
 		}
 		t.LastTable = in.Table
+		if t.OnTable != nil {
+			t.OnTable(&t.LastTable)
+		}
 	case InputStats:
 		t.Stats = in.Stats
 	}

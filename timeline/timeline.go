@@ -81,6 +81,11 @@ type Timeline struct {
 	// LastTable is the latest walk of the socket table; Stats the latest counts.
 	LastTable Table
 	Stats     StatsAt
+	// OnTable, when set, is called with each walk of the socket table once
+	// the timeline applied it (after the repairs it emits): views that keep
+	// their own counts learn from it what events do not carry, such as every
+	// process holding a socket.
+	OnTable func(*Table)
 	// Spare Conns (dropped from recent) and held events (shown) are reused,
 	// up to spareMax of each, so that a steady churn allocates nothing;
 	// scratch is the event that timewait sightings are reported in. emit

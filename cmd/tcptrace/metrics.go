@@ -28,24 +28,15 @@ func (f *metricsFlags) register(fs *pflag.FlagSet, defaultAddr string) {
 	fs.IntVar(&f.top, "metrics-top", metrics.DefaultTop, "series of their own for at most this many processes, destinations and failed binds; the rest are summed as \"other\"")
 }
 
-// Snapshots for the metrics are taken this often, or less often when
-// walking the socket table is slow, so that it takes at most 1/walkShare of
-// a CPU.
-const (
-	snapshotEvery = time.Second
-	walkShare     = 20
-)
-
 // exporter serves the metrics of a running tracer. A nil exporter (no
 // --metrics-addr) does nothing.
 type exporter struct {
 	server    *metrics.Server
 	collector *metrics.Collector
-	observer  *metrics.Observer
 	tr        *tracer.Tracer
-	cancel    context.CancelFunc
-	next      time.Time
-	err       error
+	// netns is the network namespace whose socket table the tracer walks:
+	// the gauges count its sockets, as walking it would.
+	netns uint32
 }
 
 // check checks the flags; every error is a usage error.
@@ -70,7 +61,14 @@ func (f *metricsFlags) start(filter *timeline.Filter) (*exporter, error) {
 	if err := f.check(); err != nil || f.addr == "" {
 		return nil, err
 	}
-	e := &exporter{collector: metrics.NewCollector(f.top), observer: metrics.NewObserver(filter, f.top)}
+	e := &exporter{collector: metrics.NewCollector(filter, f.top), netns: filter.NetNS}
+	if e.netns == 0 {
+		ino, _, err := tracer.ResolveNetNS("/proc/self/ns/net")
+		if err != nil {
+			return nil, err
+		}
+		e.netns = ino
+	}
 	var err error
 	if e.server, err = metrics.Listen(f.listen, metrics.NewRegistry(e.collector)); err != nil {
 		return nil, err
@@ -78,13 +76,13 @@ func (f *metricsFlags) start(filter *timeline.Filter) (*exporter, error) {
 	return e, nil
 }
 
-// attach starts taking snapshots of tr, and says where the metrics are. A
-// snapshot that fails calls cancel, and err tells why.
-func (e *exporter) attach(tr *tracer.Tracer, cancel context.CancelFunc) {
+// attach makes the metrics follow tr's timeline, and says where they are.
+func (e *exporter) attach(tr *tracer.Tracer) {
 	if e == nil {
 		return
 	}
-	e.tr, e.cancel = tr, cancel
+	e.tr = tr
+	e.collector.Attach(tr.Timeline(), e.netns)
 	where := e.server.Addr()
 	note := ""
 	if !where.Addr().IsLoopback() {
@@ -93,18 +91,19 @@ func (e *exporter) attach(tr *tracer.Tracer, cancel context.CancelFunc) {
 	fmt.Fprintf(os.Stderr, "tcptrace: metrics at %s%s\n", e.server.URL(), note)
 }
 
-// emit counts every event before passing it on.
+// emit passes every event to the metrics before passing it on.
 func (e *exporter) emit(next func(*tcp.Event)) func(*tcp.Event) {
 	if e == nil {
 		return next
 	}
 	return func(ev *tcp.Event) {
-		e.observer.Observe(ev)
+		e.collector.Observe(ev)
 		next(ev)
 	}
 }
 
-// tick takes a snapshot when one is due, after calling next (if any).
+// tick brings the tracer's counts in the metrics up to date, after calling
+// next (if any). The gauges need no walk: the timeline keeps them current.
 func (e *exporter) tick(next func()) func() {
 	if e == nil {
 		return next
@@ -113,48 +112,23 @@ func (e *exporter) tick(next func()) func() {
 		if next != nil {
 			next()
 		}
-		e.snapshot()
+		e.collector.Update(e.tr.Stats(), time.Now())
 	}
 }
 
-// snapshot runs on Run's goroutine, which alone may read the timeline.
-func (e *exporter) snapshot() {
-	now := time.Now()
-	if now.Before(e.next) || e.err != nil {
-		return
-	}
-	table, err := e.tr.SocketTable()
-	if err != nil {
-		e.err = fmt.Errorf("metrics: %w", err)
-		e.cancel()
-		return
-	}
-	s := e.observer.Snapshot(table, e.tr.Timeline(), e.tr.Stats(), now)
-	s.Took = time.Since(now)
-	e.collector.Publish(s)
-	e.next = now.Add(max(snapshotEvery, walkShare*s.Took))
-}
-
-// finish stops the server and returns err, or else the exporter's own error.
+// finish stops the server and returns err.
 func (e *exporter) finish(err error) error {
-	if e == nil {
-		return err
-	}
-	e.server.Close()
-	if err == nil {
-		err = e.err
+	if e != nil {
+		e.server.Close()
 	}
 	return err
 }
 
 // liveContext is the context a live mode runs tr in: it ends at Ctrl-C or
-// SIGTERM, after duration when that is not zero, or when the metrics server
-// fails.
+// SIGTERM, or after duration when that is not zero.
 func (e *exporter) liveContext(tr *tracer.Tracer, duration time.Duration) (context.Context, context.CancelFunc) {
-	ctx, stop := interrupted(duration)
-	ctx, cancel := context.WithCancel(ctx)
-	e.attach(tr, cancel)
-	return ctx, func() { cancel(); stop() }
+	e.attach(tr)
+	return interrupted(duration)
 }
 
 // close stops the server; for deferring, in case finish is never reached.
