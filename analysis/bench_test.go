@@ -11,7 +11,7 @@ import (
 
 // BenchmarkLeakReport is the leak report's cost per socket of the table.
 func BenchmarkLeakReport(b *testing.B) {
-	tl := timeline.NewTimeline(t0)
+	tl := timeline.New(t0)
 	var table []tcp.Socket
 	for i := 0; i < 10000; i++ {
 		st := tcp.StateEstablished

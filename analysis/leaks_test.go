@@ -15,7 +15,7 @@ import (
 var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
 func TestBuildLeakReport(t *testing.T) {
-	tl := timeline.NewTimeline(t0)
+	tl := timeline.New(t0)
 	now := t0.Add(10 * time.Minute)
 	server := tcp.Owner{PID: 42, Comm: "api", FD: 7, Via: tcp.OwnerSeed}
 	child := tcp.Owner{PID: 43, Comm: "api", FD: 3, Via: tcp.OwnerSeed}
@@ -80,7 +80,7 @@ func TestOriginPlace(t *testing.T) {
 }
 
 func TestTimeWaitWarning(t *testing.T) {
-	tl := timeline.NewTimeline(t0)
+	tl := timeline.New(t0)
 	now := t0.Add(2 * time.Minute)
 	host := tcp.HostTCP{PortRange: [2]int{40000, 40099}, TwReuse: 0, MaxTwBuckets: 1000}
 	var table []tcp.Socket
@@ -113,7 +113,7 @@ func TestTimeWaitWarning(t *testing.T) {
 // container does not bring that process into a --container report.
 func TestFilteredLeakReportContainer(t *testing.T) {
 	const ctr = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
-	tl := timeline.NewTimeline(t0)
+	tl := timeline.New(t0)
 	now := t0.Add(10 * time.Minute)
 	inside := tcp.Owner{PID: 42, Comm: "api", FD: 7, Via: tcp.OwnerSeed, Cgroup: 9, Container: ctr}
 	outside := tcp.Owner{PID: 43, Comm: "debug", FD: 3, Via: tcp.OwnerSeed, Cgroup: 1}

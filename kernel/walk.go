@@ -125,14 +125,6 @@ func (k *Kernel) WalkTable() ([]tcp.Socket, error) {
 	return table, nil
 }
 
-// ReadTable lists the sockets as WalkTable does, but teaches the kernel
-// nothing: for views that read the table often and must not change what
-// the programs report.
-func (k *Kernel) ReadTable() ([]tcp.Socket, error) {
-	table, _, err := k.walkTables()
-	return table, err
-}
-
 // walkTables lists every TCP socket of the walked network namespace with
 // its holders, and the listening sockets' fds.
 func (k *Kernel) walkTables() ([]tcp.Socket, []tcptraceFileRecord, error) {

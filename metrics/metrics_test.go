@@ -96,7 +96,7 @@ func series(mf *dto.MetricFamily) []string {
 // attached is a collector that follows a new timeline started at started.
 func attached(filter *timeline.Filter, top int, started time.Time) (*Collector, *timeline.Timeline) {
 	c := NewCollector(filter, top)
-	tl := timeline.NewTimeline(started)
+	tl := timeline.New(started)
 	c.Attach(tl, 0)
 	return c, tl
 }

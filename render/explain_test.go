@@ -16,7 +16,7 @@ var t0 = time.Date(2026, 11, 21, 12, 0, 0, 0, time.UTC)
 
 // TestVerdict: the report of analysis.TestBuildLeakReport, in words.
 func TestVerdict(t *testing.T) {
-	tl := timeline.NewTimeline(t0)
+	tl := timeline.New(t0)
 	now := t0.Add(10 * time.Minute)
 	server := tcp.Owner{PID: 42, Comm: "api", FD: 7, Via: tcp.OwnerSeed}
 	child := tcp.Owner{PID: 43, Comm: "api", FD: 3, Via: tcp.OwnerSeed}
@@ -36,7 +36,7 @@ func TestVerdict(t *testing.T) {
 }
 
 func TestTimeWaitWarning(t *testing.T) {
-	tl := timeline.NewTimeline(t0)
+	tl := timeline.New(t0)
 	now := t0.Add(2 * time.Minute)
 	host := tcp.HostTCP{PortRange: [2]int{40000, 40099}, TwReuse: 0, MaxTwBuckets: 1000}
 	var table []tcp.Socket

@@ -104,7 +104,7 @@ func nop(*tcp.Event) {}
 
 // goldenReport is a leak report with every section and most of their cases.
 func goldenReport() analysis.LeakReport {
-	f := &reportFixture{tl: timeline.NewTimeline(rt0), now: rt0.Add(10 * time.Minute)}
+	f := &reportFixture{tl: timeline.New(rt0), now: rt0.Add(10 * time.Minute)}
 	host := tcp.HostTCP{PortRange: [2]int{40000, 40099}, TwReuse: 2, MaxTwBuckets: 150}
 	f.closeWait()
 	f.stuck()
@@ -225,7 +225,7 @@ func (f *reportFixture) aborts() {
 
 // goldenTimelines are the histories of two connections.
 func goldenTimelines() ([]uint64, map[uint64][]tcp.Event, *timeline.Timeline, time.Time) {
-	tl := timeline.NewTimeline(rt0)
+	tl := timeline.New(rt0)
 	h := map[uint64][]tcp.Event{}
 	var order []uint64
 	emit := func(ev *tcp.Event) {
@@ -269,7 +269,7 @@ func TestRenderGolden(t *testing.T) {
 	renderGolden(t, "report.golden", out.String())
 	renderGolden(t, "report-json.golden", string(gReportJSON(&rep))+"\n")
 
-	empty := analysis.BuildLeakReport(nil, timeline.NewTimeline(rt0), tcp.HostTCP{PortRange: [2]int{32768, 60999}}, rt0.Add(time.Minute), time.Minute, nil)
+	empty := analysis.BuildLeakReport(nil, timeline.New(rt0), tcp.HostTCP{PortRange: [2]int{32768, 60999}}, rt0.Add(time.Minute), time.Minute, nil)
 	out.Reset()
 	gReport(&out, &empty, timeline.Stats{})
 	renderGolden(t, "report-empty.golden", out.String())

@@ -36,7 +36,7 @@ func lifecycle(i int, at time.Time) []tcp.Event {
 // BenchmarkTimeline is the timeline's cost per event for a churn of short
 // connections, TIME_WAIT confirmation included.
 func BenchmarkTimeline(b *testing.B) {
-	tl := NewTimeline(t0)
+	tl := New(t0)
 	emit := func(*tcp.Event) {}
 	const conns = 1000
 	var evs [][]tcp.Event
@@ -72,7 +72,7 @@ func BenchmarkTrackedConnMemory(b *testing.B) {
 		runtime.GC()
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)
-		tl := NewTimeline(t0)
+		tl := New(t0)
 		var ev tcp.Event
 		for c := 0; c < conns; c++ {
 			ev = tcp.Event{Kind: tcp.KindTransition, Cookie: uint64(c + 1), Time: t0, Old: tcp.StateSynSent, New: tcp.StateEstablished,

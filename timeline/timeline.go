@@ -133,8 +133,8 @@ func keep(list []tcp.Event, ev *tcp.Event, max int) []tcp.Event {
 	return append(list, *ev)
 }
 
-// NewTimeline starts a timeline at the time tracing started.
-func NewTimeline(started time.Time) *Timeline {
+// New starts a timeline at the time tracing started.
+func New(started time.Time) *Timeline {
 	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*tcp.Event), started: started}
 }
 

@@ -17,7 +17,7 @@ type script struct {
 	out []string
 }
 
-func newScript() *script { return &script{tl: NewTimeline(t0)} }
+func newScript() *script { return &script{tl: New(t0)} }
 
 func (s *script) emit(ev *tcp.Event) {
 	line := fmt.Sprintf("%d %s %s->%s owner=%d/%d", ev.Cookie, ev.Kind, ev.Old, ev.New, ev.Owner.PID, ev.Owner.FD)
@@ -242,7 +242,7 @@ func TestTimelineReconcile(t *testing.T) {
 // TestFamilyBeforeAPort: an IPv4 connect's first transition has no local
 // port yet; its line keeps the socket's family.
 func TestFamilyBeforeAPort(t *testing.T) {
-	tl := NewTimeline(time.Unix(100, 0))
+	tl := New(time.Unix(100, 0))
 	for _, local := range []string{"0.0.0.0:0", "[::]:0"} {
 		in := Input{Kind: InputEvent, Event: tcp.Event{Kind: tcp.KindTransition, Time: time.Unix(101, 0), Cookie: 9,
 			Local: netip.MustParseAddrPort(local), Remote: netip.MustParseAddrPort("127.0.0.1:80"), Old: tcp.StateClose, New: tcp.StateSynSent}}

@@ -26,12 +26,6 @@ func (t *Tracer) LeakReport(threshold time.Duration, filter *timeline.Filter) (a
 	return rep, nil
 }
 
-// SocketTable walks the kernel's socket and fd tables now, as WalkTable does,
-// but feeds neither the timeline nor the recorder, nor teaches the kernel
-// owners: for views that read the table often, such as metrics, and must not
-// change what a trace holds. Call it from Run's goroutine.
-func (t *Tracer) SocketTable() ([]tcp.Socket, error) { return t.k.ReadTable() }
-
 // OriginFrames symbolizes the stack recorded where a connection was created,
 // while its process lives. Call it from Run's goroutine.
 func (t *Tracer) OriginFrames(o tcp.Origin) []tcp.Frame {

@@ -87,7 +87,7 @@ func Open(cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tracer{cfg: cfg, k: k, dec: k.Decoder(), timeline: timeline.NewTimeline(time.Now())}
+	t := &Tracer{cfg: cfg, k: k, dec: k.Decoder(), timeline: timeline.New(time.Now())}
 	if k.Timer() {
 		t.timeline.TimeWaitGrace = timerGrace
 	}

@@ -10,8 +10,8 @@ import (
 )
 
 // live is what every live mode (the stream, leaks, record, serve) shares: the
-// metrics server when asked for, the tracer, a run that Ctrl-C, SIGTERM,
-// --duration or a failed metrics server ends, and the closing of both.
+// metrics server when asked for, the tracer, a run that Ctrl-C, SIGTERM or
+// --duration ends, and the closing of both.
 type live struct {
 	filter   *timeline.Filter
 	metrics  *metricsFlags

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/pflag"
 
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/metrics"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
@@ -63,7 +64,7 @@ func (f *metricsFlags) start(filter *timeline.Filter) (*exporter, error) {
 	}
 	e := &exporter{collector: metrics.NewCollector(filter, f.top), netns: filter.NetNS}
 	if e.netns == 0 {
-		ino, _, err := tracer.ResolveNetNS("/proc/self/ns/net")
+		ino, _, err := host.ResolveNetNS("/proc/self/ns/net")
 		if err != nil {
 			return nil, err
 		}

@@ -84,7 +84,7 @@ func openOffline(fs *pflag.FlagSet, args []string, ff *filterFlags, colorMode *s
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &offlineTrace{path: path, f: f, rd: rd, filter: filter, tl: timeline.NewTimeline(rd.Header.Started)}, nil
+	return &offlineTrace{path: path, f: f, rd: rd, filter: filter, tl: timeline.New(rd.Header.Started)}, nil
 }
 
 func (tr *offlineTrace) close() { tr.f.Close() }
