@@ -1,5 +1,10 @@
 //go:build linux
 
+// Package tracer is the live session on a Linux kernel: Open loads
+// tcptrace's programs (package kernel), Run feeds what they report, the
+// kernel's walks of the socket table and the repairs after lost events to a
+// timeline and emits what it shows, Close frees it all. It also makes the
+// leak reports of a live host.
 package tracer
 
 import (
