@@ -5,6 +5,7 @@ package timeline
 
 import (
 	"cmp"
+	"hash/maphash"
 	"maps"
 	"net/netip"
 	"slices"
@@ -64,6 +65,11 @@ type Timeline struct {
 	// at every connection.
 	held   map[uint64]*tcp.Event
 	checks checkQueue
+	// timewaits finds the connection whose timewait socket holds a
+	// four-tuple (by tupleKey's hash): a new socket that takes the tuple
+	// over ends that TIME_WAIT, which no tracepoint reports.
+	timewaits map[uint64]uint64
+	tupleSeed maphash.Seed
 	// TimeWaitGrace is how long after a timewait timer was due a walk looks
 	// for the socket: 0 where walks alone tell the end of TIME_WAIT, more
 	// where the kernel reports the timer firing (timers of a minute fire up
@@ -109,6 +115,11 @@ func (t *Timeline) forget(cookie uint64) {
 		return
 	}
 	delete(t.conns, cookie)
+	if !c.TimeWaitExpiry.IsZero() {
+		if key := t.tuple(c.NetNS, c.Local, c.Remote); t.timewaits[key] == cookie {
+			delete(t.timewaits, key)
+		}
+	}
 	t.recent[cookie] = c
 	if len(t.recentOrder) < recentMax {
 		t.recentOrder = append(t.recentOrder, cookie)
@@ -135,7 +146,8 @@ func keep(list []tcp.Event, ev *tcp.Event, max int) []tcp.Event {
 
 // New starts a timeline at the time tracing started.
 func New(started time.Time) *Timeline {
-	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*tcp.Event), started: started}
+	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*tcp.Event),
+		timewaits: make(map[uint64]uint64), tupleSeed: maphash.MakeSeed(), started: started}
 }
 
 // Conn returns the connection with this cookie, or nil.
@@ -297,6 +309,9 @@ func (t *Timeline) transition(ev *tcp.Event, emit func(*tcp.Event)) {
 	}
 	c.fill(ev)
 	c.timeInOld(ev)
+	if len(t.timewaits) > 0 && (ev.New == tcp.StateEstablished || ev.New == tcp.StateSynRecv) {
+		t.takeOver(ev, emit)
+	}
 	if ev.MayEnterTimeWait() {
 		h := t.newEvent()
 		*h = *ev
@@ -375,7 +390,7 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 		return
 	}
 	ev := &t.scratch
-	*ev = tcp.Event{Kind: tcp.KindTransition, Cookie: c.Cookie, NetNS: c.NetNS, Old: c.State, Source: tcp.SourceTimeWait}
+	*ev = tcp.Event{Kind: tcp.KindTransition, Cookie: c.Cookie, NetNS: c.NetNS, Old: c.State, Source: tcp.SourceTimeWait, FD: -1}
 	c.fill(ev)
 	switch {
 	case !s.Seen:
@@ -398,6 +413,44 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 	}
 }
 
+// tupleKey is a connection's four-tuple in its network namespace.
+type tupleKey struct {
+	netns         uint32
+	local, remote netip.AddrPort
+}
+
+// tuple hashes a four-tuple: the index keeps 8 bytes a connection, not 56;
+// a collision is told by comparing the connection found.
+func (t *Timeline) tuple(netns uint32, local, remote netip.AddrPort) uint64 {
+	return maphash.Comparable(t.tupleSeed, tupleKey{netns, local, remote})
+}
+
+// takeOver ends the TIME_WAIT of the connection whose four-tuple ev's
+// socket has just taken: the kernel killed its timewait socket for it, when
+// connect() reused the tuple (tcp_tw_reuse) or a SYN reopened a server's.
+// Only a socket that got somewhere counts (SYN_RECV, ESTABLISHED): a
+// connect() refused the tuple ends in CLOSE and kills nothing.
+func (t *Timeline) takeOver(ev *tcp.Event, emit func(*tcp.Event)) {
+	if ev.Local.Port() == 0 || ev.Remote.Port() == 0 {
+		return
+	}
+	old, ok := t.timewaits[t.tuple(ev.NetNS, ev.Local, ev.Remote)]
+	if !ok || old == ev.Cookie {
+		return
+	}
+	c := t.conns[old]
+	if c == nil || c.TimeWaitExpiry.IsZero() || c.NetNS != ev.NetNS || c.Local != ev.Local || c.Remote != ev.Remote {
+		return
+	}
+	end := &t.scratch
+	*end = tcp.Event{Kind: tcp.KindTransition, Time: ev.Time, Cookie: c.Cookie, NetNS: c.NetNS,
+		Old: c.State, New: tcp.StateClose, Source: tcp.SourceTimeWait, FD: -1}
+	c.fill(end)
+	c.timeInOld(end)
+	emit(end)
+	t.forget(old)
+}
+
 // Timewait sockets are looked for again this often while their timer is
 // overdue (it fires a little late) or while an orphan waits in FIN_WAIT2:
 // the peer's FIN moves it to TIME_WAIT without any tracepoint firing.
@@ -408,6 +461,9 @@ const (
 
 func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 	c.TimeWaitExpiry = s.Expiry
+	if c.Local.Port() != 0 && c.Remote.Port() != 0 {
+		t.timewaits[t.tuple(c.NetNS, c.Local, c.Remote)] = c.Cookie
+	}
 	check := s.Expiry
 	if s.Substate == tcp.StateFinWait2 {
 		check = s.At.Add(orphanRecheck)
@@ -524,7 +580,7 @@ func (t *Timeline) Reconcile(table []tcp.Socket, takenAt time.Time, emit func(*t
 		if want == c.State || (s != nil && !s.TimeWaitExpiry.IsZero() && !c.TimeWaitExpiry.IsZero()) {
 			continue
 		}
-		ev := tcp.Event{Kind: tcp.KindTransition, Time: takenAt, Cookie: cookie, NetNS: c.NetNS, Old: c.State, New: want, Source: tcp.SourceRepair}
+		ev := tcp.Event{Kind: tcp.KindTransition, Time: takenAt, Cookie: cookie, NetNS: c.NetNS, Old: c.State, New: want, Source: tcp.SourceRepair, FD: -1}
 		c.fill(&ev)
 		c.timeInOld(&ev)
 		emit(&ev)

@@ -256,3 +256,33 @@ func TestFamilyBeforeAPort(t *testing.T) {
 		}
 	}
 }
+
+// TestTimeWaitTakenOver: a new socket that takes over a timewait socket's
+// four-tuple (connect() with tcp_tw_reuse, a SYN reopening a server's) ends
+// that TIME_WAIT then; a connect() refused the tuple ends nothing.
+func TestTimeWaitTakenOver(t *testing.T) {
+	s := newScript()
+	local, remote := netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort("127.0.0.1:80")
+	on := func(cookie uint64, at time.Duration, old, new tcp.State) {
+		s.tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: cookie, Time: t0.Add(at), Old: old, New: new,
+			Local: local, Remote: remote, Owner: client, FD: -1}, s.emit)
+	}
+	on(1, 0, tcp.StateEstablished, tcp.StateFinWait1)
+	on(1, time.Millisecond, tcp.StateFinWait1, tcp.StateFinWait2)
+	on(1, 2*time.Millisecond, tcp.StateFinWait2, tcp.StateClose)
+	s.tw(1, 2*time.Millisecond, true, tcp.StateTimeWait, time.Minute)
+	s.out = nil
+	// Refused: the SYN_SENT -> CLOSE of a connect() that could not have the tuple.
+	on(2, 2*time.Second, tcp.StateSynSent, tcp.StateClose)
+	s.want(t, "2 transition SYN_SENT->CLOSE owner=10/3")
+	on(3, 5*time.Second, tcp.StateSynSent, tcp.StateEstablished)
+	s.want(t,
+		"1 transition TIME_WAIT->CLOSE owner=10/3 in=4.998s src=timewait",
+		"3 transition SYN_SENT->ESTABLISHED owner=10/3")
+	if s.tl.Conn(1) != nil || len(s.tl.timewaits) != 0 {
+		t.Errorf("the ended connection is still tracked (%d in the index)", len(s.tl.timewaits))
+	}
+	// A timer that fires later for it shows nothing more.
+	s.tw(1, time.Minute, false, 0, 0)
+	s.want(t)
+}

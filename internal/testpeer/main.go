@@ -7,6 +7,13 @@
 //	                       "connected FD LOCAL REMOTE" for each
 //	testpeer bind ADDR reuse|noreuse  binds a TCP socket, with or without
 //	                       SO_REUSEADDR, and prints "bound" or "bind-error ERRNO"
+//	testpeer closer ADDR first|last  a server that closes each connection at
+//	                       once (it gets the TIME_WAIT) or at the peer's EOF
+//	testpeer reuse ADDR FROM,K,ROUNDS,first|last  opens K connections from the
+//	                       K ports that start at FROM's and closes each first
+//	                       or after the server did, ROUNDS times, a second
+//	                       apart (so that the kernel may reuse the timewait
+//	                       four-tuples); prints "done N"
 //
 // Commands on stdin: "close" closes every connection; "abort" closes them
 // with SO_LINGER {on, 0}, which sends RST; "shutdown" shuts down
@@ -25,8 +32,10 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 func main() {
@@ -54,6 +63,18 @@ func main() {
 			break
 		}
 		p.bind(os.Args[2], os.Args[3] == "reuse")
+	case "closer":
+		if len(os.Args) != 4 {
+			err = fmt.Errorf("usage: testpeer closer ADDR first|last")
+			break
+		}
+		err = p.closer(os.Args[2], os.Args[3] == "first")
+	case "reuse":
+		if len(os.Args) != 4 {
+			err = fmt.Errorf("usage: testpeer reuse ADDR FROM,K,ROUNDS,first|last")
+			break
+		}
+		err = p.reuse(os.Args[2], os.Args[3])
 	case "client":
 		n := 1
 		if len(os.Args) == 4 {
@@ -131,6 +152,79 @@ func (p *peer) dial(addr string) error {
 	}
 	fd := p.add(c)
 	p.say("connected %d %s %s", fd, c.LocalAddr(), c.RemoteAddr())
+	return nil
+}
+
+// closer accepts connections and closes each: at once (first), so that
+// the server's side goes through TIME_WAIT, or at the peer's EOF.
+func (p *peer) closer(addr string, first bool) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	p.say("listening %s", ln.Addr())
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				if !first {
+					_, _ = io.Copy(io.Discard, c)
+				}
+				c.Close()
+			}()
+		}
+	}()
+	return nil
+}
+
+// reuse connects to addr from fixed local ports, round after round, and
+// closes each connection after the server's FIN: a connection that the
+// client closes first leaves a timewait socket on the client, one the
+// server closes first leaves it on the server, and the next round takes
+// the same four-tuples over.
+func (p *peer) reuse(addr, args string) error {
+	f := strings.Split(args, ",")
+	if len(f) != 4 {
+		return fmt.Errorf("reuse: want FROM,K,ROUNDS,first|last: %q", args)
+	}
+	local, err := netip.ParseAddrPort(f[0])
+	k, kerr := strconv.Atoi(f[1])
+	rounds, rerr := strconv.Atoi(f[2])
+	if err != nil || kerr != nil || rerr != nil || k <= 0 || rounds <= 0 {
+		return fmt.Errorf("reuse: want FROM as IP:PORT, then K and ROUNDS: %q", args)
+	}
+	clientFirst := f[3] == "first"
+	reuseAddr := func(_, _ string, c syscall.RawConn) error {
+		var serr error
+		_ = c.Control(func(fd uintptr) { serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1) })
+		return serr
+	}
+	made := 0
+	for round := 0; round < rounds; round++ {
+		if round > 0 {
+			// The kernel reuses a timewait four-tuple only a second after
+			// its last segment (net.ipv4.tcp_tw_reuse_delay).
+			time.Sleep(1100 * time.Millisecond)
+		}
+		for i := 0; i < k; i++ {
+			from := netip.AddrPortFrom(local.Addr(), local.Port()+uint16(i))
+			d := net.Dialer{LocalAddr: net.TCPAddrFromAddrPort(from), Control: reuseAddr}
+			c, err := d.Dial("tcp", addr)
+			if err != nil {
+				return fmt.Errorf("round %d, from %s: %w", round, from, err)
+			}
+			if clientFirst {
+				c.(*net.TCPConn).CloseWrite()
+			}
+			_, _ = io.Copy(io.Discard, c)
+			c.Close()
+			made++
+		}
+	}
+	p.say("done %d", made)
 	return nil
 }
 

@@ -1,0 +1,117 @@
+//go:build linux
+
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
+)
+
+// allowTimeWaitReuse makes sure connect() may take over a loopback timewait
+// four-tuple (net.ipv4.tcp_tw_reuse 2, the default, or 1), and puts the
+// sysctl back after the test.
+func allowTimeWaitReuse(t *testing.T) {
+	const path = "/proc/sys/net/ipv4/tcp_tw_reuse"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if was := strings.TrimSpace(string(b)); was == "0" {
+		if err := os.WriteFile(path, []byte("2"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.WriteFile(path, []byte(was), 0o644) })
+	}
+}
+
+// TestBPFTimeWaitTakenOver: when the kernel ends a TIME_WAIT early because
+// a new socket takes its four-tuple over (connect() reusing it; a SYN
+// reopening a server's), the stream ends it then, and the TIME_WAITs it
+// still shows are those ss shows.
+func TestBPFTimeWaitTakenOver(t *testing.T) {
+	const k, rounds = 20, 4
+	for _, tc := range []struct {
+		name, closer, client, from string
+	}{
+		{"connect reuses the client's", "last", "first", "127.0.0.2:31000"},
+		{"SYN reopens the server's", "first", "last", "127.0.0.3:32000"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			allowTimeWaitReuse(t)
+			r := startTracer(t, Config{})
+			server := testenv.StartPeer(t, "closer", "127.0.0.1:0", tc.closer)
+			srv := netip.MustParseAddrPort(server.ListenAddr())
+			client := testenv.StartPeer(t, "reuse", srv.String(), fmt.Sprintf("%s,%d,%d,%s", tc.from, k, rounds, tc.client))
+			client.Expect("done")
+			// Which end waits: the one that closed first.
+			mine := func(local, remote netip.AddrPort) bool {
+				if tc.client == "first" {
+					return remote == srv
+				}
+				return local == srv
+			}
+			checkTimeWaitsMatchSS(t, r, mine, k)
+			ended := 0
+			for _, ev := range r.snapshot() {
+				if ev.Kind == tcp.KindTransition && ev.Old == tcp.StateTimeWait && ev.New == tcp.StateClose && mine(ev.Local, ev.Remote) {
+					ended++
+					if ev.InOld < 0 || ev.InOld > 15*time.Second {
+						t.Errorf("TIME_WAIT of %v -> %v ended after %v: not when its tuple was taken over", ev.Local, ev.Remote, ev.InOld)
+					}
+				}
+			}
+			if want := k * (rounds - 1); ended != want {
+				t.Errorf("%d TIME_WAITs ended by a takeover, want %d", ended, want)
+			}
+		})
+	}
+}
+
+// checkTimeWaitsMatchSS waits until the connections the tracer shows in
+// TIME_WAIT, among those mine selects, are the ones ss lists (want of them).
+func checkTimeWaitsMatchSS(t *testing.T, r *recorder, mine func(local, remote netip.AddrPort) bool, want int) {
+	t.Helper()
+	// By four-tuple, how many connections are in TIME_WAIT: the timeline
+	// could show a tuple more than once, ss cannot.
+	var traced, listed map[string]int
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		traced, listed = map[string]int{}, map[string]int{}
+		r.inRun(func() {
+			r.tr.Timeline().Each(func(c *timeline.Conn) {
+				if c.State == tcp.StateTimeWait && mine(c.Local, c.Remote) {
+					traced[testenv.SSAddr(c.Local)+" "+testenv.SSAddr(c.Remote)]++
+				}
+			})
+		})
+		for _, s := range testenv.SSList(t) {
+			l, lerr := netip.ParseAddrPort(s.Local)
+			rm, rerr := netip.ParseAddrPort(s.Remote)
+			if s.State == "TIME-WAIT" && lerr == nil && rerr == nil && mine(l, rm) {
+				listed[s.Local+" "+s.Remote]++
+			}
+		}
+		if len(listed) == want && fmt.Sprint(traced) == fmt.Sprint(listed) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(listed) != want || fmt.Sprint(traced) != fmt.Sprint(listed) {
+		t.Errorf("in TIME_WAIT: tcptrace shows %d, ss lists %d (want %d)\ntcptrace: %v\nss: %v", total(traced), len(listed), want, traced, listed)
+	}
+}
+
+func total(m map[string]int) int {
+	n := 0
+	for _, v := range m {
+		n += v
+	}
+	return n
+}
