@@ -12,7 +12,11 @@ import (
 // TimeWaitReport is the TIME_WAIT pressure on the host.
 type TimeWaitReport struct {
 	Total int `json:"total"`
-	// Routes counts TIME_WAIT sockets by local address and remote address:port.
+	// Routes counts TIME_WAIT sockets by route: for connections this host
+	// made, its address and the remote address and port (each socket holds
+	// one of the ports connect() can use to it); for connections it
+	// accepted, its listening address and port and the remote address (a
+	// client's ports are many, and cost this host nothing).
 	Routes []TimeWaitRoute `json:"routes"`
 	// Closers counts them by the process that closed first (the active closer).
 	Closers []TimeWaitCloser `json:"closers"`
@@ -44,13 +48,15 @@ const (
 	AdviseServer
 )
 
-// TimeWaitRoute is TIME_WAIT toward one destination from one local address.
+// TimeWaitRoute is TIME_WAIT between one local and one remote end: the
+// side that accepted is written with its port, the side that connected
+// without (its ports are many).
 type TimeWaitRoute struct {
-	Local  netip.Addr     `json:"local"`
-	Remote netip.AddrPort `json:"remote"`
-	Count  int            `json:"count"`
-	// Client is true when the local ports are ephemeral: this host connected,
-	// and each socket holds one of the ports connect() can use to Remote.
+	Local  tcp.Endpoint `json:"local"`
+	Remote tcp.Endpoint `json:"remote"`
+	Count  int          `json:"count"`
+	// Client is true when this host connected: each socket holds one of the
+	// ports connect() can use to Remote.
 	Client    bool    `json:"client"`
 	Rate      float64 `json:"rate_per_sec"`
 	Projected int     `json:"projected"`
@@ -75,36 +81,40 @@ const portShareWarn = 0.5
 func buildTimeWait(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, now time.Time) TimeWaitReport {
 	rep := TimeWaitReport{PortRange: host.PortRange, TwReuse: host.TwReuse}
 	window := min(timeline.TimeWaitLen, now.Sub(tl.Started()))
-	type key struct {
-		local  netip.Addr
-		remote netip.AddrPort
-	}
+	type key struct{ local, remote netip.AddrPort }
 	routes := map[key]*TimeWaitRoute{}
 	entered := map[key]int{} // seen entering within the window
 	closers := map[uint32]*TimeWaitCloser{}
+	listening := listeningPorts(table)
 	for i := range table {
 		s := &table[i]
 		if s.State != tcp.StateTimeWait {
 			continue
 		}
 		rep.Total++
-		k := key{s.Local.Addr(), s.Remote}
-		r := routes[k]
-		if r == nil {
-			port := int(s.Local.Port())
-			r = &TimeWaitRoute{Local: s.Local.Addr(), Remote: s.Remote,
-				Client: port >= host.PortRange[0] && port <= host.PortRange[1]}
-			routes[k] = r
-		}
-		r.Count++
 		c := tl.Conn(s.Cookie)
 		var closer tcp.Owner
 		if c != nil {
 			closer = c.Owner // the owner when it closed first
-			if c.State == tcp.StateTimeWait && !c.SinceBeforeTrace && now.Sub(c.Since) <= window {
-				entered[k]++
-				rep.Rate++
-			}
+		}
+		k := key{netip.AddrPortFrom(s.Local.Addr(), 0), s.Remote}
+		// Who accepted: the closer, when known; else a port some socket
+		// listens on, or one connect() would not have picked.
+		port := int(s.Local.Port())
+		accepted := closer.Accepted() || !closer.Known() &&
+			(listening[portIn{s.NetNS, s.Local.Port()}] || port < host.PortRange[0] || port > host.PortRange[1])
+		if accepted {
+			k = key{s.Local, netip.AddrPortFrom(s.Remote.Addr(), 0)}
+		}
+		r := routes[k]
+		if r == nil {
+			r = &TimeWaitRoute{Local: tcp.Endpoint{AddrPort: k.local}, Remote: tcp.Endpoint{AddrPort: k.remote}, Client: !accepted}
+			routes[k] = r
+		}
+		r.Count++
+		if c != nil && c.State == tcp.StateTimeWait && !c.SinceBeforeTrace && now.Sub(c.Since) <= window {
+			entered[k]++
+			rep.Rate++
 		}
 		if closers[closer.PID] == nil {
 			closers[closer.PID] = &TimeWaitCloser{PID: closer.PID, Comm: closer.Comm}
@@ -140,6 +150,24 @@ func buildTimeWait(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP, 
 	})
 	rep.assess(host)
 	return rep
+}
+
+// portIn is a port in a network namespace.
+type portIn struct {
+	netns uint32
+	port  uint16
+}
+
+// listeningPorts are the ports some socket of the table listens on: a
+// TIME_WAIT on one, whose closer is unknown, is a server's.
+func listeningPorts(table []tcp.Socket) map[portIn]bool {
+	ports := map[portIn]bool{}
+	for i := range table {
+		if s := &table[i]; s.State == tcp.StateListen {
+			ports[portIn{s.NetNS, s.Local.Port()}] = true
+		}
+	}
+	return ports
 }
 
 // assess marks the routes near running out of ports and the host near its

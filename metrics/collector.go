@@ -29,7 +29,8 @@ var (
 			"before tracing started. For pid \"other\", the oldest of all the processes summed there.",
 		[]string{"pid", "comm", "container"}, nil)
 	descTimeWait = prometheus.NewDesc("tcptrace_time_wait_sockets",
-		"Sockets in TIME_WAIT by remote address:port. Past the top destinations by count, the rest are summed under destination \"other\".",
+		"Sockets in TIME_WAIT by remote end: address:port for connections this host made, the address alone for those it accepted "+
+			"(a client's ports are many). Past the top destinations by count, the rest are summed under destination \"other\".",
 		[]string{"destination"}, nil)
 	descResets = prometheus.NewDesc("tcptrace_resets_total",
 		"Connections ended by a RST, by the side that sent it (sent: this host, received: the peer) and, "+
@@ -113,7 +114,9 @@ func (c *Collector) read(now time.Time) []prometheus.Metric {
 	}
 	c.readCloseWait(&v, now)
 	g := &c.gauges
-	sum := g.timeWait.top(c.top, func(dst netip.AddrPort, n int) { v.gauge(descTimeWait, float64(n), dst.String()) })
+	sum := g.timeWait.top(c.top, func(dst netip.AddrPort, n int) {
+		v.gauge(descTimeWait, float64(n), tcp.Endpoint{AddrPort: dst}.String())
+	})
 	if rest := g.timeWait.total - sum; rest > 0 {
 		v.gauge(descTimeWait, float64(rest), Other)
 	}

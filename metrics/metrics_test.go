@@ -401,3 +401,23 @@ func TestServer(t *testing.T) {
 		t.Errorf("second close: %v", err)
 	}
 }
+
+// TestServerTimeWaitByPeerAddress: TIME_WAIT of accepted connections is
+// counted by the peer's address, not by each of its ports.
+func TestServerTimeWaitByPeerAddress(t *testing.T) {
+	now := time.Now()
+	c, tl := attached(&timeline.Filter{}, 10, now)
+	server := tcp.Owner{PID: 7, Comm: "srv", FD: 4, Via: tcp.OwnerAccept}
+	for i := range 30 {
+		cookie := uint64(i + 1)
+		ev := tcp.Event{Kind: tcp.KindTransition, Time: now, Cookie: cookie, Owner: server,
+			Local: netip.MustParseAddrPort("127.0.0.1:8080"), Remote: netip.AddrPortFrom(netip.MustParseAddr("127.0.0.9"), uint16(40000+i)),
+			Old: tcp.StateFinWait2, New: tcp.StateClose}
+		tl.Apply(&ev, c.Observe)
+		tl.ApplyTimeWait(timeline.TimeWaitSighting{Cookie: cookie, At: now, Seen: true, Substate: tcp.StateTimeWait, Expiry: now.Add(time.Minute)}, c.Observe)
+	}
+	c.Update(timeline.Stats{}, now)
+	if g := series(gather(t, c)["tcptrace_time_wait_sockets"]); fmt.Sprint(g) != "[destination=127.0.0.9 30]" {
+		t.Errorf("server-side TIME_WAIT: %v, want one series for 127.0.0.9", g)
+	}
+}

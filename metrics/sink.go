@@ -12,6 +12,7 @@
 package metrics
 
 import (
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -175,6 +176,11 @@ func (c *Collector) place(cookie uint64, conn *timeline.Conn) {
 		return
 	}
 	want := want{state: conn.State, dst: conn.Remote}
+	if conn.Owner.Accepted() {
+		// A server's TIME_WAIT by its peer's address: a client's ports are
+		// many, and would make a series each.
+		want.dst = netip.AddrPortFrom(conn.Remote.Addr(), 0)
+	}
 	if conn.State == tcp.StateCloseWait {
 		since := conn.Since
 		// Entered before tracing started: no later than the last segment

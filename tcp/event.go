@@ -202,6 +202,10 @@ type Origin struct {
 	Leaf    uint64 // return address of the syscall wrapper, 0 when not found
 }
 
+// Accepted reports whether the owner got the socket from a listener: this
+// end is the server's.
+func (o Owner) Accepted() bool { return o.Via == OwnerAccept || o.Via == OwnerListener }
+
 // Known reports whether a stack was recorded.
 func (o Origin) Known() bool { return o.StackID >= 0 }
 

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrace/tcptrace/analysis"
 	"github.com/tcptrace/tcptrace/internal/testenv"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
@@ -72,6 +73,9 @@ func TestBPFTimeWaitTakenOver(t *testing.T) {
 			if want := k * (rounds - 1); ended != want {
 				t.Errorf("%d TIME_WAITs ended by a takeover, want %d", ended, want)
 			}
+			if tc.client == "last" {
+				checkServerRoute(t, r, srv, netip.MustParseAddrPort(tc.from).Addr(), k)
+			}
 		})
 	}
 }
@@ -114,4 +118,25 @@ func total(m map[string]int) int {
 		n += v
 	}
 	return n
+}
+
+// checkServerRoute: the leak report counts a server's TIME_WAIT as one route,
+// from its listening address to the client's address, not one a client port.
+func checkServerRoute(t *testing.T, r *recorder, srv netip.AddrPort, client netip.Addr, want int) {
+	t.Helper()
+	var rep analysis.LeakReport
+	var err error
+	r.inRun(func() { rep, err = r.tr.LeakReport(time.Hour, &timeline.Filter{}) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	var found []analysis.TimeWaitRoute
+	for _, route := range rep.TimeWait.Routes {
+		if route.Local.AddrPort == srv || route.Remote.Addr() == client {
+			found = append(found, route)
+		}
+	}
+	if len(found) != 1 || found[0].Client || found[0].Count != want || found[0].Remote.AddrPort != netip.AddrPortFrom(client, 0) {
+		t.Errorf("server TIME_WAIT routes %+v, want one of %d from %v to %v", found, want, srv, client)
+	}
 }
