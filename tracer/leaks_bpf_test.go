@@ -69,6 +69,16 @@ func TestBPFLeaks(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	got := checkLeaksAgainstSS(t, rep, before, good, after, cserver, child)
+	checkLeakAges(t, got[before.PID], got[after.PID], after, threshold)
+	checkSharedLeaks(t, got[after.PID], after, afterConns, child)
+	checkLeakOrigins(t, got[after.PID], got[cserver.PID])
+}
+
+// checkLeaksAgainstSS checks the report's processes and fds against the
+// CLOSE-WAIT sockets ss shows on the servers' addresses, and returns the
+// report's processes by pid.
+func checkLeaksAgainstSS(t *testing.T, rep analysis.LeakReport, before, good, after, cserver *testenv.Peer, child string) map[int]analysis.ProcessLeak {
 	locals := []string{before.ListenAddr(), good.ListenAddr(), after.ListenAddr(), cserver.ListenAddr()}
 	want := ssCloseWaitFDs(t, locals)
 	got := map[int]analysis.ProcessLeak{}
@@ -96,18 +106,27 @@ func TestBPFLeaks(t *testing.T) {
 	if fmt.Sprint(want[mustAtoi(child)]) != "[3 4]" {
 		t.Errorf("the child sharing the sockets holds %v per ss, want fds 3 and 4", want[mustAtoi(child)])
 	}
+	return got
+}
 
+// checkLeakAges checks the ages of the leak from before tracing (p) and of
+// the one the tracer saw (pa), and the verdict on the latter.
+func checkLeakAges(t *testing.T, p, pa analysis.ProcessLeak, after *testenv.Peer, threshold time.Duration) {
 	// Ages: exact when seen entering CLOSE_WAIT, a lower bound before tracing.
-	if p := got[before.PID]; !p.AtLeast || p.Oldest < threshold {
+	if !p.AtLeast || p.Oldest < threshold {
 		t.Errorf("leak older than the tracer: oldest %v, at least %v", p.Oldest, p.AtLeast)
 	}
-	pa := got[after.PID]
 	if pa.AtLeast || pa.Oldest < threshold || pa.Oldest > 30*time.Second {
 		t.Errorf("leak seen by the tracer: oldest %v, at least %v; want exact", pa.Oldest, pa.AtLeast)
 	}
 	if !strings.Contains(render.Verdict(&pa), fmt.Sprintf("pid %d (testpeer) never closed 2 connections", after.PID)) {
 		t.Errorf("verdict %q", render.Verdict(&pa))
 	}
+}
+
+// checkSharedLeaks checks that each leaked socket the server shares with its
+// child names both holders, and that every one is reported.
+func checkSharedLeaks(t *testing.T, pa analysis.ProcessLeak, after *testenv.Peer, afterConns []testenv.Conn, child string) {
 	// A shared socket names every holder.
 	for _, s := range pa.Sockets {
 		var pids []int
@@ -122,7 +141,11 @@ func TestBPFLeaks(t *testing.T) {
 	if len(pa.Sockets) != len(afterConns) {
 		t.Errorf("%d sockets reported for pid %d, want %d", len(pa.Sockets), after.PID, len(afterConns))
 	}
+}
 
+// checkLeakOrigins checks where the Go server (pa) and the C server (pc)
+// accepted their leaked connections.
+func checkLeakOrigins(t *testing.T, pa, pc analysis.ProcessLeak) {
 	// Origins: the accepting function of the Go and of the C server.
 	if len(pa.Origins) != 1 || !strings.HasPrefix(pa.Origins[0].Where, "main.(*peer).serve.func1 (") {
 		t.Errorf("Go server origins: %+v", pa.Origins)
@@ -134,7 +157,6 @@ func TestBPFLeaks(t *testing.T) {
 	if spec, err := btf.LoadKernelSpec(); err == nil && !kernel.HasTaskPtRegs(spec) {
 		caller = "main ("
 	}
-	pc := got[cserver.PID]
 	if len(pc.Origins) != 1 || !strings.HasPrefix(pc.Origins[0].Where, caller) || !strings.Contains(pc.Origins[0].Where, "leakserver.c:") {
 		t.Errorf("C server origins: %+v, want %s...leakserver.c:", pc.Origins, caller)
 	}

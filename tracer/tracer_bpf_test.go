@@ -95,84 +95,104 @@ func TestBPFLifecycle(t *testing.T) {
 			}
 			server, client, srv, cli := testenv.Pair(t, tc.addr)
 
-			// The client's connect() runs in the client; the server's child is
-			// born in the server's listener and accepted by the server.
-			ev := r.waitFor("client CLOSE->SYN_SENT", 5*time.Second, func(ev *tcp.Event) bool {
-				return ev.Kind == tcp.KindTransition && ev.New == tcp.StateSynSent && ev.Remote == cli.Remote && int(ev.Owner.PID) == cli.PID
-			})
-			if ev.Owner.FD != cli.FD || ev.Owner.Via != tcp.OwnerConnect {
-				t.Errorf("SYN_SENT owner = %+v, want fd %d via connect", ev.Owner, cli.FD)
-			}
-			// The local port is not chosen yet: the family is the socket's.
-			if want := tcp.FamilyOf(cli.Remote); ev.Family() != want {
-				t.Errorf("SYN_SENT family %d (local %v), want %d", ev.Family(), ev.Local, want)
-			}
-			r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateSynSent, tcp.StateEstablished))
-			ev = r.waitFor("server LISTEN->SYN_RECV", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateListen, tcp.StateSynRecv))
-			if int(ev.Owner.PID) != srv.PID || ev.Owner.Via != tcp.OwnerListener {
-				t.Errorf("LISTEN->SYN_RECV owner = %+v, want the server %d via its listener", ev.Owner, srv.PID)
-			}
-			r.waitFor("server SYN_RECV->ESTABLISHED", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateSynRecv, tcp.StateEstablished))
-			ev = r.waitFor("server accept", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindAccept, 0, 0))
-			if !ownedBy(ev, srv) || ev.FD != srv.FD {
-				t.Errorf("accept = owner %+v fd %d, want pid %d fd %d", ev.Owner, ev.FD, srv.PID, srv.FD)
-			}
-			agreeWithSS(t, r, cli, tcp.StateEstablished)
-			agreeWithSS(t, r, srv, tcp.StateEstablished)
-
-			// The client closes first: the server's CLOSE_WAIT runs in softirq
-			// or in the client, but belongs to the server.
-			client.Send("close")
-			ev = r.waitFor("client ESTABLISHED->FIN_WAIT1", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateFinWait1))
-			if !ownedBy(ev, cli) {
-				t.Errorf("FIN_WAIT1 owner = %+v, want client pid %d fd %d", ev.Owner, cli.PID, cli.FD)
-			}
-			ev = r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateCloseWait))
-			if !ownedBy(ev, srv) {
-				t.Errorf("CLOSE_WAIT owner = %+v (running %+v), want server pid %d fd %d", ev.Owner, ev.Running, srv.PID, srv.FD)
-			}
-			if ev.InOld <= 0 || ev.OldBeforeTrace {
-				t.Errorf("CLOSE_WAIT: time in ESTABLISHED = %v (lower bound %v), want exact and positive", ev.InOld, ev.OldBeforeTrace)
-			}
-			r.waitFor("client FIN_WAIT1->FIN_WAIT2", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait1, tcp.StateFinWait2))
-			server.Expect("eof")
-			agreeWithSS(t, r, srv, tcp.StateCloseWait)
-
-			// The server closes: it goes through LAST_ACK, the client into TIME_WAIT.
-			server.Send("close")
-			ev = r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateCloseWait, tcp.StateLastAck))
-			if int(ev.Owner.PID) != srv.PID {
-				t.Errorf("LAST_ACK owner = %+v, want server %d", ev.Owner, srv.PID)
-			}
-			r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateLastAck, tcp.StateClose))
-			tw := r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait2, tcp.StateTimeWait))
-			if int(tw.Owner.PID) != cli.PID {
-				t.Errorf("TIME_WAIT owner = %+v, want client %d", tw.Owner, cli.PID)
-			}
-			// The client is an orphan when the server's FIN comes: a walk (one
-			// a second, spaced further by a large socket table) sees the move,
-			// and reads the time left then.
-			if tw.TimeWaitLeft < 55*time.Second || tw.TimeWaitLeft > 61*time.Second {
-				t.Errorf("TIME_WAIT expires in %v, want a little under %v", tw.TimeWaitLeft, timeline.TimeWaitLen)
-			}
-			if s, ok := testenv.SSFind(t, cli.Local, cli.Remote); !ok || s.State != "TIME-WAIT" {
-				t.Errorf("ss shows the client end as %+v (found %v), want TIME-WAIT", s, ok)
-			}
-			for _, ev := range r.snapshot() {
-				if ev.Local == srv.Local && ev.Remote == srv.Remote && ev.New == tcp.StateTimeWait {
-					t.Errorf("the server end, which closed last, entered TIME_WAIT: %+v", ev)
-				}
-			}
-
-			// TIME_WAIT ends when the kernel's timer fires, 60 s after it began.
-			end := r.waitFor("client TIME_WAIT->CLOSE", 75*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateTimeWait, tcp.StateClose))
-			if end.InOld < timeline.TimeWaitLen || end.InOld > timeline.TimeWaitLen+5*time.Second || end.Source != tcp.SourceTimeWait {
-				t.Errorf("TIME_WAIT lasted %v (source %s), want a little over %v", end.InOld, end.Source, timeline.TimeWaitLen)
-			}
-			if _, ok := testenv.SSFind(t, cli.Local, cli.Remote); ok {
-				t.Errorf("ss still lists the client end after the tracer saw TIME_WAIT end")
-			}
+			checkHandshake(t, r, srv, cli)
+			checkClientCloses(t, r, server, client, srv, cli)
+			checkServerCloses(t, r, server, srv, cli)
+			checkTimeWaitEnds(t, r, cli)
 		})
+	}
+}
+
+// checkHandshake follows both ends from connect and accept to ESTABLISHED.
+func checkHandshake(t *testing.T, r *recorder, srv, cli testenv.Conn) {
+	// The client's connect() runs in the client; the server's child is
+	// born in the server's listener and accepted by the server.
+	ev := r.waitFor("client CLOSE->SYN_SENT", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindTransition && ev.New == tcp.StateSynSent && ev.Remote == cli.Remote && int(ev.Owner.PID) == cli.PID
+	})
+	if ev.Owner.FD != cli.FD || ev.Owner.Via != tcp.OwnerConnect {
+		t.Errorf("SYN_SENT owner = %+v, want fd %d via connect", ev.Owner, cli.FD)
+	}
+	// The local port is not chosen yet: the family is the socket's.
+	if want := tcp.FamilyOf(cli.Remote); ev.Family() != want {
+		t.Errorf("SYN_SENT family %d (local %v), want %d", ev.Family(), ev.Local, want)
+	}
+	r.waitFor("client SYN_SENT->ESTABLISHED", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateSynSent, tcp.StateEstablished))
+	ev = r.waitFor("server LISTEN->SYN_RECV", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateListen, tcp.StateSynRecv))
+	if int(ev.Owner.PID) != srv.PID || ev.Owner.Via != tcp.OwnerListener {
+		t.Errorf("LISTEN->SYN_RECV owner = %+v, want the server %d via its listener", ev.Owner, srv.PID)
+	}
+	r.waitFor("server SYN_RECV->ESTABLISHED", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateSynRecv, tcp.StateEstablished))
+	ev = r.waitFor("server accept", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindAccept, 0, 0))
+	if !ownedBy(ev, srv) || ev.FD != srv.FD {
+		t.Errorf("accept = owner %+v fd %d, want pid %d fd %d", ev.Owner, ev.FD, srv.PID, srv.FD)
+	}
+	agreeWithSS(t, r, cli, tcp.StateEstablished)
+	agreeWithSS(t, r, srv, tcp.StateEstablished)
+}
+
+// checkClientCloses has the client close first and follows the client to
+// FIN_WAIT2 and the server to CLOSE_WAIT.
+func checkClientCloses(t *testing.T, r *recorder, server, client *testenv.Peer, srv, cli testenv.Conn) {
+	// The client closes first: the server's CLOSE_WAIT runs in softirq
+	// or in the client, but belongs to the server.
+	client.Send("close")
+	ev := r.waitFor("client ESTABLISHED->FIN_WAIT1", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateFinWait1))
+	if !ownedBy(ev, cli) {
+		t.Errorf("FIN_WAIT1 owner = %+v, want client pid %d fd %d", ev.Owner, cli.PID, cli.FD)
+	}
+	ev = r.waitFor("server ESTABLISHED->CLOSE_WAIT", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateCloseWait))
+	if !ownedBy(ev, srv) {
+		t.Errorf("CLOSE_WAIT owner = %+v (running %+v), want server pid %d fd %d", ev.Owner, ev.Running, srv.PID, srv.FD)
+	}
+	if ev.InOld <= 0 || ev.OldBeforeTrace {
+		t.Errorf("CLOSE_WAIT: time in ESTABLISHED = %v (lower bound %v), want exact and positive", ev.InOld, ev.OldBeforeTrace)
+	}
+	r.waitFor("client FIN_WAIT1->FIN_WAIT2", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait1, tcp.StateFinWait2))
+	server.Expect("eof")
+	agreeWithSS(t, r, srv, tcp.StateCloseWait)
+}
+
+// checkServerCloses has the server close: it goes through LAST_ACK to CLOSE,
+// and the client, not the server, enters TIME_WAIT.
+func checkServerCloses(t *testing.T, r *recorder, server *testenv.Peer, srv, cli testenv.Conn) {
+	// The server closes: it goes through LAST_ACK, the client into TIME_WAIT.
+	server.Send("close")
+	ev := r.waitFor("server CLOSE_WAIT->LAST_ACK", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateCloseWait, tcp.StateLastAck))
+	if int(ev.Owner.PID) != srv.PID {
+		t.Errorf("LAST_ACK owner = %+v, want server %d", ev.Owner, srv.PID)
+	}
+	r.waitFor("server LAST_ACK->CLOSE", 5*time.Second, on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateLastAck, tcp.StateClose))
+	tw := r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait2, tcp.StateTimeWait))
+	if int(tw.Owner.PID) != cli.PID {
+		t.Errorf("TIME_WAIT owner = %+v, want client %d", tw.Owner, cli.PID)
+	}
+	// The client is an orphan when the server's FIN comes: a walk (one
+	// a second, spaced further by a large socket table) sees the move,
+	// and reads the time left then.
+	if tw.TimeWaitLeft < 55*time.Second || tw.TimeWaitLeft > 61*time.Second {
+		t.Errorf("TIME_WAIT expires in %v, want a little under %v", tw.TimeWaitLeft, timeline.TimeWaitLen)
+	}
+	if s, ok := testenv.SSFind(t, cli.Local, cli.Remote); !ok || s.State != "TIME-WAIT" {
+		t.Errorf("ss shows the client end as %+v (found %v), want TIME-WAIT", s, ok)
+	}
+	for _, ev := range r.snapshot() {
+		if ev.Local == srv.Local && ev.Remote == srv.Remote && ev.New == tcp.StateTimeWait {
+			t.Errorf("the server end, which closed last, entered TIME_WAIT: %+v", ev)
+		}
+	}
+}
+
+// checkTimeWaitEnds waits for the client's TIME_WAIT to end and checks how
+// long it lasted and that ss agrees it is gone.
+func checkTimeWaitEnds(t *testing.T, r *recorder, cli testenv.Conn) {
+	// TIME_WAIT ends when the kernel's timer fires, 60 s after it began.
+	end := r.waitFor("client TIME_WAIT->CLOSE", 75*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateTimeWait, tcp.StateClose))
+	if end.InOld < timeline.TimeWaitLen || end.InOld > timeline.TimeWaitLen+5*time.Second || end.Source != tcp.SourceTimeWait {
+		t.Errorf("TIME_WAIT lasted %v (source %s), want a little over %v", end.InOld, end.Source, timeline.TimeWaitLen)
+	}
+	if _, ok := testenv.SSFind(t, cli.Local, cli.Remote); ok {
+		t.Errorf("ss still lists the client end after the tracer saw TIME_WAIT end")
 	}
 }
 

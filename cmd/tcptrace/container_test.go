@@ -30,32 +30,8 @@ import (
 // walks the namespaces its sockets live in.
 func TestBPFNetNSAndContainer(t *testing.T) {
 	testenv.RequireBPF(t)
-	ns := fmt.Sprintf("tcptrace-test-%d", os.Getpid())
-	mustRun(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	mustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
-	var st syscall.Stat_t
-	if err := syscall.Stat("/run/netns/"+ns, &st); err != nil {
-		t.Fatal(err)
-	}
-	nsIno := float64(st.Ino)
-
-	root, err := host.Cgroup2Mount()
-	if err != nil {
-		t.Fatal(err)
-	}
-	idBytes := make([]byte, 32)
-	rand.Read(idBytes)
-	ctr := hex.EncodeToString(idBytes)
-	cg := filepath.Join(root, "docker-"+ctr+".scope")
-	if err := os.Mkdir(cg, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.Remove(cg) }) // after the peers are gone: cleanups run last first
-	if err := syscall.Stat(cg, &st); err != nil {
-		t.Fatal(err)
-	}
-	cgID := float64(st.Ino)
+	ns, nsIno := makeNetNS(t)
+	ctr, cg, cgID := makeContainerCgroup(t)
 
 	// Into the cgroup first: `ip netns exec` mounts another /sys.
 	server := testenv.StartProcess(t, "sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec ip netns exec %s %s server 127.0.0.1:0",
@@ -82,8 +58,59 @@ func TestBPFNetNSAndContainer(t *testing.T) {
 	srv := server.Conn("accepted")
 	client.Send("close")
 	hostClient.Send("close")
+	checkContainerCloseWait(t, []*jsonLines{byNetNS, byContainer}, srv, nsIno, cgID, ctr)
+	server.Send("close")
+	server.Expect("closed")
+	checkNetNSTimeWait(t, []*jsonLines{byNetNS, hostWide}, cli, nsIno)
+	hostWide.stop(t)
+	time.Sleep(time.Second) // what the host pair did has reached both tracers
+	checkOnlyContainer(t, byNetNS, byContainer, nsIno, ctr)
+}
+
+// makeNetNS makes a network namespace with lo up, deleted at the end of the
+// test, and returns its name and inode.
+func makeNetNS(t *testing.T) (ns string, nsIno float64) {
+	t.Helper()
+	ns = fmt.Sprintf("tcptrace-test-%d", os.Getpid())
+	mustRun(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	mustRun(t, "ip", "-n", ns, "link", "set", "lo", "up")
+	var st syscall.Stat_t
+	if err := syscall.Stat("/run/netns/"+ns, &st); err != nil {
+		t.Fatal(err)
+	}
+	return ns, float64(st.Ino)
+}
+
+// makeContainerCgroup makes a cgroup named the way Docker names a
+// container's, removed at the end of the test, and returns the container
+// id, the cgroup's path and its id.
+func makeContainerCgroup(t *testing.T) (ctr, cg string, cgID float64) {
+	t.Helper()
+	root, err := host.Cgroup2Mount()
+	if err != nil {
+		t.Fatal(err)
+	}
+	idBytes := make([]byte, 32)
+	rand.Read(idBytes)
+	ctr = hex.EncodeToString(idBytes)
+	cg = filepath.Join(root, "docker-"+ctr+".scope")
+	if err := os.Mkdir(cg, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(cg) }) // after the peers are gone: cleanups run last first
+	var st syscall.Stat_t
+	if err := syscall.Stat(cg, &st); err != nil {
+		t.Fatal(err)
+	}
+	return ctr, cg, float64(st.Ino)
+}
+
+// checkContainerCloseWait checks that each tracer shows the server's end
+// going into CLOSE_WAIT with its owner, namespace, cgroup and container.
+func checkContainerCloseWait(t *testing.T, tracers []*jsonLines, srv testenv.Conn, nsIno, cgID float64, ctr string) {
 	isCloseWait := func(m map[string]any) bool { return m["new"] == "CLOSE_WAIT" && m["type"] == "transition" }
-	for _, c := range []*jsonLines{byNetNS, byContainer} {
+	for _, c := range tracers {
 		cw := c.next(t, isCloseWait)
 		owner := cw["owner"].(map[string]any)
 		if owner["pid"] != float64(srv.PID) || owner["fd"] != float64(srv.FD) || cw["netns"] != nsIno ||
@@ -91,16 +118,23 @@ func TestBPFNetNSAndContainer(t *testing.T) {
 			t.Errorf("CLOSE_WAIT line %v: want owner pid %d fd %d, netns %v, cgroup %v, container %s", cw, srv.PID, srv.FD, nsIno, cgID, ctr)
 		}
 	}
-	server.Send("close")
-	server.Expect("closed")
-	for _, c := range []*jsonLines{byNetNS, hostWide} {
+}
+
+// checkNetNSTimeWait checks that each tracer follows the namespace's client
+// from FIN_WAIT2 into TIME_WAIT.
+func checkNetNSTimeWait(t *testing.T, tracers []*jsonLines, cli testenv.Conn, nsIno float64) {
+	for _, c := range tracers {
 		tw := c.next(t, func(m map[string]any) bool { return m["new"] == "TIME_WAIT" && m["local"] == cli.Local.String() })
 		if tw["old"] != "FIN_WAIT2" || tw["netns"] != nsIno {
 			t.Errorf("TIME_WAIT line %v: want from FIN_WAIT2 in netns %v", tw, nsIno)
 		}
 	}
-	hostWide.stop(t)
-	time.Sleep(time.Second) // what the host pair did has reached both tracers
+}
+
+// checkOnlyContainer stops the --netns and --container tracers and checks
+// that they showed something, and nothing from outside the namespace or,
+// for --container, the container.
+func checkOnlyContainer(t *testing.T, byNetNS, byContainer *jsonLines, nsIno float64, ctr string) {
 	for name, c := range map[string]*jsonLines{"--netns": byNetNS, "--container": byContainer} {
 		lines := c.stop(t)
 		for _, m := range lines {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -139,27 +140,46 @@ func TestBPFServeMetrics(t *testing.T) {
 		server.Expect("eof")
 	}
 	pid := []string{"pid", fmt.Sprint(server.PID), "comm", "testpeer"}
-	transitions := func(m families, from, to string) float64 {
-		v, _ := m.value("tcptrace_transitions_total", "from", from, "to", to)
-		return v
-	}
+	m, age := checkCloseWaitMetrics(t, url, server, pid, n)
+	checkStandardSeries(t, m)
+	checkCloseWaitAgeGrows(t, url, pid, age)
+	checkServerClosedMetrics(t, url, server, pid, n)
+	checkServeStops(t, cmd, stderr, url)
+}
+
+// transitions is the count of transitions from one state to another in a scrape.
+func transitions(m families, from, to string) float64 {
+	v, _ := m.value("tcptrace_transitions_total", "from", from, "to", to)
+	return v
+}
+
+// checkCloseWaitMetrics waits for the server's n sockets in CLOSE_WAIT and
+// checks the transitions that led there, the count by state and the age of
+// the oldest, which it returns with the scrape.
+func checkCloseWaitMetrics(t *testing.T, url string, server *testenv.Peer, pid []string, n int) (families, float64) {
 	m, body := waitMetrics(t, url, fmt.Sprintf("%d CLOSE_WAIT sockets of pid %d", n, server.PID), func(m families) bool {
 		v, _ := m.value("tcptrace_close_wait_sockets", pid...)
-		return v == n && transitions(m, "ESTABLISHED", "CLOSE_WAIT") == n
+		return v == float64(n) && transitions(m, "ESTABLISHED", "CLOSE_WAIT") == float64(n)
 	})
 	t.Logf("scrape with %d sockets leaked:\n%s", n, tcptraceLines(body))
 	for _, tr := range [][2]string{{"LISTEN", "SYN_RECV"}, {"SYN_RECV", "ESTABLISHED"}} {
-		if got := transitions(m, tr[0], tr[1]); got != n {
+		if got := transitions(m, tr[0], tr[1]); got != float64(n) {
 			t.Errorf("transitions %s -> %s: %v, want %d", tr[0], tr[1], got, n)
 		}
 	}
-	if v, _ := m.value("tcptrace_sockets", "state", "CLOSE_WAIT"); v != n {
+	if v, _ := m.value("tcptrace_sockets", "state", "CLOSE_WAIT"); v != float64(n) {
 		t.Errorf("sockets in CLOSE_WAIT: %v, want %d", v, n)
 	}
 	age, ok := m.value("tcptrace_close_wait_oldest_seconds", pid...)
 	if !ok || age <= 0 {
 		t.Errorf("oldest CLOSE_WAIT age %v (found %v), want > 0", age, ok)
 	}
+	return m, age
+}
+
+// checkStandardSeries checks that a scrape has the tracer's health series
+// and the process's and Go's, and a HELP for each of tcptrace's own.
+func checkStandardSeries(t *testing.T, m families) {
 	for _, s := range []struct {
 		name   string
 		labels []string
@@ -181,24 +201,32 @@ func TestBPFServeMetrics(t *testing.T) {
 			t.Errorf("%s has no HELP", name)
 		}
 	}
+}
 
+// checkCloseWaitAgeGrows checks that the oldest CLOSE_WAIT age, age at the
+// last scrape, has grown 1.5 s later.
+func checkCloseWaitAgeGrows(t *testing.T, url string, pid []string, age float64) {
 	// A little later the oldest is older.
 	time.Sleep(1500 * time.Millisecond)
-	m, _ = waitMetrics(t, url, "the CLOSE_WAIT age", func(m families) bool { _, ok := m.value("tcptrace_close_wait_oldest_seconds", pid...); return ok })
+	m, _ := waitMetrics(t, url, "the CLOSE_WAIT age", func(m families) bool { _, ok := m.value("tcptrace_close_wait_oldest_seconds", pid...); return ok })
 	if later, _ := m.value("tcptrace_close_wait_oldest_seconds", pid...); later < age+1 {
 		t.Errorf("oldest CLOSE_WAIT age went from %v to %v in 1.5 s", age, later)
 	}
+}
 
+// checkServerClosedMetrics has the server close its n sockets and checks
+// that its CLOSE_WAIT series go, and its clients' TIME_WAIT sockets show.
+func checkServerClosedMetrics(t *testing.T, url string, server *testenv.Peer, pid []string, n int) {
 	// The server closes its sockets: its series go.
 	server.Send("close")
 	server.Expect("closed")
-	m, body = waitMetrics(t, url, fmt.Sprintf("pid %d without CLOSE_WAIT", server.PID), func(m families) bool {
+	m, body := waitMetrics(t, url, fmt.Sprintf("pid %d without CLOSE_WAIT", server.PID), func(m families) bool {
 		_, ok := m.value("tcptrace_close_wait_sockets", pid...)
 		tw, _ := m.value("tcptrace_time_wait_sockets", "destination", server.ListenAddr())
-		return !ok && transitions(m, "LAST_ACK", "CLOSE") == n && tw == n
+		return !ok && transitions(m, "LAST_ACK", "CLOSE") == float64(n) && tw == float64(n)
 	})
 	t.Logf("scrape after the server closed:\n%s", tcptraceLines(body))
-	if got := transitions(m, "CLOSE_WAIT", "LAST_ACK"); got != n {
+	if got := transitions(m, "CLOSE_WAIT", "LAST_ACK"); got != float64(n) {
 		t.Errorf("transitions CLOSE_WAIT -> LAST_ACK: %v, want %d", got, n)
 	}
 	if v, _ := m.value("tcptrace_sockets", "state", "CLOSE_WAIT"); v != 0 {
@@ -207,7 +235,11 @@ func TestBPFServeMetrics(t *testing.T) {
 	if _, ok := m.value("tcptrace_close_wait_oldest_seconds", pid...); ok {
 		t.Error("the server's CLOSE_WAIT age outlived its sockets")
 	}
+}
 
+// checkServeStops stops `tcptrace serve` with SIGTERM and checks it ends
+// cleanly, having said where its metrics were.
+func checkServeStops(t *testing.T, cmd *exec.Cmd, stderr *bytes.Buffer, url string) {
 	cmd.Process.Signal(syscall.SIGTERM)
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("after SIGTERM: %v; stderr: %s", err, stderr.String())
