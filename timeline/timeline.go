@@ -403,7 +403,7 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 		// The peer's FIN reached an orphan: its timer restarted at TIME_WAIT's length.
 		ev.New = tcp.StateTimeWait
 		ev.Time = s.Expiry.Add(-TimeWaitLen)
-		ev.TimeWaitLeft = s.Expiry.Sub(s.At)
+		ev.TimeWaitLeft = s.Expiry.Sub(ev.Time) // from the line's time, as every line counts it
 		c.timeInOld(ev)
 		c.enter(tcp.StateTimeWait, ev.Time, true)
 		t.setTimeWait(c, s)

@@ -180,9 +180,11 @@ func TestTimelineOrphanFinWait2(t *testing.T) {
 	if got := s.checks(1100 * time.Millisecond); len(got) != 1 {
 		t.Fatalf("orphan not checked again after a second: %v", got)
 	}
-	// The peer's FIN restarted the timer at TIME_WAIT's length: that dates the entry.
+	// The peer's FIN restarted the timer at TIME_WAIT's length: that dates
+	// the entry, and the time left counts from it (the line's time plus
+	// what is left is when the timer fires, as on every line).
 	s.tw(4, 5*time.Second, true, tcp.StateTimeWait, 64*time.Second)
-	s.want(t, "4 transition FIN_WAIT2->TIME_WAIT owner=10/3 in=4s src=timewait left=59s")
+	s.want(t, "4 transition FIN_WAIT2->TIME_WAIT owner=10/3 in=4s src=timewait left=1m0s")
 }
 
 func TestTimelineAcceptAfterCloseWait(t *testing.T) {

@@ -194,6 +194,13 @@ func checkTimeWaitEnds(t *testing.T, r *recorder, cli testenv.Conn) {
 	if _, ok := testenv.SSFind(t, cli.Local, cli.Remote); ok {
 		t.Errorf("ss still lists the client end after the tracer saw TIME_WAIT end")
 	}
+	// The line that entered TIME_WAIT said when its timer would fire,
+	// counted from the line's own time: the timer fires then or a wheel
+	// bucket later (up to 2 s at HZ=250, 5 s at HZ=100), never before.
+	entry := r.waitFor("client FIN_WAIT2->TIME_WAIT", time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait2, tcp.StateTimeWait))
+	if off := end.Time.Sub(entry.Time.Add(entry.TimeWaitLeft)); off < -150*time.Millisecond || off > 5500*time.Millisecond {
+		t.Errorf("TIME_WAIT ended %v after the time left shown on entry (%v) ran out", off, entry.TimeWaitLeft)
+	}
 }
 
 // TestBPFPidFilter checks that --pid shows every transition of that process's
