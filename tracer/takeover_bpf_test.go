@@ -64,10 +64,10 @@ func TestBPFTimeWaitTakenOver(t *testing.T) {
 			ended := 0
 			for _, ev := range r.snapshot() {
 				// From TIME_WAIT, or from FIN_WAIT2 where the server's socket
-			// was an orphan handed to a timewait socket before the
-			// client's FIN (that move shows at the next walk).
-			if ev.Kind == tcp.KindTransition && ev.Source == tcp.SourceTimeWait && ev.New == tcp.StateClose &&
-				(ev.Old == tcp.StateTimeWait || ev.Old == tcp.StateFinWait2) && mine(ev.Local, ev.Remote) {
+				// was an orphan handed to a timewait socket before the
+				// client's FIN (that move shows at the next walk).
+				if ev.Kind == tcp.KindTransition && ev.Source == tcp.SourceTimeWait && ev.New == tcp.StateClose &&
+					(ev.Old == tcp.StateTimeWait || ev.Old == tcp.StateFinWait2) && mine(ev.Local, ev.Remote) {
 					ended++
 					if ev.InOld < 0 || ev.InOld > 15*time.Second {
 						t.Errorf("TIME_WAIT of %v -> %v ended after %v: not when its tuple was taken over", ev.Local, ev.Remote, ev.InOld)
