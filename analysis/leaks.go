@@ -290,6 +290,11 @@ func originPlace(frames []tcp.Frame) (where string, known bool) {
 		return "unknown (created before tracing started, or no stack was recorded)", false
 	}
 	for _, f := range frames {
+		if name := interpreter(f.Module); name != "" {
+			// Its frames are the interpreter's C code, the same for every
+			// socket the script opens: say so rather than name one.
+			return fmt.Sprintf("the %s interpreter (the frames are its own; tcptrace does not read the script's stack)", name), true
+		}
 		if f.Func != "" && !isLibraryFrame(f) {
 			return f.String(), true
 		}
@@ -300,6 +305,25 @@ func originPlace(frames []tcp.Frame) (where string, known bool) {
 		}
 	}
 	return fmt.Sprintf("unknown: %s gives no symbols", frames[0].Module), false
+}
+
+// interpreters are the language runtimes whose own code runs a script's
+// connect() and accept(): binaries and libraries named so.
+var interpreters = []string{"python", "ruby", "perl", "php", "node", "java", "lua"}
+
+// interpreter names the interpreter a module is ("python3.11", say), or "".
+func interpreter(module string) string {
+	name := module[strings.LastIndex(module, "/")+1:]
+	name = strings.TrimPrefix(name, "lib")
+	if i := strings.Index(name, ".so"); i >= 0 {
+		name = name[:i]
+	}
+	for _, lang := range interpreters {
+		if strings.HasPrefix(name, lang) {
+			return name
+		}
+	}
+	return ""
 }
 
 // isLibraryFrame reports frames of the Go standard library and runtime, and

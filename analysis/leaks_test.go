@@ -155,3 +155,21 @@ func TestReadBack(t *testing.T) {
 		t.Errorf("read back %+v from %s", out, b)
 	}
 }
+
+// TestOriginOfAScript: a script's sockets are created in its interpreter's
+// C code, which is said, not named as the place to fix.
+func TestOriginOfAScript(t *testing.T) {
+	for _, tc := range []struct {
+		frames []tcp.Frame
+		want   string
+	}{
+		{[]tcp.Frame{{Func: "accept4", Module: "/usr/lib/x86_64-linux-gnu/libc.so.6"}, {Func: "sock_accept", Module: "/usr/bin/python3.11"}}, "the python3.11 interpreter"},
+		{[]tcp.Frame{{Func: "accept4", Module: "/usr/lib/x86_64-linux-gnu/libc.so.6"}, {Func: "rb_io_x", Module: "/usr/lib/x86_64-linux-gnu/libruby-3.1.so.3.1"}}, "the ruby-3.1 interpreter"},
+		{[]tcp.Frame{{Func: "main.serve", File: "/src/main.go", Line: 3, Module: "/srv/api"}}, "main.serve (/src/main.go:3)"},
+	} {
+		where, known := originPlace(tc.frames)
+		if !strings.HasPrefix(where, tc.want) || !known {
+			t.Errorf("%v: %q (known %v), want %q", tc.frames, where, known, tc.want)
+		}
+	}
+}

@@ -33,7 +33,10 @@ type mapping struct {
 	path               string
 }
 
-// readMaps lists the executable file mappings of a process.
+// readMaps lists the executable mappings of a process: files, and the
+// anonymous ones (JIT code, the vdso) that no symbol table covers. By hand,
+// not through prometheus/procfs: this package builds on every OS, and
+// procfs's maps reader does not build on Windows.
 func readMaps(pid uint32) ([]mapping, error) {
 	f, err := os.Open(fmt.Sprintf("/proc/%d/maps", pid))
 	if err != nil {
@@ -43,44 +46,69 @@ func readMaps(pid uint32) ([]mapping, error) {
 	var out []mapping
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		// start-end perms offset dev inode path
+		// start-end perms offset dev inode [path]
 		fields := strings.Fields(sc.Text())
-		if len(fields) < 6 || !strings.Contains(fields[1], "x") || !strings.HasPrefix(fields[5], "/") {
+		if len(fields) < 5 || !strings.Contains(fields[1], "x") {
 			continue
 		}
 		bounds := strings.SplitN(fields[0], "-", 2)
+		if len(bounds) != 2 {
+			continue
+		}
 		start, _ := strconv.ParseUint(bounds[0], 16, 64)
 		end, _ := strconv.ParseUint(bounds[1], 16, 64)
 		off, _ := strconv.ParseUint(fields[2], 16, 64)
 		inode, _ := strconv.ParseUint(fields[4], 10, 64)
-		out = append(out, mapping{start: start, end: end, offset: off, inode: inode, path: fields[5]})
+		m := mapping{start: start, end: end, offset: off, inode: inode}
+		if len(fields) >= 6 {
+			m.path = fields[5]
+		}
+		out = append(out, m)
 	}
 	return out, sc.Err()
 }
 
+// userTop bounds the user half of x86-64's address space: an address at or
+// above it is no return address of a user stack.
+const userTop = 1 << 47
+
 // Frames symbolizes a stack of process pid: addrs[0] is where it was, the
-// rest are return addresses. A process that is gone gives bare addresses.
+// rest are return addresses. The stack ends at the first address that
+// cannot be one (zero, not a user address, or outside every executable
+// mapping of a process still there): a frame-pointer walk that ran past
+// the stack's last frame reads junk. A process that is gone gives bare
+// addresses.
 func (s *Symbolizer) Frames(pid uint32, addrs []uint64) []tcp.Frame {
 	maps, _ := readMaps(pid)
-	frames := make([]tcp.Frame, len(addrs))
+	frames := make([]tcp.Frame, 0, len(addrs))
 	for i, addr := range addrs {
-		frames[i] = tcp.Frame{Addr: addr}
-		lookup := addr
-		if i > 0 && lookup > 0 {
-			lookup-- // a return address: the call is the instruction before it
-		}
-		for _, m := range maps {
-			if addr < m.start || addr >= m.end {
-				continue
-			}
-			frames[i].Module = m.path
-			if b := s.binary(pid, m); b != nil {
-				b.symbolize(lookup-m.start+m.offset, &frames[i])
-			}
+		m := mappingOf(maps, addr)
+		if addr == 0 || addr >= userTop || len(maps) > 0 && m == nil {
 			break
 		}
+		f := tcp.Frame{Addr: addr}
+		lookup := addr
+		if i > 0 {
+			lookup-- // a return address: the call is the instruction before it
+		}
+		if m != nil && strings.HasPrefix(m.path, "/") {
+			f.Module = m.path
+			if b := s.binary(pid, *m); b != nil {
+				b.symbolize(lookup-m.start+m.offset, &f)
+			}
+		}
+		frames = append(frames, f)
 	}
 	return frames
+}
+
+func mappingOf(maps []mapping, addr uint64) *mapping {
+	for i := range maps {
+		if addr >= maps[i].start && addr < maps[i].end {
+			return &maps[i]
+		}
+	}
+	return nil
 }
 
 func (s *Symbolizer) binary(pid uint32, m mapping) *binary {

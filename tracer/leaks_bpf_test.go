@@ -474,3 +474,33 @@ func TestBPFOriginRate(t *testing.T) {
 		t.Errorf("%d origins counted as skipped, but %d accepts had none", skipped, without)
 	}
 }
+
+// TestBPFLeakOriginScript: a script's leak is created in its interpreter's
+// own code (here Perl's): the origin names the interpreter, and stops where
+// the stack does, not in the junk a frame-pointer walk reads past its end.
+func TestBPFLeakOriginScript(t *testing.T) {
+	r := startTracer(t, Config{})
+	server := testenv.StartProcess(t, "perl", "testdata/leakserver.pl")
+	client := testenv.StartPeer(t, "client", server.ListenAddr())
+	client.Expect("connected")
+	conn := server.Conn("accepted")
+	client.Send("close")
+	r.waitFor("Perl server CLOSE_WAIT", 5*time.Second, on(conn.Local, conn.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateCloseWait))
+	rep := r.report(0)
+	for _, p := range rep.Processes {
+		if int(p.PID) != server.PID {
+			continue
+		}
+		t.Logf("origin %s: %v", p.Origins[0].Where, p.Origins[0].Frames)
+		if len(p.Origins) != 1 || !strings.HasPrefix(p.Origins[0].Where, "the perl") {
+			t.Errorf("Perl server origins: %+v, want the perl interpreter", p.Origins)
+		}
+		for _, f := range p.Origins[0].Frames {
+			if f.Addr >= 1<<47 || f.Module == "" {
+				t.Errorf("origin frame %+v: no return address of this process", f)
+			}
+		}
+		return
+	}
+	t.Errorf("no leak of the Perl server %d in %+v", server.PID, rep.Processes)
+}
