@@ -119,6 +119,7 @@ type OriginCount struct {
 type LeakedSocket struct {
 	Conn    uint64        `json:"conn"`
 	Inode   uint64        `json:"inode"`
+	NetNS   uint32        `json:"netns"` // the network namespace's inode number
 	Local   tcp.Endpoint  `json:"local"`
 	Remote  tcp.Endpoint  `json:"remote"`
 	Age     time.Duration `json:"age_ns"`
@@ -150,7 +151,7 @@ func BuildLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP
 			continue
 		}
 		sock := LeakedSocket{
-			Conn: s.Cookie, Inode: s.Inode, Local: tcp.Endpoint{AddrPort: s.Local}, Remote: tcp.Endpoint{AddrPort: s.Remote},
+			Conn: s.Cookie, Inode: s.Inode, NetNS: s.NetNS, Local: tcp.Endpoint{AddrPort: s.Local}, Remote: tcp.Endpoint{AddrPort: s.Remote},
 			Age: age, AtLeast: atLeast, Holders: s.Holders,
 		}
 		if c != nil && origin != nil {

@@ -188,3 +188,37 @@ func procInNetNS(ino uint64) string {
 	}
 	return ""
 }
+
+// NetNS is a network namespace: its inode number, and a path that opens it.
+type NetNS struct {
+	Inode uint32
+	Path  string
+}
+
+// NetNamespaces lists every network namespace a process is in, or that
+// `ip netns add` named (it may hold sockets with no process), once each.
+func NetNamespaces() []NetNS {
+	seen := map[uint32]bool{}
+	var out []NetNS
+	add := func(ino uint32, path string) {
+		if ino != 0 && !seen[ino] {
+			seen[ino] = true
+			out = append(out, NetNS{Inode: ino, Path: path})
+		}
+	}
+	procs, _ := procfs.AllProcs()
+	for _, p := range procs {
+		if ns, err := p.Namespaces(); err == nil {
+			add(ns["net"].Inode, fmt.Sprintf("/proc/%d/ns/net", p.PID))
+		}
+	}
+	named, _ := os.ReadDir("/run/netns")
+	for _, e := range named {
+		path := filepath.Join("/run/netns", e.Name())
+		var st unix.Stat_t
+		if unix.Stat(path, &st) == nil {
+			add(uint32(st.Ino), path)
+		}
+	}
+	return out
+}

@@ -40,7 +40,10 @@ const pruneAfter = 2 * time.Minute
 const netnsFollowedMax = 1024
 
 func newNamespaces(walked *os.File) (*namespaces, error) {
-	path := "/proc/self/ns/net"
+	// The calling thread's: after a walk inside another namespace, the
+	// main thread may be the one left there for good (a locked goroutine
+	// that ends on it wedges it), and /proc/self shows the main thread's.
+	path := "/proc/thread-self/ns/net"
 	if walked != nil {
 		path = fmt.Sprintf("/proc/self/fd/%d", walked.Fd())
 	}

@@ -112,42 +112,22 @@ func (it *iterators) socketOf(r *tcptraceSockRecord, at time.Time) tcp.Socket {
 	return s
 }
 
-// WalkTable lists every TCP socket of the walked network namespace with
-// the processes that hold it, and stores in the kernel the owners it did
-// not know yet, so that softirq transitions of existing sockets are
-// credited to them.
-func (k *Kernel) WalkTable() ([]tcp.Socket, error) {
-	table, listeners, err := k.walkTables()
-	if err != nil {
-		return nil, err
-	}
-	k.teachOwners(table, listeners)
-	return table, nil
-}
-
-// walkTables lists every TCP socket of the walked network namespace with
-// its holders, and the listening sockets' fds.
-func (k *Kernel) walkTables() ([]tcp.Socket, []tcptraceFileRecord, error) {
+// WalkTable lists every TCP socket with the processes that hold it, and
+// the network namespaces it walked: every one on the host (Options.NetNS
+// unset, with CAP_SYS_ADMIN to enter them), else the one it walks. It
+// stores in the kernel the owners it did not know yet, so that softirq
+// transitions of existing sockets are credited to them.
+func (k *Kernel) WalkTable() (table []tcp.Socket, walked []uint32, err error) {
 	k.tableWalks++
-	holders := make(map[uint64][]tcp.Owner)
-	var listeners []tcptraceFileRecord
-	err := readRecords(nil, k.iters.files, func(r *tcptraceFileRecord) {
-		if r.State == uint8(tcp.StateListen) {
-			listeners = append(listeners, *r)
-		}
-		holders[r.Inode] = append(holders[r.Inode], tcp.Owner{
-			PID: r.Pid, Comm: k.dec.comms.name(r.Comm), FD: r.Fd, Via: tcp.OwnerSeed,
-			Cgroup: r.Cgroup, Container: k.dec.containerOf(r.Cgroup, r.Pid),
-		})
-	})
+	holders, listeners, err := k.walkFiles()
 	if err != nil {
 		return nil, nil, err
 	}
 	at := time.Now()
 	// Sized from the last walk: growing a slice of 100,000 sockets
 	// copied more than the walk read.
-	table := make([]tcp.Socket, 0, k.lastTableLen+k.lastTableLen/8)
-	err = readRecords(k.iters.netns, k.iters.tcp, func(r *tcptraceSockRecord) {
+	table = make([]tcp.Socket, 0, k.lastTableLen+k.lastTableLen/8)
+	keep := func(r *tcptraceSockRecord) {
 		s := k.iters.socketOf(r, at)
 		if s.Inode != 0 {
 			s.Holders = holders[s.Inode]
@@ -159,12 +139,54 @@ func (k *Kernel) walkTables() ([]tcp.Socket, []tcptraceFileRecord, error) {
 			})
 		}
 		table = append(table, s)
-	})
-	if err != nil {
+	}
+	if err := readRecords(k.iters.netns, k.iters.tcp, keep); err != nil {
 		return nil, nil, err
 	}
+	walked = append(walked, k.netns.walked)
+	if k.opts.NetNS == "" && k.netns.follow {
+		walked = k.walkOtherNamespaces(keep, walked)
+	}
 	k.lastTableLen = len(table)
-	return table, listeners, nil
+	k.teachOwners(table, listeners)
+	return table, walked, nil
+}
+
+// walkOtherNamespaces lists the sockets of every network namespace but the
+// one walked first; one that cannot be entered (gone since it was listed)
+// is skipped.
+func (k *Kernel) walkOtherNamespaces(keep func(*tcptraceSockRecord), walked []uint32) []uint32 {
+	for _, ns := range host.NetNamespaces() {
+		if ns.Inode == k.netns.walked {
+			continue
+		}
+		f, err := os.Open(ns.Path)
+		if err != nil {
+			continue
+		}
+		if readRecords(f, k.iters.tcp, keep) == nil {
+			walked = append(walked, ns.Inode)
+		}
+		f.Close()
+	}
+	return walked
+}
+
+// walkFiles lists the processes holding each socket (by inode), and the
+// listening sockets' fds.
+func (k *Kernel) walkFiles() (map[uint64][]tcp.Owner, []tcptraceFileRecord, error) {
+	holders := make(map[uint64][]tcp.Owner)
+	var listeners []tcptraceFileRecord
+	err := readRecords(nil, k.iters.files, func(r *tcptraceFileRecord) {
+		if r.State == uint8(tcp.StateListen) {
+			listeners = append(listeners, *r)
+		}
+		holders[r.Inode] = append(holders[r.Inode], tcp.Owner{
+			PID: r.Pid, Comm: k.dec.comms.name(r.Comm), FD: r.Fd, Via: tcp.OwnerSeed,
+			Cgroup: r.Cgroup, Container: k.dec.containerOf(r.Cgroup, r.Pid),
+		})
+	})
+	return holders, listeners, err
 }
 
 // teachOwners stores in the kernel the owners it does not know yet.

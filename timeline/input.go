@@ -27,6 +27,10 @@ type Table struct {
 	// timeline then corrects what it had wrong.
 	Repair  bool
 	Sockets []tcp.Socket
+	// NetNS are the network namespaces the walk listed: a connection of
+	// another one is not judged by it. nil: unknown (traces made before
+	// tcptrace walked every namespace), every connection is.
+	NetNS []uint32
 }
 
 // StatsAt are the tracer's counts at a moment.
@@ -54,7 +58,7 @@ func (t *Timeline) Feed(in *Input, emit func(*tcp.Event)) {
 		t.ApplyTimeWait(in.TimeWait, emit)
 	case InputTable:
 		if in.Table.Repair {
-			t.Reconcile(in.Table.Sockets, in.Table.At, emit)
+			t.Reconcile(&in.Table, emit)
 		}
 		t.LastTable = in.Table
 		if t.OnTable != nil {

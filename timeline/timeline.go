@@ -559,17 +559,20 @@ func (t *Timeline) FlushHeld(emit func(*tcp.Event)) {
 	}
 }
 
-// Reconcile compares the timeline with the kernel's socket table, taken after
-// events were missed, and emits a repair for every connection left wrong.
-// Only connections that did not change since takenAt are judged.
-func (t *Timeline) Reconcile(table []tcp.Socket, takenAt time.Time, emit func(*tcp.Event)) {
+// Reconcile compares the timeline with a walk of the kernel's socket table,
+// taken after events were missed, and emits a repair for every connection
+// left wrong. Only connections that did not change since the walk, in the
+// network namespaces it walked, are judged.
+func (t *Timeline) Reconcile(walk *Table, emit func(*tcp.Event)) {
+	table, takenAt := walk.Sockets, walk.At
 	inTable := make(map[uint64]*tcp.Socket, len(table))
 	for i := range table {
 		inTable[table[i].Cookie] = &table[i]
 	}
 	for _, cookie := range slices.Sorted(maps.Keys(t.conns)) {
 		c := t.conns[cookie]
-		if t.held[c.Cookie] != nil || c.lastUpdate >= takenAt.UnixNano() {
+		if t.held[c.Cookie] != nil || c.lastUpdate >= takenAt.UnixNano() ||
+			walk.NetNS != nil && !slices.Contains(walk.NetNS, c.NetNS) {
 			continue
 		}
 		s := inTable[cookie]

@@ -235,10 +235,26 @@ func TestTimelineReconcile(t *testing.T) {
 		{Cookie: 9, State: tcp.StateFinWait1},                // changed after the walk began: not judged
 	}
 	// Cookie 8 is gone from the table: its close was missed.
-	s.tl.Reconcile(table, t0.Add(5*time.Second), s.emit)
+	s.tl.Reconcile(&Table{Sockets: table, At: t0.Add(5 * time.Second)}, s.emit)
 	s.want(t,
 		"7 transition ESTABLISHED->CLOSE_WAIT owner=10/3 in=4.999s src=repair",
 		"8 transition ESTABLISHED->CLOSE owner=10/3 in=4.999s src=repair")
+}
+
+// TestReconcileOnlyWalkedNamespaces: a connection of a network namespace
+// the walk did not list is not judged gone.
+func TestReconcileOnlyWalkedNamespaces(t *testing.T) {
+	s := newScript()
+	for cookie, netns := range map[uint64]uint32{1: 100, 2: 200} {
+		s.tl.Apply(&tcp.Event{Kind: tcp.KindTransition, Cookie: cookie, NetNS: netns, Time: t0, Old: tcp.StateSynSent,
+			New: tcp.StateEstablished, Owner: client, FD: -1}, s.emit)
+	}
+	s.out = nil
+	s.tl.Reconcile(&Table{At: t0.Add(time.Second), NetNS: []uint32{100}}, s.emit)
+	s.want(t, "1 transition ESTABLISHED->CLOSE owner=10/3 in=1s src=repair")
+	if s.tl.Conn(2) == nil {
+		t.Error("the connection of a namespace not walked was dropped")
+	}
 }
 
 // TestFamilyBeforeAPort: an IPv4 connect's first transition has no local

@@ -182,6 +182,11 @@ func (rd *Reader) Next(in *timeline.Input) error {
 			for i := range in.Table.Sockets {
 				rd.dec.socket(&in.Table.Sockets[i])
 			}
+			if len(rd.dec.b) > 0 { // absent from traces of older tcptraces
+				for n := rd.dec.count(); n > 0; n-- {
+					in.Table.NetNS = append(in.Table.NetNS, uint32(rd.dec.uvarint()))
+				}
+			}
 			rd.Last = in.Table.At
 		case recStats:
 			in.Kind = timeline.InputStats

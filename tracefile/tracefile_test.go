@@ -28,7 +28,7 @@ func sampleInputs() []timeline.Input {
 	tw := sock
 	tw.Cookie, tw.State, tw.Holders, tw.LastReceived, tw.TimeWaitExpiry = 10, tcp.StateTimeWait, nil, time.Time{}, t0.Add(time.Minute)
 	return []timeline.Input{
-		{Kind: timeline.InputTable, Table: timeline.Table{At: t0, Sockets: []tcp.Socket{sock, tw}}},
+		{Kind: timeline.InputTable, Table: timeline.Table{At: t0, Sockets: []tcp.Socket{sock, tw}, NetNS: []uint32{4026531840, 4026532999}}},
 		{Kind: timeline.InputEvent, Event: tcp.Event{
 			Kind: tcp.KindTransition, Time: t0.Add(time.Second), Cookie: 9, Inode: 1234, NetNS: 4026531840, Local: local, Remote: remote,
 			Old: tcp.StateEstablished, New: tcp.StateCloseWait, Running: tcp.Task{PID: 5, TID: 6, Comm: "client"},

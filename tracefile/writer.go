@@ -159,6 +159,11 @@ func (w *Writer) Record(in *timeline.Input) error {
 		for i := range in.Table.Sockets {
 			w.enc.socket(&in.Table.Sockets[i])
 		}
+		// Added at the end: older readers skip it.
+		w.enc.uvarint(uint64(len(in.Table.NetNS)))
+		for _, ns := range in.Table.NetNS {
+			w.enc.uvarint(uint64(ns))
+		}
 		return w.write(recTable)
 	case timeline.InputStats:
 		st := &in.Stats

@@ -42,8 +42,10 @@ func TestBPFTimeWaitTakenOver(t *testing.T) {
 	for _, tc := range []struct {
 		name, closer, client, from string
 	}{
-		{"connect reuses the client's", "last", "first", "127.0.0.2:31000"},
-		{"SYN reopens the server's", "first", "last", "127.0.0.3:32000"},
+		// Client addresses of their own: TIME_WAITs of earlier runs, to
+		// other server ports, stay a minute.
+		{"connect reuses the client's", "last", "first", fmt.Sprintf("127.1.%d.%d:31000", os.Getpid()%250, time.Now().Unix()%250+1)},
+		{"SYN reopens the server's", "first", "last", fmt.Sprintf("127.2.%d.%d:32000", os.Getpid()%250, time.Now().Unix()%250+1)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()

@@ -248,11 +248,11 @@ func discard(*tcp.Event) {}
 // WalkTable walks the socket and fd tables now and feeds the result to the
 // timeline (and the recorder). Call it from Run's goroutine.
 func (t *Tracer) WalkTable() ([]tcp.Socket, error) {
-	table, err := t.k.WalkTable()
+	table, walked, err := t.k.WalkTable()
 	if err != nil {
 		return nil, err
 	}
-	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: time.Now(), Sockets: table}}
+	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: time.Now(), Sockets: table, NetNS: walked}}
 	return table, t.feed(&in, discard)
 }
 
@@ -280,7 +280,7 @@ func (t *Tracer) apply(raw []byte, emit func(*tcp.Event)) error {
 	t.k.NoteNetNS(ev.NetNS, pid, ev.Time)
 	if ev.Kind == tcp.KindBindFail && time.Since(t.lastPortWalk) >= time.Second {
 		t.lastPortWalk = time.Now()
-		if table, err := t.k.WalkTable(); err == nil {
+		if table, _, err := t.k.WalkTable(); err == nil {
 			ev.PortHolders = analysis.PortHolders(table, ev.NetNS, ev.Local)
 		}
 	}
@@ -318,14 +318,14 @@ func (t *Tracer) checkLoss(emit func(*tcp.Event)) error {
 	}
 	t.missedRepaired = missed
 	takenAt := time.Now()
-	table, err := t.k.WalkTable()
+	table, walked, err := t.k.WalkTable()
 	if err != nil {
 		return err
 	}
 	if err := t.drain(emit); err != nil {
 		return err
 	}
-	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: takenAt, Repair: true, Sockets: table}}
+	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: takenAt, Repair: true, Sockets: table, NetNS: walked}}
 	return t.feed(&in, func(ev *tcp.Event) {
 		t.stats.Repairs++
 		emit(ev)

@@ -12,11 +12,11 @@ import (
 
 // seed emits every connection that exists as tracing starts.
 func (t *Tracer) seed(emit func(*tcp.Event)) error {
-	table, err := t.k.WalkTable()
+	table, walked, err := t.k.WalkTable()
 	if err != nil {
 		return err
 	}
-	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: t.timeline.Started(), Sockets: table}}
+	in := timeline.Input{Kind: timeline.InputTable, Table: timeline.Table{At: t.timeline.Started(), Sockets: table, NetNS: walked}}
 	if err := t.feed(&in, emit); err != nil {
 		return err
 	}

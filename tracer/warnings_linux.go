@@ -21,7 +21,7 @@ func (t *Tracer) Warnings(stacks bool) []string {
 		out = append(out, "this kernel lets tracing programs not ask for socket cookies (Linux 5.12+): tcptrace numbers connections itself, so their ids are not the cookies ss -e shows")
 	}
 	if !t.k.FollowsNetNS() {
-		out = append(out, "without CAP_SYS_ADMIN, other network namespaces (containers) cannot be walked: their orphaned sockets that get the peer's FIN show CLOSE, not TIME_WAIT")
+		out = append(out, "without CAP_SYS_ADMIN, other network namespaces (containers) cannot be walked: leaks, the metrics and existing connections cover tcptrace's own only, and orphaned sockets elsewhere that get the peer's FIN show CLOSE, not TIME_WAIT")
 	}
 	if caps, err := host.EffectiveCaps(); stacks && err == nil && !host.Caps(caps).Has(host.CapSysPtrace) {
 		out = append(out, "without CAP_SYS_PTRACE, the stacks where other users' processes created connections are shown as bare addresses")

@@ -41,7 +41,7 @@ done
 # The guest has no Go toolchain and no C compiler: everything is static.
 root=$out/root
 rm -rf "$root"
-mkdir -p "$root"/{bin,vmtest,proc,sys,dev,tmp,boot,etc}
+mkdir -p "$root"/{bin,vmtest,proc,sys,dev,tmp,boot,etc,run}
 export CGO_ENABLED=0
 go build -o "$root/vmtest/tcptrace" ./cmd/tcptrace
 go build -o "$root/vmtest/testpeer" ./internal/testpeer
@@ -52,9 +52,11 @@ cc -g -O0 -fno-omit-frame-pointer -o "$root/vmtest/leakserver" tracer/testdata/l
 cp vmtest/tests "$root/vmtest/tests"
 install -m 0755 vmtest/init "$root/init"
 cp "$(command -v busybox)" "$root/bin/busybox"
-# ss, which the tests compare with, and the libraries of the dynamic binaries.
+# ss, which the tests compare with, iproute2's ip (busybox's has no netns),
+# and the libraries of the dynamic binaries.
 cp "$(command -v ss)" "$root/bin/ss"
-for lib in $(ldd "$root/bin/ss" "$root/vmtest/leakserver" | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+cp "$(command -v ip)" "$root/bin/ip"
+for lib in $(ldd "$root/bin/ss" "$root/bin/ip" "$root/vmtest/leakserver" | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
 	mkdir -p "$root$(dirname "$lib")"
 	cp -L "$lib" "$root$lib"
 done

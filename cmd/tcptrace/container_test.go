@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tcptrace/tcptrace/analysis"
 	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/internal/testenv"
 )
@@ -214,4 +215,57 @@ func (j *jsonLines) stop(t *testing.T) []map[string]any {
 		t.Errorf("after SIGINT: %v; stderr: %s", err, j.stderr)
 	}
 	return j.seen
+}
+
+// TestBPFLeakInANamespace: a CLOSE_WAIT leak inside a network namespace the
+// test makes, there before tcptrace starts, shows in `leaks` and in the
+// metrics with no flag given, with the fds ss shows inside the namespace.
+func TestBPFLeakInANamespace(t *testing.T) {
+	testenv.RequireBPF(t)
+	ns, nsIno := makeNetNS(t)
+	server := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "server", "127.0.0.1:0")
+	client := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "client", server.ListenAddr())
+	client.Expect("connected")
+	srv := server.Conn("accepted")
+	client.Send("close")
+	server.Expect("eof")
+	var ssFDs []int32
+	for _, s := range testenv.SSListIn(t, ns) {
+		if s.State == "CLOSE-WAIT" && s.Local == server.ListenAddr() {
+			ssFDs = append(ssFDs, s.FD)
+		}
+	}
+	if fmt.Sprint(ssFDs) != fmt.Sprint([]int32{srv.FD}) {
+		t.Fatalf("ss in the namespace lists CLOSE-WAIT fds %v, want [%d]", ssFDs, srv.FD)
+	}
+	time.Sleep(1100 * time.Millisecond)
+
+	stdout, stderr, code := runTcptrace(t, nil, "leaks", "--once", "--json", "--threshold", "1s")
+	if code != exitLeaks {
+		t.Fatalf("leaks: exit %d, want %d; stderr: %s", code, exitLeaks, stderr)
+	}
+	var rep analysis.LeakReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("not one JSON report: %v\n%s", err, stdout)
+	}
+	found := false
+	for _, p := range rep.Processes {
+		if int(p.PID) == srv.PID {
+			found = true
+			if fmt.Sprint(p.FDs) != fmt.Sprint(ssFDs) || len(p.Sockets) != 1 || float64(p.Sockets[0].NetNS) != nsIno {
+				t.Errorf("leaks: pid %d fds %v sockets %+v; want fds %v in netns %v", p.PID, p.FDs, p.Sockets, ssFDs, nsIno)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("leaks names no leak of pid %d, in the namespace: %+v", srv.PID, rep.Processes)
+	}
+
+	addr := freeAddr(t)
+	startTcptrace(t, "serve", "--metrics-addr", addr)
+	pid := []string{"pid", fmt.Sprint(srv.PID), "comm", "testpeer"}
+	waitMetrics(t, "http://"+addr+"/metrics", "the namespace's leak", func(m families) bool {
+		v, ok := m.value("tcptrace_close_wait_sockets", pid...)
+		return ok && v == 1
+	})
 }

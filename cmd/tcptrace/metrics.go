@@ -9,7 +9,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/metrics"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
@@ -62,14 +61,9 @@ func (f *metricsFlags) start(filter *timeline.Filter) (*exporter, error) {
 	if err := f.check(); err != nil || f.addr == "" {
 		return nil, err
 	}
+	// Every network namespace, as the tracer walks them, unless --netns
+	// names one.
 	e := &exporter{collector: metrics.NewCollector(filter, f.top), netns: filter.NetNS}
-	if e.netns == 0 {
-		ino, _, err := host.ResolveNetNS("/proc/self/ns/net")
-		if err != nil {
-			return nil, err
-		}
-		e.netns = ino
-	}
 	var err error
 	if e.server, err = metrics.Listen(f.listen, metrics.NewRegistry(e.collector)); err != nil {
 		return nil, err

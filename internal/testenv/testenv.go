@@ -229,7 +229,18 @@ var (
 // SSList runs `ss -tanpe` and returns every TCP socket it lists.
 func SSList(t *testing.T) []SSSocket {
 	t.Helper()
-	out, err := exec.Command("ss", "-tanpeH").Output()
+	return SSListIn(t, "")
+}
+
+// SSListIn runs `ss -tanpe` inside the network namespace named netns (made
+// by `ip netns add`; "" for the test's own).
+func SSListIn(t *testing.T, netns string) []SSSocket {
+	t.Helper()
+	cmd := exec.Command("ss", "-tanpeH")
+	if netns != "" {
+		cmd = exec.Command("ip", "netns", "exec", netns, "ss", "-tanpeH")
+	}
+	out, err := cmd.Output()
 	if err != nil {
 		t.Fatalf("ss: %v", err)
 	}
