@@ -2,21 +2,17 @@ package render
 
 import (
 	"bytes"
-	"flag"
 	"fmt"
 	"io"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/internal/testenv"
 	"github.com/tcptrace/tcptrace/tcp"
 	"github.com/tcptrace/tcptrace/timeline"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 // The adapters: the only lines that changed when the renderers moved here
 // from cmd/tcptrace, where the goldens were made.
@@ -260,42 +256,24 @@ func TestRenderGolden(t *testing.T) {
 	}
 	gSummary(&text, evs, goldenStats, 83*time.Second)
 	gLost(&text, timeline.Stats{})
-	renderGolden(t, "events.golden", text.String())
-	renderGolden(t, "events-json.golden", js.String())
+	testenv.Golden(t, "events.golden", text.String())
+	testenv.Golden(t, "events-json.golden", js.String())
 
 	rep := goldenReport()
 	var out bytes.Buffer
 	gReport(&out, &rep, goldenStats)
-	renderGolden(t, "report.golden", out.String())
-	renderGolden(t, "report-json.golden", string(gReportJSON(&rep))+"\n")
+	testenv.Golden(t, "report.golden", out.String())
+	testenv.Golden(t, "report-json.golden", string(gReportJSON(&rep))+"\n")
 
 	empty := analysis.BuildLeakReport(nil, timeline.New(rt0), tcp.HostTCP{PortRange: [2]int{32768, 60999}}, rt0.Add(time.Minute), time.Minute, nil)
 	out.Reset()
 	gReport(&out, &empty, timeline.Stats{})
-	renderGolden(t, "report-empty.golden", out.String())
-	renderGolden(t, "report-empty-json.golden", string(gReportJSON(&empty))+"\n")
+	testenv.Golden(t, "report-empty.golden", out.String())
+	testenv.Golden(t, "report-empty-json.golden", string(gReportJSON(&empty))+"\n")
 
 	order, h, tl, asOf := goldenTimelines()
 	out.Reset()
 	gTimelines(&out, order, h, tl, asOf, false)
 	gTimelines(&out, order, h, tl, asOf, true)
-	renderGolden(t, "timelines.golden", out.String())
-}
-
-func renderGolden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs:\n%s", name, got)
-	}
+	testenv.Golden(t, "timelines.golden", out.String())
 }

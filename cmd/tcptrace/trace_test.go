@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"net/netip"
 	"os"
@@ -22,8 +21,6 @@ import (
 	"github.com/tcptrace/tcptrace/timeline"
 	"github.com/tcptrace/tcptrace/tracefile"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files")
 
 var g0 = time.Date(2026, 11, 21, 3, 0, 0, 0, time.UTC)
 
@@ -95,25 +92,6 @@ func goldenTrace(t *testing.T) string {
 	return path
 }
 
-// golden compares a command's output with testdata/NAME, or rewrites it with -update.
-func golden(t *testing.T, name, got string) {
-	t.Helper()
-	path := filepath.Join("testdata", name)
-	if *update {
-		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if got != string(want) {
-		t.Errorf("%s differs from %s:\n%s", name, path, got)
-	}
-}
-
 func runOffline(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	cmd := exec.Command(tcptraceBinary, args...)
@@ -147,7 +125,7 @@ func TestGolden(t *testing.T) {
 		if code != 0 {
 			t.Errorf("%v: exit %d: %s", tc.args, code, stderr)
 		}
-		golden(t, tc.name, strings.ReplaceAll(out, path, "TRACE"))
+		testenv.Golden(t, tc.name, strings.ReplaceAll(out, path, "TRACE"))
 	}
 }
 

@@ -123,6 +123,19 @@ func (p *peer) add(c net.Conn) int {
 }
 
 func (p *peer) serve(addr string) error {
+	return p.listen(addr, func(c net.Conn) {
+		fd := p.add(c)
+		p.say("accepted %d %s %s", fd, c.LocalAddr(), c.RemoteAddr())
+		go func() {
+			_, _ = io.Copy(io.Discard, c)
+			p.say("eof %d", fd)
+		}()
+	})
+}
+
+// listen listens on addr, says where, and hands each connection it accepts
+// to accepted.
+func (p *peer) listen(addr string, accepted func(net.Conn)) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -134,12 +147,7 @@ func (p *peer) serve(addr string) error {
 			if err != nil {
 				return
 			}
-			fd := p.add(c)
-			p.say("accepted %d %s %s", fd, c.LocalAddr(), c.RemoteAddr())
-			go func() {
-				_, _ = io.Copy(io.Discard, c)
-				p.say("eof %d", fd)
-			}()
+			accepted(c)
 		}
 	}()
 	return nil
@@ -158,26 +166,14 @@ func (p *peer) dial(addr string) error {
 // closer accepts connections and closes each: at once (first), so that
 // the server's side goes through TIME_WAIT, or at the peer's EOF.
 func (p *peer) closer(addr string, first bool) error {
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return err
-	}
-	p.say("listening %s", ln.Addr())
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
+	return p.listen(addr, func(c net.Conn) {
+		go func() {
+			if !first {
+				_, _ = io.Copy(io.Discard, c)
 			}
-			go func() {
-				if !first {
-					_, _ = io.Copy(io.Discard, c)
-				}
-				c.Close()
-			}()
-		}
-	}()
-	return nil
+			c.Close()
+		}()
+	})
 }
 
 // reuse connects to addr from fixed local ports, round after round, and
