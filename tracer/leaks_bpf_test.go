@@ -147,7 +147,7 @@ func checkSharedLeaks(t *testing.T, pa analysis.ProcessLeak, after *testenv.Peer
 // accepted their leaked connections.
 func checkLeakOrigins(t *testing.T, pa, pc analysis.ProcessLeak) {
 	// Origins: the accepting function of the Go and of the C server.
-	if len(pa.Origins) != 1 || !strings.HasPrefix(pa.Origins[0].Where, "main.(*peer).serve.func1 (") {
+	if len(pa.Origins) != 1 || !strings.HasPrefix(pa.Origins[0].Where, "main.(*peer).listen.func1 (") {
 		t.Errorf("Go server origins: %+v", pa.Origins)
 	}
 	// glibc's accept keeps no frame: its caller is found through the

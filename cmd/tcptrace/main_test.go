@@ -305,7 +305,7 @@ func TestBPFLeaksLive(t *testing.T) {
 					waiting = fmt.Sprintf("the last report named fds %v; ss lists %v", p.FDs, ssFDs)
 					continue
 				}
-				if fmt.Sprint(p.FDs) != fmt.Sprint(ssFDs) || p.AtLeast || len(p.Origins) != 1 || !strings.HasPrefix(p.Origins[0].Where, "main.(*peer).serve.func1") {
+				if fmt.Sprint(p.FDs) != fmt.Sprint(ssFDs) || p.AtLeast || len(p.Origins) != 1 || !strings.HasPrefix(p.Origins[0].Where, "main.(*peer).listen.func1") {
 					t.Errorf("report %+v; ss fds %v", p, ssFDs)
 				}
 				cmd.Process.Signal(os.Interrupt)

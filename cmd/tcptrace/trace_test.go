@@ -209,7 +209,7 @@ func TestBPFRecordReport(t *testing.T) {
 	var rep analysis.LeakReport
 	json.Unmarshal([]byte(report), &rep)
 	for _, p := range rep.Processes {
-		if int(p.PID) == server.PID && (len(p.Origins) != 1 || !strings.HasPrefix(p.Origins[0].Where, "main.(*peer).serve.func1")) {
+		if int(p.PID) == server.PID && (len(p.Origins) != 1 || !strings.HasPrefix(p.Origins[0].Where, "main.(*peer).listen.func1")) {
 			t.Errorf("origins from the trace: %+v", p.Origins)
 		}
 	}
