@@ -209,10 +209,20 @@ static __always_inline int on_close_fd(int fd)
 	struct event *e = fd_event(sk, EVENT_CLOSE_FD, fd, &known);
 	if (!e)
 		return 0;
+	/*
+	 * Whoever the owner was, the task closing the fd held it: the line
+	 * names it, as the owner when it is the one known.
+	 */
+	__u8 source = OWNER_CLOSE;
 	if (known && known->pid == e->pid && known->fd == fd) {
 		known->flags |= FLAG_OWNER_CLOSED;
-		e->owner.flags |= FLAG_OWNER_CLOSED;
+		source = known->source;
 	}
+	fill_current(&e->owner);
+	e->owner.fd = fd;
+	e->owner.source = source;
+	e->owner.flags = FLAG_OWNER_CLOSED;
+	e->flags |= FLAG_OWNER_CLOSED;
 	submit(e);
 	return 0;
 }

@@ -31,6 +31,7 @@ enum owner_source {
 	OWNER_LISTEN = 3,   /* the task that ran listen() (CLOSE -> LISTEN) */
 	OWNER_LISTENER = 4, /* still in a listener's accept queue: the listener's owner */
 	OWNER_SEED = 5,	    /* found in the fd tables when tracing started */
+	OWNER_CLOSE = 6,    /* the task that closed an fd of it */
 };
 
 /* Bits of event.flags, read from the socket at the transition. */

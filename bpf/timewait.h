@@ -88,10 +88,15 @@ static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, s
 		    (own_cookies ? same_four_tuple(tw, sk)
 				 : BPF_CORE_READ(tw, __tw_common.skc_cookie.counter) == cookie)) {
 			if (own_cookies) {
-				/* The number moves with the connection; sk is freed now. */
+				/*
+				 * The number moves with the connection. An orphan is
+				 * freed now; a socket an fd still holds keeps it for
+				 * the close() to come.
+				 */
 				__u64 addr = (__u64)tw, sk_addr = (__u64)sk;
 				bpf_map_update_elem(&tw_ids, &addr, &cookie, BPF_ANY);
-				bpf_map_delete_elem(&sock_ids, &sk_addr);
+				if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
+					bpf_map_delete_elem(&sock_ids, &sk_addr);
 			}
 			e->tw_substate = BPF_CORE_READ(tw, tw_substate);
 			e->tw_left = BPF_CORE_READ(tw, tw_timer.expires) - bpf_jiffies64();

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/cilium/ebpf/btf"
+	"github.com/tcptrace/tcptrace/tcp"
 )
 
 // goFieldName is bpf2go's name for a C member: snake_case to CamelCase.
@@ -52,6 +53,20 @@ func TestWireLayout(t *testing.T) {
 			if uintptr(m.Offset.Bytes()) != f.Offset {
 				t.Errorf("struct %s.%s: C offset %d, Go offset %d", name, m.Name, m.Offset.Bytes(), f.Offset)
 			}
+		}
+	}
+}
+
+// TestOwnerSources: the C enum of how an owner was learned and tcp's agree.
+func TestOwnerSources(t *testing.T) {
+	for c, gov := range map[tcptraceOwnerSource]tcp.OwnerSource{
+		tcptraceOwnerSourceOWNER_UNKNOWN: tcp.OwnerUnknown, tcptraceOwnerSourceOWNER_CONNECT: tcp.OwnerConnect,
+		tcptraceOwnerSourceOWNER_ACCEPT: tcp.OwnerAccept, tcptraceOwnerSourceOWNER_LISTEN: tcp.OwnerListen,
+		tcptraceOwnerSourceOWNER_LISTENER: tcp.OwnerListener, tcptraceOwnerSourceOWNER_SEED: tcp.OwnerSeed,
+		tcptraceOwnerSourceOWNER_CLOSE: tcp.OwnerClose,
+	} {
+		if uint8(c) != uint8(gov) {
+			t.Errorf("%v is %d in C, %d in Go", gov, c, gov)
 		}
 	}
 }

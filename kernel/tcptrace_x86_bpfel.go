@@ -134,6 +134,7 @@ const (
 	tcptraceOwnerSourceOWNER_LISTEN   tcptraceOwnerSource = 3
 	tcptraceOwnerSourceOWNER_LISTENER tcptraceOwnerSource = 4
 	tcptraceOwnerSourceOWNER_SEED     tcptraceOwnerSource = 5
+	tcptraceOwnerSourceOWNER_CLOSE    tcptraceOwnerSource = 6
 )
 
 type tcptracePendingBind struct {

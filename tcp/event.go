@@ -145,9 +145,10 @@ const (
 	OwnerListen   OwnerSource = 3 // ran listen()
 	OwnerListener OwnerSource = 4 // in the accept queue of this process's listener
 	OwnerSeed     OwnerSource = 5 // held it in its fd table when tracing started
+	OwnerClose    OwnerSource = 6 // closed an fd of it
 )
 
-var ownerSourceNames = [...]string{"unknown", "connect", "accept", "listen", "listener", "seed"}
+var ownerSourceNames = [...]string{"unknown", "connect", "accept", "listen", "listener", "seed", "close"}
 
 func (o OwnerSource) String() string {
 	if int(o) < len(ownerSourceNames) {

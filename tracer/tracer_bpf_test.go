@@ -418,3 +418,27 @@ func tracingGetsCookies(t *testing.T) bool {
 	prog.Close()
 	return true
 }
+
+// TestBPFCloseLineOwner: a client shuts down its side, goes through
+// TIME_WAIT still holding the fd, then closes it after TIME_WAIT ended: the
+// close line names the client and its fd (tcptrace forgot the connection
+// and the kernel's owner with it, but the process closing an fd holds it).
+func TestBPFCloseLineOwner(t *testing.T) {
+	t.Parallel() // it waits out a TIME_WAIT
+	r := startTracer(t, Config{})
+	server, client, _, cli := testenv.Pair(t, "127.0.0.1:0")
+	client.Send("shutdown")
+	client.Expect("shut")
+	server.Expect("eof")
+	server.Send("close")
+	r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait2, tcp.StateTimeWait))
+	// Once TIME_WAIT ended, tcptrace knows the connection no more.
+	r.waitFor("client TIME_WAIT->CLOSE", 75*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateTimeWait, tcp.StateClose))
+	client.Send("close")
+	ev := r.waitFor("the client's close", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindCloseFD && int(ev.Running.PID) == cli.PID && ev.FD == cli.FD
+	})
+	if int(ev.Owner.PID) != cli.PID || ev.Owner.FD != cli.FD || ev.Owner.Comm != "testpeer" || !ev.Owner.Closed {
+		t.Errorf("close line owner %+v, want pid %d fd %d, closed", ev.Owner, cli.PID, cli.FD)
+	}
+}

@@ -263,8 +263,11 @@ func TestBPFLeakInANamespace(t *testing.T) {
 
 	addr := freeAddr(t)
 	startTcptrace(t, "serve", "--metrics-addr", addr)
+	url := "http://" + addr + "/metrics"
+	// Started (a slow guest takes seconds to load the programs).
+	waitMetrics(t, url, "a first snapshot", func(m families) bool { return m["tcptrace_sockets"] != nil })
 	pid := []string{"pid", fmt.Sprint(srv.PID), "comm", "testpeer"}
-	waitMetrics(t, "http://"+addr+"/metrics", "the namespace's leak", func(m families) bool {
+	waitMetrics(t, url, "the namespace's leak", func(m families) bool {
 		v, ok := m.value("tcptrace_close_wait_sockets", pid...)
 		return ok && v == 1
 	})
