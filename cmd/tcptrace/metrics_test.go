@@ -86,7 +86,7 @@ next:
 // waitMetrics scrapes url until ok says yes, for at most 10 s.
 func waitMetrics(t *testing.T, url, what string, ok func(families) bool) (families, string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // a loaded guest takes long to start
 	var last string
 	for {
 		mfs, body, err := scrape(url)
@@ -98,7 +98,7 @@ func waitMetrics(t *testing.T, url, what string, ok func(families) bool) (famili
 			last = err.Error()
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("metrics never showed %s in 10s; last scrape:\n%s", what, tcptraceLines(last))
+			t.Fatalf("metrics never showed %s in 30s; last scrape:\n%s", what, tcptraceLines(last))
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
