@@ -66,15 +66,18 @@ func TestBPFTimeWaitTakenOver(t *testing.T) {
 			// Each reused tuple's earlier connection ended when it was
 			// taken over, from TIME_WAIT or from FIN_WAIT2 (the server's
 			// orphan handed to a timewait socket before the client's FIN,
-			// which only a walk sees), unless tcptrace never saw it enter
-			// a timewait socket (issue 13, item 11: shown as a plain
-			// FIN_WAIT2 -> CLOSE), which is counted apart.
-			ended, missed := 0, 0
+			// which only a walk sees). Apart: ends repaired after lost
+			// events (a loaded guest loses some), and entries into a
+			// timewait socket tcptrace missed (issue 13, item 11: shown
+			// as a plain FIN_WAIT2 -> CLOSE).
+			ended, repaired, missed := 0, 0, 0
 			for _, ev := range r.snapshot() {
 				if ev.Kind != tcp.KindTransition || ev.New != tcp.StateClose || !mine(ev.Local, ev.Remote) {
 					continue
 				}
 				switch {
+				case ev.Source == tcp.SourceRepair:
+					repaired++
 				case ev.Source == tcp.SourceTimeWait && (ev.Old == tcp.StateTimeWait || ev.Old == tcp.StateFinWait2):
 					ended++
 					if ev.InOld < 0 || ev.InOld > 15*time.Second {
@@ -84,10 +87,18 @@ func TestBPFTimeWaitTakenOver(t *testing.T) {
 					missed++
 				}
 			}
-			if want := k * (rounds - 1); ended+missed != want || missed > want/10 {
-				t.Errorf("%d TIME_WAITs ended by a takeover and %d entries missed, want %d in all", ended, missed, want)
-			} else if missed > 0 {
-				t.Logf("%d of %d timewait entries missed (issue 13, item 11)", missed, want)
+			if want := k * (rounds - 1); ended+repaired+missed != want || ended < want*8/10 {
+				t.Errorf("%d TIME_WAITs ended by a takeover, %d repaired, %d entries missed: want %d in all, most by a takeover",
+					ended, repaired, missed, want)
+				for _, ev := range r.snapshot() {
+					if mine(ev.Local, ev.Remote) && ev.Kind == tcp.KindTransition && ev.New != tcp.StateSynRecv && ev.New != tcp.StateEstablished {
+						t.Logf("%d %s %s->%s src=%s in=%v", ev.Cookie, ev.Time.Format("15:04:05.000"), ev.Old, ev.New, ev.Source, ev.InOld)
+					}
+				}
+			} else if repaired+missed > 0 {
+				var st timeline.Stats
+				r.inRun(func() { st = r.tr.Stats() })
+				t.Logf("of %d: %d repaired after lost events (stats %+v), %d timewait entries missed", want, repaired, st, missed)
 			}
 			if tc.client == "last" {
 				checkServerRoute(t, r, srv, netip.MustParseAddrPort(tc.from).Addr(), k)
