@@ -18,6 +18,21 @@ struct {
 	__type(value, struct owner);
 } owners SEC(".maps");
 
+/* Processes that own sockets: their exit is reported (EVENT_EXIT). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, __u8);
+} owner_pids SEC(".maps");
+
+static __always_inline void note_owner_pid(__u32 pid)
+{
+	__u8 one = 1;
+
+	bpf_map_update_elem(&owner_pids, &pid, &one, BPF_ANY);
+}
+
 /* (netns, port) of a listening socket -> its owner, for children in its accept queue. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -95,6 +110,7 @@ static __always_inline void owner_from_listener(const struct sock *sk, __u64 coo
 	owner->source = OWNER_LISTENER;
 	if (bpf_map_update_elem(&owners, &cookie, owner, BPF_ANY))
 		count(COUNTER_OWNER_MAP_FULL);
+	note_owner_pid(owner->pid);
 }
 
 /* Follows current->files to the TCP socket behind fd, or returns NULL. */
@@ -193,6 +209,7 @@ static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
 	struct owner owner = e->owner;
 	if (cookie && bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
 		count(COUNTER_OWNER_MAP_FULL);
+	note_owner_pid(owner.pid);
 	submit(e);
 	return 0;
 }
@@ -223,6 +240,35 @@ static __always_inline int on_close_fd(int fd)
 	e->owner.source = source;
 	e->owner.flags = FLAG_OWNER_CLOSED;
 	e->flags |= FLAG_OWNER_CLOSED;
+	submit(e);
+	return 0;
+}
+
+/*
+ * The exit of a process that owned sockets, reported once its last thread
+ * exits (sched_process_exit runs before the kernel closes its files).
+ */
+static __always_inline int on_process_exit(void)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u32 pid = bpf_get_current_pid_tgid() >> 32;
+
+	if (BPF_CORE_READ(task, signal, live.counter) != 0 ||
+	    !bpf_map_lookup_elem(&owner_pids, &pid))
+		return 0;
+	bpf_map_delete_elem(&owner_pids, &pid);
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+	if (!e) {
+		count(COUNTER_RINGBUF_DROPS);
+		return 0;
+	}
+	/* The timeline knows what the process owned: its pid is enough. */
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->kind = EVENT_EXIT;
+	e->pid = pid;
+	e->tid = pid;
+	bpf_get_current_comm(e->comm, sizeof(e->comm));
 	submit(e);
 	return 0;
 }

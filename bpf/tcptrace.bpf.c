@@ -88,6 +88,12 @@ int handle_close(struct trace_event_raw_sys_enter *ctx)
 	return on_close_fd((int)ctx->args[0]);
 }
 
+SEC("tracepoint/sched/sched_process_exit")
+int handle_exit(void *ctx)
+{
+	return on_process_exit();
+}
+
 SEC("tracepoint/tcp/tcp_send_reset")
 int handle_send_reset(void *ctx)
 {

@@ -21,6 +21,9 @@ enum event_kind {
 	/* The timer of a timewait socket fired: the socket is gone (its
 	 * TIME_WAIT, or an orphan's FIN_WAIT2, ended); tw_substate says which. */
 	EVENT_TW_EXPIRED = 6,
+	/* The last thread of a process that owned sockets exited: the kernel
+	 * closes its fds without a close(). pid and comm are the process's. */
+	EVENT_EXIT = 7,
 };
 
 /* How the owner of a socket was learned. */

@@ -79,6 +79,7 @@ static __always_inline int on_set_state(const struct sock *sk, __u64 cookie, int
 		}
 		if (bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
 			count(COUNTER_OWNER_MAP_FULL);
+		note_owner_pid(owner.pid);
 	} else if (oldstate == TCP_LISTEN && newstate == TCP_SYN_RECV) {
 		owner_from_listener(sk, cookie, &owner, btf);
 	}

@@ -439,8 +439,8 @@ var programRows = []programRowInfo{
 	{rowClassic, "classic state tracepoint", NeedFallback,
 		"the fallback where tp_btf does not work",
 		"no fallback if tp_btf does not work"},
-	{rowSyscalls, "syscall tracepoints", NeedRequired,
-		"owners learned in connect(), listen() and accept(); closes; failed binds (EADDRINUSE)",
+	{rowSyscalls, "syscall and exit tracepoints", NeedRequired,
+		"owners learned in connect(), listen() and accept(); closes, by close() or by an owner's exit; failed binds (EADDRINUSE)",
 		"tcptrace does not start without them (owners, closes and failed binds come from them)"},
 	{rowResets, "TCP reset tracepoints", NeedRequired,
 		"closes caused by a RST are labeled, with the kernel's reason for those sent",
@@ -465,7 +465,7 @@ func programRow(ps *ebpf.ProgramSpec) string {
 		return rowIterFile
 	case ps.Type == ebpf.TracePoint && strings.HasPrefix(ps.AttachTo, "sock/"):
 		return rowClassic
-	case ps.Type == ebpf.TracePoint && strings.HasPrefix(ps.AttachTo, "syscalls/"):
+	case ps.Type == ebpf.TracePoint && (strings.HasPrefix(ps.AttachTo, "syscalls/") || strings.HasPrefix(ps.AttachTo, "sched/")):
 		return rowSyscalls
 	case ps.Type == ebpf.TracePoint && strings.HasPrefix(ps.AttachTo, "tcp/"):
 		return rowResets

@@ -84,6 +84,7 @@ var kindOf = [...]tcp.Kind{
 	tcptraceEventKindEVENT_RESET:      tcp.KindReset,
 	tcptraceEventKindEVENT_BIND_FAIL:  tcp.KindBindFail,
 	tcptraceEventKindEVENT_TW_EXPIRED: KindTimeWaitExpired,
+	tcptraceEventKindEVENT_EXIT:       tcp.KindExit,
 }
 
 // KindTimeWaitExpired marks a decoded record about a timewait socket whose

@@ -253,6 +253,7 @@ func (k *Kernel) attach() error {
 		{"syscalls", "sys_exit_bind", k.objs.HandleBindExit},
 		{"tcp", "tcp_send_reset", k.objs.HandleSendReset},
 		{"tcp", "tcp_receive_reset", k.objs.HandleReceiveReset},
+		{"sched", "sched_process_exit", k.objs.HandleExit},
 	} {
 		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
 		if err != nil {

@@ -73,7 +73,7 @@ func (k *Kernel) ReadCounters() (Counters, error) {
 	c.StateMisses = st.RecursionMisses
 	for _, p := range []*ebpf.Program{k.objs.HandleConnect, k.objs.HandleListen, k.objs.HandleAccept, k.objs.HandleAccept4,
 		k.objs.HandleClose, k.objs.HandleBindEnter, k.objs.HandleBindExit, k.objs.HandleSendReset, k.objs.HandleReceiveReset,
-		k.objs.HandleTimerExpire} {
+		k.objs.HandleTimerExpire, k.objs.HandleExit} {
 		st, err := p.Stats()
 		if err != nil {
 			return Counters{}, fmt.Errorf("read program stats: %w", err)

@@ -75,6 +75,7 @@ const (
 	tcptraceEventKindEVENT_RESET      tcptraceEventKind = 4
 	tcptraceEventKindEVENT_BIND_FAIL  tcptraceEventKind = 5
 	tcptraceEventKindEVENT_TW_EXPIRED tcptraceEventKind = 6
+	tcptraceEventKindEVENT_EXIT       tcptraceEventKind = 7
 )
 
 type tcptraceFileRecord struct {
@@ -187,6 +188,7 @@ const (
 	tcptraceMapEvents                 = "events"
 	tcptraceMapListeners              = "listeners"
 	tcptraceMapOriginBudgets          = "origin_budgets"
+	tcptraceMapOwnerPids              = "owner_pids"
 	tcptraceMapOwners                 = "owners"
 	tcptraceMapPendingBinds           = "pending_binds"
 	tcptraceMapPendingSocks           = "pending_socks"
@@ -205,6 +207,7 @@ const (
 	tcptraceProgHandleBindExit        = "handle_bind_exit"
 	tcptraceProgHandleClose           = "handle_close"
 	tcptraceProgHandleConnect         = "handle_connect"
+	tcptraceProgHandleExit            = "handle_exit"
 	tcptraceProgHandleListen          = "handle_listen"
 	tcptraceProgHandleReceiveReset    = "handle_receive_reset"
 	tcptraceProgHandleSendReset       = "handle_send_reset"
@@ -277,6 +280,7 @@ type tcptraceProgramSpecs struct {
 	HandleBindExit        *ebpf.ProgramSpec `ebpf:"handle_bind_exit"`
 	HandleClose           *ebpf.ProgramSpec `ebpf:"handle_close"`
 	HandleConnect         *ebpf.ProgramSpec `ebpf:"handle_connect"`
+	HandleExit            *ebpf.ProgramSpec `ebpf:"handle_exit"`
 	HandleListen          *ebpf.ProgramSpec `ebpf:"handle_listen"`
 	HandleReceiveReset    *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
 	HandleSendReset       *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
@@ -293,6 +297,7 @@ type tcptraceMapSpecs struct {
 	Events         *ebpf.MapSpec `ebpf:"events"`
 	Listeners      *ebpf.MapSpec `ebpf:"listeners"`
 	OriginBudgets  *ebpf.MapSpec `ebpf:"origin_budgets"`
+	OwnerPids      *ebpf.MapSpec `ebpf:"owner_pids"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PendingBinds   *ebpf.MapSpec `ebpf:"pending_binds"`
 	PendingSocks   *ebpf.MapSpec `ebpf:"pending_socks"`
@@ -347,6 +352,7 @@ type tcptraceMaps struct {
 	Events         *ebpf.Map `ebpf:"events"`
 	Listeners      *ebpf.Map `ebpf:"listeners"`
 	OriginBudgets  *ebpf.Map `ebpf:"origin_budgets"`
+	OwnerPids      *ebpf.Map `ebpf:"owner_pids"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PendingBinds   *ebpf.Map `ebpf:"pending_binds"`
 	PendingSocks   *ebpf.Map `ebpf:"pending_socks"`
@@ -364,6 +370,7 @@ func (m *tcptraceMaps) Close() error {
 		m.Events,
 		m.Listeners,
 		m.OriginBudgets,
+		m.OwnerPids,
 		m.Owners,
 		m.PendingBinds,
 		m.PendingSocks,
@@ -408,6 +415,7 @@ type tcptracePrograms struct {
 	HandleBindExit        *ebpf.Program `ebpf:"handle_bind_exit"`
 	HandleClose           *ebpf.Program `ebpf:"handle_close"`
 	HandleConnect         *ebpf.Program `ebpf:"handle_connect"`
+	HandleExit            *ebpf.Program `ebpf:"handle_exit"`
 	HandleListen          *ebpf.Program `ebpf:"handle_listen"`
 	HandleReceiveReset    *ebpf.Program `ebpf:"handle_receive_reset"`
 	HandleSendReset       *ebpf.Program `ebpf:"handle_send_reset"`
@@ -427,6 +435,7 @@ func (p *tcptracePrograms) Close() error {
 		p.HandleBindExit,
 		p.HandleClose,
 		p.HandleConnect,
+		p.HandleExit,
 		p.HandleListen,
 		p.HandleReceiveReset,
 		p.HandleSendReset,

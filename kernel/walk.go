@@ -202,6 +202,10 @@ func (k *Kernel) teachOwners(table []tcp.Socket, listeners []tcptraceFileRecord)
 		if err := k.objs.Owners.Update(s.Cookie, &o, ebpf.UpdateNoExist); err != nil && !errors.Is(err, ebpf.ErrKeyExist) {
 			k.ownersNotTaught++
 		}
+		for _, h := range s.Holders {
+			// Their exit is reported too (an LRU map: no room is no error).
+			_ = k.objs.OwnerPids.Update(h.PID, uint8(1), ebpf.UpdateAny)
+		}
 	}
 	for _, l := range listeners {
 		key := tcptraceListenerKey{Netns: l.Netns, Port: l.Sport}

@@ -46,7 +46,7 @@ var (
 		"Events lost because the kernel's ring buffer was full.", nil, nil)
 	descMisses = prometheus.NewDesc("tcptrace_recursion_misses_total",
 		"Runs of tcptrace's BPF programs that the kernel skipped because another BPF program was running on the same CPU. "+
-			"Each miss of program \"state\" is a lost transition; \"syscall\" covers the connect, listen, accept, close, bind and RST programs.",
+			"Each miss of program \"state\" is a lost transition; \"syscall\" covers the connect, listen, accept, close, bind, RST and exit programs.",
 		[]string{"program"}, nil)
 	descRepairs = prometheus.NewDesc("tcptrace_repaired_transitions_total",
 		"Transitions tcptrace took from the kernel's socket table because events had been lost or skipped.", nil, nil)

@@ -250,6 +250,8 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 	switch ev.Source {
 	case tcp.SourceRepair:
 		b = append(b, "  (repaired: events were missed)"...)
+	case tcp.SourceExit:
+		b = append(b, "  (closed by the process's exit)"...)
 	}
 	return b
 }

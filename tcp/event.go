@@ -93,10 +93,14 @@ const (
 	// KindBindFail is bind() failing with EADDRINUSE; Local is the address
 	// asked for, Owner the process and fd, PortHolders who held the port.
 	KindBindFail
+	// KindExit is the exit of a process that owned sockets (Running): the
+	// kernel closes its fds, and the timeline shows a close line for each
+	// socket it knows the process held.
+	KindExit
 )
 
 var kindNames = [...]string{KindTransition: "transition", KindAccept: "accept", KindCloseFD: "close", KindExisting: "existing",
-	KindReset: "reset", KindBindFail: "bind_fail"}
+	KindReset: "reset", KindBindFail: "bind_fail", KindExit: "exit"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -121,9 +125,11 @@ const (
 	SourceRepair
 	// SourceSeed: the socket table when tracing started.
 	SourceSeed
+	// SourceExit: a close made by the kernel when the owner exited.
+	SourceExit
 )
 
-var sourceNames = [...]string{SourceKernel: "kernel", SourceTimeWait: "timewait", SourceRepair: "repair", SourceSeed: "seed"}
+var sourceNames = [...]string{SourceKernel: "kernel", SourceTimeWait: "timewait", SourceRepair: "repair", SourceSeed: "seed", SourceExit: "exit"}
 
 func (s Source) String() string {
 	if int(s) < len(sourceNames) {

@@ -70,6 +70,11 @@ type Timeline struct {
 	// over ends that TIME_WAIT, which no tracepoint reports.
 	timewaits map[uint64]uint64
 	tupleSeed maphash.Seed
+	// owned indexes, by owner pid, the connections whose known owner has
+	// not closed its fd: the owner's exit closes them without a scan. A
+	// pid's set goes at its exit (kept empty until then: no allocation per
+	// connection).
+	owned map[uint32]map[uint64]struct{}
 	// TimeWaitGrace is how long after a timewait timer was due a walk looks
 	// for the socket: 0 where walks alone tell the end of TIME_WAIT, more
 	// where the kernel reports the timer firing (timers of a minute fire up
@@ -115,6 +120,7 @@ func (t *Timeline) forget(cookie uint64) {
 		return
 	}
 	delete(t.conns, cookie)
+	t.unown(c)
 	if !c.TimeWaitExpiry.IsZero() {
 		if key := t.tuple(c.NetNS, c.Local, c.Remote); t.timewaits[key] == cookie {
 			delete(t.timewaits, key)
@@ -147,7 +153,7 @@ func keep(list []tcp.Event, ev *tcp.Event, max int) []tcp.Event {
 // New starts a timeline at the time tracing started.
 func New(started time.Time) *Timeline {
 	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*tcp.Event),
-		timewaits: make(map[uint64]uint64), tupleSeed: maphash.MakeSeed(), started: started}
+		timewaits: make(map[uint64]uint64), tupleSeed: maphash.MakeSeed(), owned: make(map[uint32]map[uint64]struct{}), started: started}
 }
 
 // Conn returns the connection with this cookie, or nil.
@@ -245,10 +251,12 @@ func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 			return
 		}
 		if ev.Kind == tcp.KindAccept {
-			c.Owner = ev.Owner
+			t.setOwner(c, ev.Owner)
 			c.Origin = ev.Origin
 		} else if c.Owner.PID == ev.Running.PID && c.Owner.FD == ev.FD {
-			c.Owner.Closed = true
+			closed := c.Owner
+			closed.Closed = true
+			t.setOwner(c, closed)
 		}
 		c.fill(ev)
 		ev.Old, ev.New = c.State, c.State
@@ -269,17 +277,19 @@ func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 		ev.InOld = -1
 		t.BindFailures = keep(t.BindFailures, ev, bindFailureMax)
 		emit(ev)
+	case tcp.KindExit:
+		t.closedByExit(ev, emit)
 	case tcp.KindExisting:
 		if c := t.conns[ev.Cookie]; c != nil {
 			// Seen since tracing started: that state is fresher, but the
 			// owner may be known only from the fd tables.
 			if !c.Owner.Known() {
-				c.Owner = ev.Owner
+				t.setOwner(c, ev.Owner)
 			}
 			return
 		}
 		c := t.conn(ev)
-		c.Owner = ev.Owner
+		t.setOwner(c, ev.Owner)
 		ev.Old = ev.New
 		c.enter(ev.New, t.started, false)
 		if ev.TimeWaitLeft > 0 {
@@ -288,6 +298,47 @@ func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 		ev.InOld = -1
 		emit(ev)
 	}
+}
+
+// setOwner makes o the owner of c, and keeps the index of owners' open fds.
+func (t *Timeline) setOwner(c *Conn, o tcp.Owner) {
+	t.unown(c)
+	c.Owner = o
+	if o.PID != 0 && o.FD >= 0 && !o.Closed {
+		set := t.owned[o.PID]
+		if set == nil {
+			set = make(map[uint64]struct{})
+			t.owned[o.PID] = set
+		}
+		set[c.Cookie] = struct{}{}
+	}
+}
+
+func (t *Timeline) unown(c *Conn) {
+	if set := t.owned[c.Owner.PID]; set != nil {
+		delete(set, c.Cookie)
+	}
+}
+
+// closedByExit shows a close line for every fd the exiting process (ev's
+// Running) held of a connection, as its owner: the kernel closed them.
+func (t *Timeline) closedByExit(ev *tcp.Event, emit func(*tcp.Event)) {
+	pid := ev.Running.PID
+	for _, cookie := range slices.Sorted(maps.Keys(t.owned[pid])) {
+		c := t.conns[cookie]
+		if c == nil || c.Owner.PID != pid || c.Owner.Closed {
+			continue
+		}
+		line := &t.scratch
+		*line = tcp.Event{Kind: tcp.KindCloseFD, Time: ev.Time, Cookie: c.Cookie, NetNS: c.NetNS,
+			Running: ev.Running, FD: c.Owner.FD, Source: tcp.SourceExit}
+		c.Owner.Closed = true
+		c.fill(line)
+		line.Old, line.New = c.State, c.State
+		c.timeInOld(line)
+		emit(line)
+	}
+	delete(t.owned, pid)
 }
 
 func (t *Timeline) transition(ev *tcp.Event, emit func(*tcp.Event)) {
@@ -303,9 +354,9 @@ func (t *Timeline) transition(ev *tcp.Event, emit func(*tcp.Event)) {
 		t.spareEvent(h)
 	}
 	if ev.Owner.Known() {
-		closed := c.Owner.Closed && c.Owner.PID == ev.Owner.PID && c.Owner.FD == ev.Owner.FD
-		c.Owner = ev.Owner
-		c.Owner.Closed = c.Owner.Closed || closed
+		owner := ev.Owner
+		owner.Closed = owner.Closed || c.Owner.Closed && c.Owner.PID == owner.PID && c.Owner.FD == owner.FD
+		t.setOwner(c, owner)
 	}
 	c.fill(ev)
 	c.timeInOld(ev)

@@ -304,3 +304,21 @@ func TestTimeWaitTakenOver(t *testing.T) {
 	s.tw(1, time.Minute, false, 0, 0)
 	s.want(t)
 }
+
+// TestExitClosesFDs: a process that exits holding sockets closes them
+// without close(): each shows a close line, once.
+func TestExitClosesFDs(t *testing.T) {
+	s := newScript()
+	s.tr(1, 0, tcp.StateClose, tcp.StateSynSent, client)
+	s.tr(1, time.Millisecond, tcp.StateSynSent, tcp.StateEstablished, tcp.Owner{})
+	s.tr(2, 0, tcp.StateClose, tcp.StateSynSent, tcp.Owner{PID: 11, FD: 4, Via: tcp.OwnerConnect})
+	s.out = nil
+	exit := &tcp.Event{Kind: tcp.KindExit, Time: t0.Add(time.Second), Running: tcp.Task{PID: 10, TID: 10, Comm: "cli"}}
+	s.tl.Apply(exit, s.emit)
+	s.want(t, "1 close ESTABLISHED->ESTABLISHED owner=10/3 src=exit")
+	if c := s.tl.Conn(1); c == nil || !c.Owner.Closed {
+		t.Errorf("after the exit: %+v, want its owner's fd closed", c)
+	}
+	s.tl.Apply(exit, s.emit)
+	s.want(t)
+}

@@ -442,3 +442,23 @@ func TestBPFCloseLineOwner(t *testing.T) {
 		t.Errorf("close line owner %+v, want pid %d fd %d, closed", ev.Owner, cli.PID, cli.FD)
 	}
 }
+
+// TestBPFExitClosesFDs: a server that exits holding a connection never
+// calls close(): the kernel closes its fd, and the stream says so, naming
+// the process and the fd.
+func TestBPFExitClosesFDs(t *testing.T) {
+	r := startTracer(t, Config{})
+	server, client, srv, _ := testenv.Pair(t, "127.0.0.1:0")
+	server.Send("exit")
+	// Its connection's fd, and its listener's.
+	ev := r.waitFor("the server's exit closing its connection", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindCloseFD && ev.Source == tcp.SourceExit && int(ev.Running.PID) == srv.PID && ev.Local == srv.Local && ev.Remote == srv.Remote
+	})
+	if ev.FD != srv.FD || int(ev.Owner.PID) != srv.PID || ev.Owner.FD != srv.FD || !ev.Owner.Closed {
+		t.Errorf("exit close line: fd %d owner %+v; want fd %d of pid %d", ev.FD, ev.Owner, srv.FD, srv.PID)
+	}
+	r.waitFor("the server's exit closing its listener", 5*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindCloseFD && ev.Source == tcp.SourceExit && int(ev.Running.PID) == srv.PID && ev.Old == tcp.StateListen
+	})
+	client.Send("close")
+}
