@@ -37,6 +37,24 @@ static __always_inline void count(__u32 idx)
 		(*v)++;
 }
 
+/*
+ * A record of its kind and time alone, the rest zero: for what the timeline
+ * can complete from a cookie or a pid. NULL when the ring is full (counted).
+ */
+static __always_inline struct event *bare_event(__u8 kind)
+{
+	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
+
+	if (!e) {
+		count(COUNTER_RINGBUF_DROPS);
+		return NULL;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_boot_ns();
+	e->kind = kind;
+	return e;
+}
+
 static __always_inline void fill_current(struct owner *o)
 {
 	o->pid = bpf_get_current_pid_tgid() >> 32;

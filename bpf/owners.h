@@ -257,15 +257,10 @@ static __always_inline int on_process_exit(void)
 	    !bpf_map_lookup_elem(&owner_pids, &pid))
 		return 0;
 	bpf_map_delete_elem(&owner_pids, &pid);
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(COUNTER_RINGBUF_DROPS);
-		return 0;
-	}
 	/* The timeline knows what the process owned: its pid is enough. */
-	__builtin_memset(e, 0, sizeof(*e));
-	e->ts_ns = bpf_ktime_get_boot_ns();
-	e->kind = EVENT_EXIT;
+	struct event *e = bare_event(EVENT_EXIT);
+	if (!e)
+		return 0;
 	e->pid = pid;
 	e->tid = pid;
 	bpf_get_current_comm(e->comm, sizeof(e->comm));

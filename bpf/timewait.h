@@ -124,15 +124,10 @@ static __always_inline int on_timer_expire(struct timer_list *timer)
 	}
 	if (!cookie)
 		return 0;
-	struct event *e = bpf_ringbuf_reserve(&events, sizeof(*e), 0);
-	if (!e) {
-		count(COUNTER_RINGBUF_DROPS);
-		return 0;
-	}
 	/* The timeline knows the rest of the connection: its cookie is enough. */
-	__builtin_memset(e, 0, sizeof(*e));
-	e->ts_ns = bpf_ktime_get_boot_ns();
-	e->kind = EVENT_TW_EXPIRED;
+	struct event *e = bare_event(EVENT_TW_EXPIRED);
+	if (!e)
+		return 0;
 	e->cookie = cookie;
 	e->tw_substate = BPF_CORE_READ(tw, tw_substate);
 	submit(e);
