@@ -26,11 +26,13 @@ struct {
 	__type(value, __u8);
 } owner_pids SEC(".maps");
 
+/* A lookup first: an update takes the map's lock, on every connection. */
 static __always_inline void note_owner_pid(__u32 pid)
 {
 	__u8 one = 1;
 
-	bpf_map_update_elem(&owner_pids, &pid, &one, BPF_ANY);
+	if (!bpf_map_lookup_elem(&owner_pids, &pid))
+		bpf_map_update_elem(&owner_pids, &pid, &one, BPF_ANY);
 }
 
 /* (netns, port) of a listening socket -> its owner, for children in its accept queue. */

@@ -178,12 +178,11 @@ func ResolveNetNS(arg string) (uint32, string, error) {
 	return uint32(st.Ino), path, nil
 }
 
-// procInNetNS finds /proc/PID/ns/net of a process in the namespace with this inode.
+// procInNetNS finds a path that opens the namespace with this inode.
 func procInNetNS(ino uint64) string {
-	procs, _ := procfs.AllProcs()
-	for _, p := range procs {
-		if ns, err := p.Namespaces(); err == nil && uint64(ns["net"].Inode) == ino {
-			return fmt.Sprintf("/proc/%d/ns/net", p.PID)
+	for _, ns := range NetNamespaces() {
+		if uint64(ns.Inode) == ino {
+			return ns.Path
 		}
 	}
 	return ""
@@ -206,19 +205,28 @@ func NetNamespaces() []NetNS {
 			out = append(out, NetNS{Inode: ino, Path: path})
 		}
 	}
+	// One stat a process: its ns/net link, not every namespace it is in.
 	procs, _ := procfs.AllProcs()
 	for _, p := range procs {
-		if ns, err := p.Namespaces(); err == nil {
-			add(ns["net"].Inode, fmt.Sprintf("/proc/%d/ns/net", p.PID))
-		}
+		path := fmt.Sprintf("/proc/%d/ns/net", p.PID)
+		ino, _ := NetNSInode(path)
+		add(ino, path)
 	}
 	named, _ := os.ReadDir("/run/netns")
 	for _, e := range named {
 		path := filepath.Join("/run/netns", e.Name())
-		var st unix.Stat_t
-		if unix.Stat(path, &st) == nil {
-			add(uint32(st.Ino), path)
-		}
+		ino, _ := NetNSInode(path)
+		add(ino, path)
 	}
 	return out
+}
+
+// NetNSInode is the inode number of the namespace file at path (ns/net,
+// a name from `ip netns add`, /proc/self/fd/N).
+func NetNSInode(path string) (uint32, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil {
+		return 0, err
+	}
+	return uint32(st.Ino), nil
 }

@@ -7,8 +7,6 @@ import (
 	"os"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tcptrace/tcptrace/host"
 )
 
@@ -47,21 +45,13 @@ func newNamespaces(walked *os.File) (*namespaces, error) {
 	if walked != nil {
 		path = fmt.Sprintf("/proc/self/fd/%d", walked.Fd())
 	}
-	ino, err := nsInode(path)
+	ino, err := host.NetNSInode(path)
 	if err != nil {
 		return nil, fmt.Errorf("read network namespace: %w", err)
 	}
 	caps, err := host.EffectiveCaps()
 	follow := err == nil && host.Caps(caps).Has(host.CapSysAdmin)
 	return &namespaces{walked: ino, handles: map[uint32]*nsHandle{}, refused: map[uint32]bool{}, follow: follow}, nil
-}
-
-func nsInode(path string) (uint32, error) {
-	var st unix.Stat_t
-	if err := unix.Stat(path, &st); err != nil {
-		return 0, err
-	}
-	return uint32(st.Ino), nil
 }
 
 // note records that a socket of namespace ino was seen at now, with pid a
@@ -93,7 +83,7 @@ func (n *namespaces) note(ino, pid uint32, now time.Time) bool {
 	if err != nil {
 		return false // gone already; the next socket's process may do
 	}
-	if got, err := nsInode(fmt.Sprintf("/proc/self/fd/%d", f.Fd())); err != nil || got != ino {
+	if got, err := host.NetNSInode(fmt.Sprintf("/proc/self/fd/%d", f.Fd())); err != nil || got != ino {
 		f.Close() // the process moved to another namespace
 		return false
 	}

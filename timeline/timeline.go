@@ -301,10 +301,16 @@ func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 }
 
 // setOwner makes o the owner of c, and keeps the index of owners' open fds.
+// Most transitions repeat the owner: the index is touched only when the
+// indexed pid changes.
 func (t *Timeline) setOwner(c *Conn, o tcp.Owner) {
-	t.unown(c)
+	was, is := openFD(c.Owner), openFD(o)
+	samePID := was && is && c.Owner.PID == o.PID
+	if was && !samePID {
+		t.unown(c)
+	}
 	c.Owner = o
-	if o.PID != 0 && o.FD >= 0 && !o.Closed {
+	if is && !samePID {
 		set := t.owned[o.PID]
 		if set == nil {
 			set = make(map[uint64]struct{})
@@ -313,6 +319,9 @@ func (t *Timeline) setOwner(c *Conn, o tcp.Owner) {
 		set[c.Cookie] = struct{}{}
 	}
 }
+
+// openFD tells an owner the index holds: a process with an fd not closed.
+func openFD(o tcp.Owner) bool { return o.PID != 0 && o.FD >= 0 && !o.Closed }
 
 func (t *Timeline) unown(c *Conn) {
 	if set := t.owned[c.Owner.PID]; set != nil {
