@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Owners: the process that holds a socket, learned in connect(), listen()
- * and accept(), a listener's children, closes of fds, and the pid filter.
+ * Owners: the process that holds a socket, learned in connect(), listen(),
+ * a listener's children, closes of fds, exits, and the pid filter.
  */
 #ifndef TCPTRACE_OWNERS_H
 #define TCPTRACE_OWNERS_H
@@ -115,8 +115,8 @@ static __always_inline void owner_from_listener(const struct sock *sk, __u64 coo
 	note_owner_pid(owner->pid);
 }
 
-/* Follows current->files to the TCP socket behind fd, or returns NULL. */
-static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
+/* The current task's file behind fd, or NULL. */
+static __always_inline struct file *file_of_fd(int fd)
 {
 	/* Not bpf_get_current_task_btf(), which Linux 5.10 lacks: reads are CO-RE anyway. */
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -127,6 +127,14 @@ static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
 	if (fd < 0 || (unsigned int)fd >= BPF_CORE_READ(fdt, max_fds))
 		return NULL;
 	bpf_probe_read_kernel(&file, sizeof(file), &fds[fd]);
+	return file;
+}
+
+/* Follows current->files to the TCP socket behind fd, or returns NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
+{
+	struct file *file = file_of_fd(fd);
+
 	if (!file)
 		return NULL;
 	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
@@ -183,37 +191,6 @@ static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd
 	if (e)
 		e->fd = fd;
 	return e;
-}
-
-/* Reports an accept()ed TCP socket with its new owner, the accepting process. */
-static __always_inline int on_accept_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	int fd = (int)ctx->ret;
-	__u16 protocol;
-	struct owner *known;
-
-	if (fd < 0)
-		return 0;
-	struct sock *sk = tcp_sock_of_fd(fd, &protocol);
-	if (!sk || protocol != IPPROTO_TCP)
-		return 0;
-	struct event *e = fd_event(sk, EVENT_ACCEPT, fd, &known);
-	if (!e)
-		return 0;
-	fill_current(&e->owner);
-	e->owner.fd = fd;
-	e->owner.source = OWNER_ACCEPT;
-	e->owner.flags = 0;
-	if (want_origins && origin_allowed())
-		capture_origin(ctx, &e->origin);
-	/* Map helpers may not take two pointers into the same ring-buffer record. */
-	__u64 cookie = e->cookie;
-	struct owner owner = e->owner;
-	if (cookie && bpf_map_update_elem(&owners, &cookie, &owner, BPF_ANY))
-		count(COUNTER_OWNER_MAP_FULL);
-	note_owner_pid(owner.pid);
-	submit(e);
-	return 0;
 }
 
 /* Reports a close() of an fd of a TCP socket; marks the owner's own fd closed. */

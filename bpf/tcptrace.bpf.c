@@ -17,6 +17,7 @@
 #include "identity.h"
 #include "origins.h"
 #include "owners.h"
+#include "holders.h"
 #include "timewait.h"
 #include "transitions.h"
 #include "binds.h"
@@ -73,19 +74,93 @@ int handle_listen(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_exit_accept4")
 int handle_accept4(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_accept_exit(ctx);
+	return on_fd_gained(ctx, (int)ctx->ret, EVENT_ACCEPT, OWNER_ACCEPT);
 }
 
 SEC("tracepoint/syscalls/sys_exit_accept")
 int handle_accept(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_accept_exit(ctx);
+	return on_fd_gained(ctx, (int)ctx->ret, EVENT_ACCEPT, OWNER_ACCEPT);
+}
+
+/* dup() and fcntl(F_DUPFD) make a new fd; dup2() and dup3() may close one first. */
+SEC("tracepoint/syscalls/sys_exit_dup")
+int handle_dup(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_fd_gained(ctx, (int)ctx->ret, EVENT_NEW_FD, OWNER_DUP);
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup2")
+int handle_dup2_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_dup2_enter(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup2")
+int handle_dup2(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_fd_gained(ctx, (int)ctx->ret, EVENT_NEW_FD, OWNER_DUP);
+}
+
+SEC("tracepoint/syscalls/sys_enter_dup3")
+int handle_dup3_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_dup2_enter(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_dup3")
+int handle_dup3(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_fd_gained(ctx, (int)ctx->ret, EVENT_NEW_FD, OWNER_DUP);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fcntl")
+int handle_fcntl_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_fcntl_enter(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_fcntl")
+int handle_fcntl(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_fcntl_exit(ctx);
+}
+
+/* pidfd_getfd() copies an fd out of another process. */
+SEC("tracepoint/syscalls/sys_exit_pidfd_getfd")
+int handle_pidfd_getfd(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_fd_gained(ctx, (int)ctx->ret, EVENT_NEW_FD, OWNER_DUP);
+}
+
+SEC("tracepoint/syscalls/sys_enter_recvmsg")
+int handle_recvmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_recvmsg_enter(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_recvmsg")
+int handle_recvmsg(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_recvmsg_exit(ctx);
 }
 
 SEC("tracepoint/syscalls/sys_enter_close")
 int handle_close(struct trace_event_raw_sys_enter *ctx)
 {
 	return on_close_fd((int)ctx->args[0]);
+}
+
+SEC("tracepoint/task/task_newtask")
+int handle_new_task(struct trace_event_raw_task_newtask *ctx)
+{
+	return on_new_task(ctx);
+}
+
+SEC("tracepoint/sched/sched_process_exec")
+int handle_exec(void *ctx)
+{
+	return on_exec();
 }
 
 SEC("tracepoint/sched/sched_process_exit")

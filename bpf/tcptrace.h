@@ -24,6 +24,15 @@ enum event_kind {
 	/* The last thread of a process that owned sockets exited: the kernel
 	 * closes its fds without a close(). pid and comm are the process's. */
 	EVENT_EXIT = 7,
+	/* A process that holds sockets forked a child (owner.pid), which holds
+	 * them too: pid and comm are the parent's. */
+	EVENT_FORK = 8,
+	/* A process that holds sockets ran exec(): its close-on-exec fds are
+	 * closed, and comm is its new name. */
+	EVENT_EXEC = 9,
+	/* The running process got a new fd (fd) of a TCP socket, from dup() or
+	 * fcntl(F_DUPFD), or passed over a unix socket: owner.source says which. */
+	EVENT_NEW_FD = 10,
 };
 
 /* How the owner of a socket was learned. */
@@ -35,6 +44,9 @@ enum owner_source {
 	OWNER_LISTENER = 4, /* still in a listener's accept queue: the listener's owner */
 	OWNER_SEED = 5,	    /* found in the fd tables when tracing started */
 	OWNER_CLOSE = 6,    /* the task that closed an fd of it */
+	OWNER_FORK = 7,	    /* a child that got it with its parent's fd table */
+	OWNER_DUP = 8,	    /* the task that made another fd of it (dup, fcntl) */
+	OWNER_RECEIVE = 9,  /* the task it was passed to (SCM_RIGHTS) */
 };
 
 /* Bits of event.flags, read from the socket at the transition. */
@@ -54,7 +66,10 @@ enum counter {
 	COUNTER_RINGBUF_DROPS = 0,   /* bpf_ringbuf_reserve failed: event lost */
 	COUNTER_OWNER_MAP_FULL = 1,  /* an owner could not be stored */
 	COUNTER_ORIGINS_SKIPPED = 2, /* a user stack not taken: its process's budget was spent */
-	COUNTER_MAX = 3,
+	/* an fd passed over a unix socket past the first PASSED_FDS_MAX of its
+	 * message: its new holder was not examined */
+	COUNTER_PASSED_FDS_UNEXAMINED = 3,
+	COUNTER_MAX = 4,
 };
 
 struct owner {

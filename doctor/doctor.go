@@ -439,8 +439,8 @@ var programRows = []programRowInfo{
 	{rowClassic, "classic state tracepoint", NeedFallback,
 		"the fallback where tp_btf does not work",
 		"no fallback if tp_btf does not work"},
-	{rowSyscalls, "syscall and exit tracepoints", NeedRequired,
-		"owners learned in connect(), listen() and accept(); closes, by close() or by an owner's exit; failed binds (EADDRINUSE)",
+	{rowSyscalls, "syscall and task tracepoints", NeedRequired,
+		"owners learned in connect(), listen() and accept(), followed through fork, exec, dup and fd passing; closes, by close() or by an owner's exit; failed binds (EADDRINUSE)",
 		"tcptrace does not start without them (owners, closes and failed binds come from them)"},
 	{rowResets, "TCP reset tracepoints", NeedRequired,
 		"closes caused by a RST are labeled, with the kernel's reason for those sent",
@@ -465,7 +465,8 @@ func programRow(ps *ebpf.ProgramSpec) string {
 		return rowIterFile
 	case ps.Type == ebpf.TracePoint && strings.HasPrefix(ps.AttachTo, "sock/"):
 		return rowClassic
-	case ps.Type == ebpf.TracePoint && (strings.HasPrefix(ps.AttachTo, "syscalls/") || strings.HasPrefix(ps.AttachTo, "sched/")):
+	case ps.Type == ebpf.TracePoint && (strings.HasPrefix(ps.AttachTo, "syscalls/") || strings.HasPrefix(ps.AttachTo, "sched/") ||
+		strings.HasPrefix(ps.AttachTo, "task/")):
 		return rowSyscalls
 	case ps.Type == ebpf.TracePoint && strings.HasPrefix(ps.AttachTo, "tcp/"):
 		return rowResets

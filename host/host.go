@@ -257,3 +257,17 @@ func ReadTCP() tcp.HostTCP {
 	}
 	return h
 }
+
+// SocketFD tells what fd of process pid is now: the inode of a socket (0
+// for anything else, or no fd); alive is false when the process is gone.
+func SocketFD(pid uint32, fd int32) (inode uint64, alive bool) {
+	link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+	if err != nil {
+		_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+		return 0, err == nil
+	}
+	if _, err := fmt.Sscanf(link, "socket:[%d]", &inode); err != nil {
+		return 0, true
+	}
+	return inode, true
+}

@@ -85,6 +85,9 @@ var kindOf = [...]tcp.Kind{
 	tcptraceEventKindEVENT_BIND_FAIL:  tcp.KindBindFail,
 	tcptraceEventKindEVENT_TW_EXPIRED: KindTimeWaitExpired,
 	tcptraceEventKindEVENT_EXIT:       tcp.KindExit,
+	tcptraceEventKindEVENT_FORK:       tcp.KindFork,
+	tcptraceEventKindEVENT_EXEC:       tcp.KindExec,
+	tcptraceEventKindEVENT_NEW_FD:     tcp.KindNewFD,
 }
 
 // KindTimeWaitExpired marks a decoded record about a timewait socket whose

@@ -254,6 +254,18 @@ func (k *Kernel) attach() error {
 		{"tcp", "tcp_send_reset", k.objs.HandleSendReset},
 		{"tcp", "tcp_receive_reset", k.objs.HandleReceiveReset},
 		{"sched", "sched_process_exit", k.objs.HandleExit},
+		{"task", "task_newtask", k.objs.HandleNewTask},
+		{"sched", "sched_process_exec", k.objs.HandleExec},
+		{"syscalls", "sys_exit_dup", k.objs.HandleDup},
+		{"syscalls", "sys_enter_dup2", k.objs.HandleDup2Enter},
+		{"syscalls", "sys_exit_dup2", k.objs.HandleDup2},
+		{"syscalls", "sys_enter_dup3", k.objs.HandleDup3Enter},
+		{"syscalls", "sys_exit_dup3", k.objs.HandleDup3},
+		{"syscalls", "sys_enter_fcntl", k.objs.HandleFcntlEnter},
+		{"syscalls", "sys_exit_fcntl", k.objs.HandleFcntl},
+		{"syscalls", "sys_exit_pidfd_getfd", k.objs.HandlePidfdGetfd},
+		{"syscalls", "sys_enter_recvmsg", k.objs.HandleRecvmsgEnter},
+		{"syscalls", "sys_exit_recvmsg", k.objs.HandleRecvmsg},
 	} {
 		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
 		if err != nil {

@@ -37,6 +37,9 @@ type Counters struct {
 	RingbufDrops   uint64 // records lost to a full ring buffer
 	OwnerMapFull   uint64 // sockets whose owner found no room
 	OriginsSkipped uint64 // user stacks not taken past Options.OriginRate
+	// PassedFDsUnexamined are fds passed over unix sockets whose new
+	// holder was not followed (past the first 16 of a message).
+	PassedFDsUnexamined uint64
 	// StateMisses and SyscallMisses are runs the kernel skipped (recursion
 	// misses) of the state program and of all the others.
 	StateMisses   uint64
@@ -53,9 +56,10 @@ func (k *Kernel) ReadCounters() (Counters, error) {
 	var c Counters
 	var perCPU []uint64
 	for idx, dst := range map[uint32]*uint64{
-		uint32(tcptraceCounterCOUNTER_RINGBUF_DROPS):   &c.RingbufDrops,
-		uint32(tcptraceCounterCOUNTER_OWNER_MAP_FULL):  &c.OwnerMapFull,
-		uint32(tcptraceCounterCOUNTER_ORIGINS_SKIPPED): &c.OriginsSkipped,
+		uint32(tcptraceCounterCOUNTER_RINGBUF_DROPS):         &c.RingbufDrops,
+		uint32(tcptraceCounterCOUNTER_OWNER_MAP_FULL):        &c.OwnerMapFull,
+		uint32(tcptraceCounterCOUNTER_ORIGINS_SKIPPED):       &c.OriginsSkipped,
+		uint32(tcptraceCounterCOUNTER_PASSED_FDS_UNEXAMINED): &c.PassedFDsUnexamined,
 	} {
 		if err := k.objs.Counters.Lookup(idx, &perCPU); err != nil {
 			return Counters{}, fmt.Errorf("read counters: %w", err)
@@ -71,9 +75,7 @@ func (k *Kernel) ReadCounters() (Counters, error) {
 	c.OwnerMapFull += k.ownersNotTaught
 	c.TableWalks, c.NetNSUnfollowed = k.tableWalks, k.netnsUnfollowed
 	c.StateMisses = st.RecursionMisses
-	for _, p := range []*ebpf.Program{k.objs.HandleConnect, k.objs.HandleListen, k.objs.HandleAccept, k.objs.HandleAccept4,
-		k.objs.HandleClose, k.objs.HandleBindEnter, k.objs.HandleBindExit, k.objs.HandleSendReset, k.objs.HandleReceiveReset,
-		k.objs.HandleTimerExpire, k.objs.HandleExit} {
+	for _, p := range k.otherPrograms() {
 		st, err := p.Stats()
 		if err != nil {
 			return Counters{}, fmt.Errorf("read program stats: %w", err)
@@ -81,6 +83,16 @@ func (k *Kernel) ReadCounters() (Counters, error) {
 		c.SyscallMisses += st.RecursionMisses
 	}
 	return c, nil
+}
+
+// otherPrograms are every program that runs on events but the state program.
+func (k *Kernel) otherPrograms() []*ebpf.Program {
+	o := &k.objs
+	return []*ebpf.Program{o.HandleConnect, o.HandleListen, o.HandleAccept, o.HandleAccept4, o.HandleClose,
+		o.HandleBindEnter, o.HandleBindExit, o.HandleSendReset, o.HandleReceiveReset, o.HandleTimerExpire,
+		o.HandleExit, o.HandleNewTask, o.HandleExec, o.HandleDup, o.HandleDup2Enter, o.HandleDup2,
+		o.HandleDup3Enter, o.HandleDup3, o.HandleFcntlEnter, o.HandleFcntl, o.HandlePidfdGetfd,
+		o.HandleRecvmsgEnter, o.HandleRecvmsg}
 }
 
 // Stack is the user stack recorded under id (from tcp.Origin.StackID),

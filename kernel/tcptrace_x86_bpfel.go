@@ -16,10 +16,11 @@ import (
 type tcptraceCounter uint32
 
 const (
-	tcptraceCounterCOUNTER_RINGBUF_DROPS   tcptraceCounter = 0
-	tcptraceCounterCOUNTER_OWNER_MAP_FULL  tcptraceCounter = 1
-	tcptraceCounterCOUNTER_ORIGINS_SKIPPED tcptraceCounter = 2
-	tcptraceCounterCOUNTER_MAX             tcptraceCounter = 3
+	tcptraceCounterCOUNTER_RINGBUF_DROPS         tcptraceCounter = 0
+	tcptraceCounterCOUNTER_OWNER_MAP_FULL        tcptraceCounter = 1
+	tcptraceCounterCOUNTER_ORIGINS_SKIPPED       tcptraceCounter = 2
+	tcptraceCounterCOUNTER_PASSED_FDS_UNEXAMINED tcptraceCounter = 3
+	tcptraceCounterCOUNTER_MAX                   tcptraceCounter = 4
 )
 
 type tcptraceEvent struct {
@@ -76,6 +77,9 @@ const (
 	tcptraceEventKindEVENT_BIND_FAIL  tcptraceEventKind = 5
 	tcptraceEventKindEVENT_TW_EXPIRED tcptraceEventKind = 6
 	tcptraceEventKindEVENT_EXIT       tcptraceEventKind = 7
+	tcptraceEventKindEVENT_FORK       tcptraceEventKind = 8
+	tcptraceEventKindEVENT_EXEC       tcptraceEventKind = 9
+	tcptraceEventKindEVENT_NEW_FD     tcptraceEventKind = 10
 )
 
 type tcptraceFileRecord struct {
@@ -136,6 +140,9 @@ const (
 	tcptraceOwnerSourceOWNER_LISTENER tcptraceOwnerSource = 4
 	tcptraceOwnerSourceOWNER_SEED     tcptraceOwnerSource = 5
 	tcptraceOwnerSourceOWNER_CLOSE    tcptraceOwnerSource = 6
+	tcptraceOwnerSourceOWNER_FORK     tcptraceOwnerSource = 7
+	tcptraceOwnerSourceOWNER_DUP      tcptraceOwnerSource = 8
+	tcptraceOwnerSourceOWNER_RECEIVE  tcptraceOwnerSource = 9
 )
 
 type tcptracePendingBind struct {
@@ -144,6 +151,13 @@ type tcptracePendingBind struct {
 	Family uint16
 	Port   uint16
 	Addr   [16]uint8
+}
+
+type tcptracePendingFds struct {
+	_   structs.HostLayout
+	Msg uint64
+	Dup uint8
+	Pad [7]uint8
 }
 
 type tcptracePendingSock struct {
@@ -191,6 +205,7 @@ const (
 	tcptraceMapOwnerPids              = "owner_pids"
 	tcptraceMapOwners                 = "owners"
 	tcptraceMapPendingBinds           = "pending_binds"
+	tcptraceMapPendingFdCalls         = "pending_fd_calls"
 	tcptraceMapPendingSocks           = "pending_socks"
 	tcptraceMapPidFilter              = "pid_filter"
 	tcptraceMapSockIds                = "sock_ids"
@@ -207,9 +222,21 @@ const (
 	tcptraceProgHandleBindExit        = "handle_bind_exit"
 	tcptraceProgHandleClose           = "handle_close"
 	tcptraceProgHandleConnect         = "handle_connect"
+	tcptraceProgHandleDup             = "handle_dup"
+	tcptraceProgHandleDup2            = "handle_dup2"
+	tcptraceProgHandleDup2Enter       = "handle_dup2_enter"
+	tcptraceProgHandleDup3            = "handle_dup3"
+	tcptraceProgHandleDup3Enter       = "handle_dup3_enter"
+	tcptraceProgHandleExec            = "handle_exec"
 	tcptraceProgHandleExit            = "handle_exit"
+	tcptraceProgHandleFcntl           = "handle_fcntl"
+	tcptraceProgHandleFcntlEnter      = "handle_fcntl_enter"
 	tcptraceProgHandleListen          = "handle_listen"
+	tcptraceProgHandleNewTask         = "handle_new_task"
+	tcptraceProgHandlePidfdGetfd      = "handle_pidfd_getfd"
 	tcptraceProgHandleReceiveReset    = "handle_receive_reset"
+	tcptraceProgHandleRecvmsg         = "handle_recvmsg"
+	tcptraceProgHandleRecvmsgEnter    = "handle_recvmsg_enter"
 	tcptraceProgHandleSendReset       = "handle_send_reset"
 	tcptraceProgHandleSetState        = "handle_set_state"
 	tcptraceProgHandleSetStateClassic = "handle_set_state_classic"
@@ -280,9 +307,21 @@ type tcptraceProgramSpecs struct {
 	HandleBindExit        *ebpf.ProgramSpec `ebpf:"handle_bind_exit"`
 	HandleClose           *ebpf.ProgramSpec `ebpf:"handle_close"`
 	HandleConnect         *ebpf.ProgramSpec `ebpf:"handle_connect"`
+	HandleDup             *ebpf.ProgramSpec `ebpf:"handle_dup"`
+	HandleDup2            *ebpf.ProgramSpec `ebpf:"handle_dup2"`
+	HandleDup2Enter       *ebpf.ProgramSpec `ebpf:"handle_dup2_enter"`
+	HandleDup3            *ebpf.ProgramSpec `ebpf:"handle_dup3"`
+	HandleDup3Enter       *ebpf.ProgramSpec `ebpf:"handle_dup3_enter"`
+	HandleExec            *ebpf.ProgramSpec `ebpf:"handle_exec"`
 	HandleExit            *ebpf.ProgramSpec `ebpf:"handle_exit"`
+	HandleFcntl           *ebpf.ProgramSpec `ebpf:"handle_fcntl"`
+	HandleFcntlEnter      *ebpf.ProgramSpec `ebpf:"handle_fcntl_enter"`
 	HandleListen          *ebpf.ProgramSpec `ebpf:"handle_listen"`
+	HandleNewTask         *ebpf.ProgramSpec `ebpf:"handle_new_task"`
+	HandlePidfdGetfd      *ebpf.ProgramSpec `ebpf:"handle_pidfd_getfd"`
 	HandleReceiveReset    *ebpf.ProgramSpec `ebpf:"handle_receive_reset"`
+	HandleRecvmsg         *ebpf.ProgramSpec `ebpf:"handle_recvmsg"`
+	HandleRecvmsgEnter    *ebpf.ProgramSpec `ebpf:"handle_recvmsg_enter"`
 	HandleSendReset       *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
 	HandleSetState        *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	HandleSetStateClassic *ebpf.ProgramSpec `ebpf:"handle_set_state_classic"`
@@ -300,6 +339,7 @@ type tcptraceMapSpecs struct {
 	OwnerPids      *ebpf.MapSpec `ebpf:"owner_pids"`
 	Owners         *ebpf.MapSpec `ebpf:"owners"`
 	PendingBinds   *ebpf.MapSpec `ebpf:"pending_binds"`
+	PendingFdCalls *ebpf.MapSpec `ebpf:"pending_fd_calls"`
 	PendingSocks   *ebpf.MapSpec `ebpf:"pending_socks"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	SockIds        *ebpf.MapSpec `ebpf:"sock_ids"`
@@ -355,6 +395,7 @@ type tcptraceMaps struct {
 	OwnerPids      *ebpf.Map `ebpf:"owner_pids"`
 	Owners         *ebpf.Map `ebpf:"owners"`
 	PendingBinds   *ebpf.Map `ebpf:"pending_binds"`
+	PendingFdCalls *ebpf.Map `ebpf:"pending_fd_calls"`
 	PendingSocks   *ebpf.Map `ebpf:"pending_socks"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	SockIds        *ebpf.Map `ebpf:"sock_ids"`
@@ -373,6 +414,7 @@ func (m *tcptraceMaps) Close() error {
 		m.OwnerPids,
 		m.Owners,
 		m.PendingBinds,
+		m.PendingFdCalls,
 		m.PendingSocks,
 		m.PidFilter,
 		m.SockIds,
@@ -415,9 +457,21 @@ type tcptracePrograms struct {
 	HandleBindExit        *ebpf.Program `ebpf:"handle_bind_exit"`
 	HandleClose           *ebpf.Program `ebpf:"handle_close"`
 	HandleConnect         *ebpf.Program `ebpf:"handle_connect"`
+	HandleDup             *ebpf.Program `ebpf:"handle_dup"`
+	HandleDup2            *ebpf.Program `ebpf:"handle_dup2"`
+	HandleDup2Enter       *ebpf.Program `ebpf:"handle_dup2_enter"`
+	HandleDup3            *ebpf.Program `ebpf:"handle_dup3"`
+	HandleDup3Enter       *ebpf.Program `ebpf:"handle_dup3_enter"`
+	HandleExec            *ebpf.Program `ebpf:"handle_exec"`
 	HandleExit            *ebpf.Program `ebpf:"handle_exit"`
+	HandleFcntl           *ebpf.Program `ebpf:"handle_fcntl"`
+	HandleFcntlEnter      *ebpf.Program `ebpf:"handle_fcntl_enter"`
 	HandleListen          *ebpf.Program `ebpf:"handle_listen"`
+	HandleNewTask         *ebpf.Program `ebpf:"handle_new_task"`
+	HandlePidfdGetfd      *ebpf.Program `ebpf:"handle_pidfd_getfd"`
 	HandleReceiveReset    *ebpf.Program `ebpf:"handle_receive_reset"`
+	HandleRecvmsg         *ebpf.Program `ebpf:"handle_recvmsg"`
+	HandleRecvmsgEnter    *ebpf.Program `ebpf:"handle_recvmsg_enter"`
 	HandleSendReset       *ebpf.Program `ebpf:"handle_send_reset"`
 	HandleSetState        *ebpf.Program `ebpf:"handle_set_state"`
 	HandleSetStateClassic *ebpf.Program `ebpf:"handle_set_state_classic"`
@@ -435,9 +489,21 @@ func (p *tcptracePrograms) Close() error {
 		p.HandleBindExit,
 		p.HandleClose,
 		p.HandleConnect,
+		p.HandleDup,
+		p.HandleDup2,
+		p.HandleDup2Enter,
+		p.HandleDup3,
+		p.HandleDup3Enter,
+		p.HandleExec,
 		p.HandleExit,
+		p.HandleFcntl,
+		p.HandleFcntlEnter,
 		p.HandleListen,
+		p.HandleNewTask,
+		p.HandlePidfdGetfd,
 		p.HandleReceiveReset,
+		p.HandleRecvmsg,
+		p.HandleRecvmsgEnter,
 		p.HandleSendReset,
 		p.HandleSetState,
 		p.HandleSetStateClassic,

@@ -150,6 +150,11 @@ func AppendText(b []byte, ev *tcp.Event) []byte {
 	start := len(b)
 	if ev.Owner.Known() {
 		b = strconv.AppendUint(b, uint64(ev.Owner.PID), 10)
+		if n := len(ev.Sharers); n > 0 {
+			// Held by more processes (or fds): the first and how many more.
+			b = append(b, '+')
+			b = strconv.AppendInt(b, int64(n), 10)
+		}
 	} else {
 		b = append(b, '-')
 	}
@@ -194,6 +199,15 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 		b = strconv.AppendInt(b, int64(ev.FD), 10)
 		b = append(b, " in "...)
 		b = append(b, paintState(ev.New)...)
+	case tcp.KindNewFD:
+		if ev.Owner.Via == tcp.OwnerReceive {
+			b = append(b, "received fd "...)
+		} else {
+			b = append(b, "dup() -> fd "...)
+		}
+		b = strconv.AppendInt(b, int64(ev.FD), 10)
+		b = append(b, " in "...)
+		b = append(b, paintState(ev.New)...)
 	case tcp.KindCloseFD:
 		b = append(b, "close(fd "...)
 		b = strconv.AppendInt(b, int64(ev.FD), 10)
@@ -201,6 +215,17 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 		b = strconv.AppendUint(b, uint64(ev.Running.PID), 10)
 		b = append(b, " in "...)
 		b = append(b, paintState(ev.New)...)
+		if len(ev.Sharers) > 0 {
+			b = append(b, "  (still held by "...)
+			b = strconv.AppendUint(b, uint64(ev.Sharers[0].PID), 10)
+			b = append(b, '/')
+			b = append(b, ev.Sharers[0].Comm...)
+			if n := len(ev.Sharers) - 1; n > 0 {
+				b = append(b, " +"...)
+				b = strconv.AppendInt(b, int64(n), 10)
+			}
+			b = append(b, ')')
+		}
 	case tcp.KindExisting:
 		b = append(b, "existing "...)
 		b = append(b, paintState(ev.New)...)
@@ -252,6 +277,8 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 		b = append(b, "  (repaired: events were missed)"...)
 	case tcp.SourceExit:
 		b = append(b, "  (closed by the process's exit)"...)
+	case tcp.SourceExec:
+		b = append(b, "  (closed by exec: close-on-exec)"...)
 	}
 	return b
 }
@@ -302,6 +329,24 @@ func appendJSONString(b []byte, s string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
+func appendOwnerJSON(b []byte, o *tcp.Owner) []byte {
+	b = append(b, `{"pid":`...)
+	b = strconv.AppendUint(b, uint64(o.PID), 10)
+	b = append(b, `,"comm":`...)
+	b = appendJSONString(b, o.Comm)
+	b = append(b, `,"fd":`...)
+	b = strconv.AppendInt(b, int64(o.FD), 10)
+	b = append(b, `,"via":"`...)
+	b = append(b, o.Via.String()...)
+	b = append(b, `","fd_closed":`...)
+	b = strconv.AppendBool(b, o.Closed)
+	b = append(b, `,"cgroup":`...)
+	b = strconv.AppendUint(b, o.Cgroup, 10)
+	b = append(b, `,"container":`...)
+	b = appendJSONString(b, o.Container) // from a trace file, anything
+	return append(b, '}')
+}
+
 // AppendJSON writes the stable JSON form of an event; README.md documents the fields.
 func AppendJSON(b []byte, ev *tcp.Event) []byte {
 	b = append(b, `{"time":"`...)
@@ -331,21 +376,16 @@ func AppendJSON(b []byte, ev *tcp.Event) []byte {
 		b = append(b, `,"in_old_at_least":`...)
 		b = strconv.AppendBool(b, ev.OldBeforeTrace)
 	}
-	b = append(b, `,"owner":{"pid":`...)
-	b = strconv.AppendUint(b, uint64(ev.Owner.PID), 10)
-	b = append(b, `,"comm":`...)
-	b = appendJSONString(b, ev.Owner.Comm)
-	b = append(b, `,"fd":`...)
-	b = strconv.AppendInt(b, int64(ev.Owner.FD), 10)
-	b = append(b, `,"via":"`...)
-	b = append(b, ev.Owner.Via.String()...)
-	b = append(b, `","fd_closed":`...)
-	b = strconv.AppendBool(b, ev.Owner.Closed)
-	b = append(b, `,"cgroup":`...)
-	b = strconv.AppendUint(b, ev.Owner.Cgroup, 10)
-	b = append(b, `,"container":`...)
-	b = appendJSONString(b, ev.Owner.Container) // from a trace file, anything
-	b = append(b, `},"running":{"pid":`...)
+	b = append(b, `,"owner":`...)
+	b = appendOwnerJSON(b, &ev.Owner)
+	b = append(b, `,"sharers":[`...)
+	for i := range ev.Sharers {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendOwnerJSON(b, &ev.Sharers[i])
+	}
+	b = append(b, `],"running":{"pid":`...)
 	b = strconv.AppendUint(b, uint64(ev.Running.PID), 10)
 	b = append(b, `,"tid":`...)
 	b = strconv.AppendUint(b, uint64(ev.Running.TID), 10)

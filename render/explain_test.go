@@ -73,7 +73,7 @@ func TestJSONLine(t *testing.T) {
 	want := `{"time":"2026-11-21T12:00:00.000000005Z","type":"transition","conn":77,"inode":1234,"netns":4026531840,"family":4,` +
 		`"local":"127.0.0.1:8080","remote":"[::1]:9","old":"ESTABLISHED","new":"CLOSE_WAIT","in_old_ns":1500000000,"in_old_at_least":false,` +
 		`"owner":{"pid":42,"comm":"server","fd":7,"via":"accept","fd_closed":false,"cgroup":9,` +
-		`"container":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},"running":{"pid":5,"tid":6,"comm":"cli\"ent"},` +
+		`"container":"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"},"sharers":[],"running":{"pid":5,"tid":6,"comm":"cli\"ent"},` +
 		`"fd":-1,"source":"kernel","orphan":true,"error":0}`
 	if got != want {
 		t.Errorf("JSON:\n%s\nwant:\n%s", got, want)

@@ -75,6 +75,9 @@ func goldenEvents() []tcp.Event {
 		ev(tcp.KindBindFail, 12*time.Millisecond, ap("[::]:9090"), netip.AddrPort{}, tcp.StateClose, tcp.StateClose, -1, tcp.Owner{PID: 5001, Comm: `we"ird ü`, FD: 4}),
 		ev(tcp.KindTransition, 13*time.Millisecond, ap("[::ffff:10.0.0.1]:8080"), ap("[::ffff:10.0.0.3]:1234"), tcp.StateCloseWait, tcp.StateLastAck, 121*time.Minute, tcp.Owner{PID: 9, Comm: "a-very-long-nam", FD: 1234, Via: tcp.OwnerListener}),
 		ev(tcp.KindTransition, 14*time.Millisecond, srvAddr, ap("10.0.0.9:40003"), tcp.StateEstablished, tcp.StateCloseWait, -1, apiOwner),
+		ev(tcp.KindNewFD, 15*time.Millisecond, srvAddr, ap("10.0.0.9:40004"), tcp.StateEstablished, tcp.StateEstablished, -1, tcp.Owner{PID: 43, Comm: "api-worker", FD: 9, Via: tcp.OwnerReceive}),
+		ev(tcp.KindCloseFD, 16*time.Millisecond, srvAddr, ap("10.0.0.9:40004"), tcp.StateEstablished, tcp.StateEstablished, -1, apiOwner),
+		ev(tcp.KindCloseFD, 17*time.Millisecond, srvAddr, ap("10.0.0.9:40005"), tcp.StateCloseWait, tcp.StateCloseWait, -1, tcp.Owner{PID: 44, Comm: "sh", FD: 4, Via: tcp.OwnerFork, Closed: true}),
 	}
 	evs[1].OldBeforeTrace = true
 	evs[2].TimeWaitLeft, evs[2].Source = 58*time.Second, tcp.SourceTimeWait
@@ -86,6 +89,11 @@ func goldenEvents() []tcp.Event {
 	evs[10].ReuseAddr = true
 	evs[10].PortHolders = []tcp.Socket{{Local: srvAddr, State: tcp.StateListen}, {Local: srvAddr, State: tcp.StateTimeWait}}
 	evs[12].Source = tcp.SourceSeed
+	evs[13].Sharers = []tcp.Owner{{PID: 43, Comm: "api-worker", FD: 9, Via: tcp.OwnerFork}, {PID: 44, Comm: "api-worker", FD: 9, Via: tcp.OwnerFork}}
+	evs[14].FD, evs[14].Sharers = 9, []tcp.Owner{apiOwner}
+	evs[15].FD, evs[15].Owner.Closed = 7, true
+	evs[15].Sharers = []tcp.Owner{{PID: 43, Comm: "api-worker", FD: 9, Via: tcp.OwnerReceive}}
+	evs[16].FD, evs[16].Source = 4, tcp.SourceExec
 	return evs
 }
 

@@ -97,10 +97,20 @@ const (
 	// kernel closes its fds, and the timeline shows a close line for each
 	// socket it knows the process held.
 	KindExit
+	// KindFork is a process that holds sockets (Running) forking a child
+	// (Owner, with fd -1), which holds them too. No line of its own.
+	KindFork
+	// KindExec is an exec() by a process that holds sockets (Running, with
+	// its new name): its close-on-exec fds are closed. No line of its own.
+	KindExec
+	// KindNewFD is a process (Owner) getting another fd (FD) of the
+	// connection: dup() or fcntl(F_DUPFD), or passed over a unix socket
+	// (Owner.Via says which).
+	KindNewFD
 )
 
 var kindNames = [...]string{KindTransition: "transition", KindAccept: "accept", KindCloseFD: "close", KindExisting: "existing",
-	KindReset: "reset", KindBindFail: "bind_fail", KindExit: "exit"}
+	KindReset: "reset", KindBindFail: "bind_fail", KindExit: "exit", KindFork: "fork", KindExec: "exec", KindNewFD: "new_fd"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -127,9 +137,11 @@ const (
 	SourceSeed
 	// SourceExit: a close made by the kernel when the owner exited.
 	SourceExit
+	// SourceExec: a close made by the kernel at exec() (close-on-exec).
+	SourceExec
 )
 
-var sourceNames = [...]string{SourceKernel: "kernel", SourceTimeWait: "timewait", SourceRepair: "repair", SourceSeed: "seed", SourceExit: "exit"}
+var sourceNames = [...]string{SourceKernel: "kernel", SourceTimeWait: "timewait", SourceRepair: "repair", SourceSeed: "seed", SourceExit: "exit", SourceExec: "exec"}
 
 func (s Source) String() string {
 	if int(s) < len(sourceNames) {
@@ -152,9 +164,12 @@ const (
 	OwnerListener OwnerSource = 4 // in the accept queue of this process's listener
 	OwnerSeed     OwnerSource = 5 // held it in its fd table when tracing started
 	OwnerClose    OwnerSource = 6 // closed an fd of it
+	OwnerFork     OwnerSource = 7 // got it with its parent's fds at fork()
+	OwnerDup      OwnerSource = 8 // made another fd of it (dup, fcntl, pidfd_getfd)
+	OwnerReceive  OwnerSource = 9 // was passed it over a unix socket (SCM_RIGHTS)
 )
 
-var ownerSourceNames = [...]string{"unknown", "connect", "accept", "listen", "listener", "seed", "close"}
+var ownerSourceNames = [...]string{"unknown", "connect", "accept", "listen", "listener", "seed", "close", "fork", "dup", "receive"}
 
 func (o OwnerSource) String() string {
 	if int(o) < len(ownerSourceNames) {
@@ -238,9 +253,13 @@ type Event struct {
 	// OldBeforeTrace it is a lower bound (the state began before tracing did).
 	InOld          time.Duration
 	OldBeforeTrace bool
-	// Running is the task that was on the CPU; Owner, the process that owns the socket.
+	// Running is the task that was on the CPU; Owner, the process that owns
+	// the socket (the first of its holders); Sharers, the other processes
+	// (or fds) that hold it too, in the order they got it. Sharers belongs
+	// to the timeline: an emit callback must copy it to keep it.
 	Running Task
 	Owner   Owner
+	Sharers []Owner
 	// FD is the fd accept() returned or close() closed, else -1.
 	FD int32
 	// ResetReason is why the kernel sent a RST (its enum sk_rst_reason, less

@@ -54,16 +54,10 @@ func ParsePrefix(s string) (netip.Prefix, error) {
 
 // Match reports whether the filter selects ev.
 func (f *Filter) Match(ev *tcp.Event) bool {
-	if len(f.PIDs) > 0 && !slices.Contains(f.PIDs, ev.Owner.PID) {
-		return false
-	}
-	if f.Comm != "" && ev.Owner.Comm != f.Comm {
+	if !f.matchHolder(ev.Owner) && !slices.ContainsFunc(ev.Sharers, f.matchHolder) {
 		return false
 	}
 	if f.NetNS != 0 && ev.NetNS != f.NetNS {
-		return false
-	}
-	if !f.MatchPlace(ev.Owner) {
 		return false
 	}
 	if !f.matchEnds(ev.Local, ev.Remote) {
@@ -84,12 +78,12 @@ func (f *Filter) MatchSocket(s *tcp.Socket) bool {
 	if len(f.PIDs) == 0 && f.Comm == "" && f.Cgroups == nil && f.Container == "" {
 		return true
 	}
-	for _, h := range s.Holders {
-		if (len(f.PIDs) == 0 || slices.Contains(f.PIDs, h.PID)) && (f.Comm == "" || h.Comm == f.Comm) && f.MatchPlace(h) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(s.Holders, f.matchHolder)
+}
+
+// matchHolder applies the process filters to one process holding a socket.
+func (f *Filter) matchHolder(o tcp.Owner) bool {
+	return (len(f.PIDs) == 0 || slices.Contains(f.PIDs, o.PID)) && (f.Comm == "" || o.Comm == f.Comm) && f.MatchPlace(o)
 }
 
 // MatchPlace applies the cgroup and container filters to an owner.

@@ -1,6 +1,7 @@
 package timeline
 
 import (
+	"slices"
 	"time"
 
 	"github.com/tcptrace/tcptrace/tcp"
@@ -92,8 +93,8 @@ func (t *Timeline) TableAt(now time.Time) []tcp.Socket {
 		}
 		s := tcp.Socket{Cookie: cookie, Inode: c.Inode, NetNS: c.NetNS, Local: c.Local, Remote: c.Remote,
 			State: c.State, TimeWaitExpiry: c.TimeWaitExpiry}
-		if c.Owner.Known() && !c.Owner.Closed && c.Owner.FD >= 0 {
-			s.Holders = []tcp.Owner{c.Owner}
+		if h := t.heldBy(c); len(h) > 0 {
+			s.Holders = slices.Clone(h)
 		}
 		out = append(out, s)
 	}

@@ -12,6 +12,9 @@ type Stats struct {
 	SyscallMisses uint64
 	// OwnerMapFull counts sockets whose owner could not be stored in the kernel.
 	OwnerMapFull uint64
+	// HoldersUnfollowed counts fds of sockets whose holder tcptrace could
+	// not follow: passed over a unix socket past the first 16 of a message.
+	HoldersUnfollowed uint64
 	// Repairs are transitions shown from the socket table after events were missed.
 	Repairs uint64
 	// TimeWaitWalks and TableWalks count walks of the kernel's socket table.

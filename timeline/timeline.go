@@ -70,11 +70,16 @@ type Timeline struct {
 	// over ends that TIME_WAIT, which no tracepoint reports.
 	timewaits map[uint64]uint64
 	tupleSeed maphash.Seed
-	// owned indexes, by owner pid, the connections whose known owner has
-	// not closed its fd: the owner's exit closes them without a scan. A
-	// pid's set goes at its exit (kept empty until then: no allocation per
-	// connection).
-	owned map[uint32]map[uint64]struct{}
+	// sharers are the holders of a connection besides its Owner, by
+	// cookie, only while it has some; owned indexes by pid the connections
+	// a process holds an fd of (holders.go). A pid's set goes at its exit.
+	sharers map[uint64][]tcp.Owner
+	owned   map[uint32]map[uint64]struct{}
+	// listeners finds the listening connection on a port, whose holders
+	// are named for the children in its accept queue.
+	listeners map[listenerKey]uint64
+	// scratchHolders is where heldBy lists the holders of a connection.
+	scratchHolders []tcp.Owner
 	// TimeWaitGrace is how long after a timewait timer was due a walk looks
 	// for the socket: 0 where walks alone tell the end of TIME_WAIT, more
 	// where the kernel reports the timer firing (timers of a minute fire up
@@ -120,7 +125,10 @@ func (t *Timeline) forget(cookie uint64) {
 		return
 	}
 	delete(t.conns, cookie)
-	t.unown(c)
+	t.unhold(c)
+	if k := listenerOf(c.NetNS, c.Local); t.listeners[k] == cookie {
+		delete(t.listeners, k)
+	}
 	if !c.TimeWaitExpiry.IsZero() {
 		if key := t.tuple(c.NetNS, c.Local, c.Remote); t.timewaits[key] == cookie {
 			delete(t.timewaits, key)
@@ -153,7 +161,8 @@ func keep(list []tcp.Event, ev *tcp.Event, max int) []tcp.Event {
 // New starts a timeline at the time tracing started.
 func New(started time.Time) *Timeline {
 	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*tcp.Event),
-		timewaits: make(map[uint64]uint64), tupleSeed: maphash.MakeSeed(), owned: make(map[uint32]map[uint64]struct{}), started: started}
+		timewaits: make(map[uint64]uint64), tupleSeed: maphash.MakeSeed(), sharers: make(map[uint64][]tcp.Owner),
+		owned: make(map[uint32]map[uint64]struct{}), listeners: make(map[listenerKey]uint64), started: started}
 }
 
 // Conn returns the connection with this cookie, or nil.
@@ -197,14 +206,13 @@ func (t *Timeline) conn(ev *tcp.Event) *Conn {
 	return c
 }
 
-// fillFromConn completes an event with what the timeline knows.
-func (c *Conn) fill(ev *tcp.Event) {
+// fill completes an event about c with what the timeline knows, its
+// holders included.
+func (t *Timeline) fill(c *Conn, ev *tcp.Event) {
 	if ev.Inode == 0 {
 		ev.Inode = c.Inode
 	}
-	if !ev.Owner.Known() {
-		ev.Owner = c.Owner
-	}
+	t.showOwners(c, ev)
 	ev.Local = knowner(ev.Local, c.Local)
 	ev.Remote = knowner(ev.Remote, c.Remote)
 }
@@ -243,32 +251,40 @@ func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 	switch ev.Kind {
 	case tcp.KindTransition:
 		t.transition(ev, emit)
-	case tcp.KindAccept, tcp.KindCloseFD:
+	case tcp.KindAccept, tcp.KindNewFD, tcp.KindCloseFD:
 		c := t.conns[ev.Cookie]
 		if c == nil {
 			ev.InOld = -1
 			emit(ev)
 			return
 		}
-		if ev.Kind == tcp.KindAccept {
-			t.setOwner(c, ev.Owner)
-			c.Origin = ev.Origin
-		} else if c.Owner.PID == ev.Running.PID && c.Owner.FD == ev.FD {
-			closed := c.Owner
-			closed.Closed = true
-			t.setOwner(c, closed)
+		if ev.Kind == tcp.KindCloseFD {
+			t.closeFD(c, ev, emit)
+			return
 		}
-		c.fill(ev)
+		if ev.Kind == tcp.KindAccept {
+			c.Origin = ev.Origin
+		}
+		t.hold(c, ev.Owner)
+		got := ev.Owner
+		t.fill(c, ev)
+		// The line is about the process that got the fd; the rest share it.
+		ev.Owner = got
+		ev.Sharers = slices.DeleteFunc(t.heldBy(c), func(h tcp.Owner) bool { return sameFD(h, got) })
 		ev.Old, ev.New = c.State, c.State
 		c.timeInOld(ev)
 		emit(ev)
+	case tcp.KindFork:
+		t.forked(ev)
+	case tcp.KindExec:
+		t.renamed(ev)
 	case tcp.KindReset:
 		c := t.conns[ev.Cookie]
 		if c == nil {
 			c = t.recent[ev.Cookie]
 		}
 		if c != nil {
-			c.fill(ev)
+			t.fill(c, ev)
 		}
 		ev.InOld = -1
 		t.Resets = keep(t.Resets, ev, resetsMax)
@@ -280,74 +296,29 @@ func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 	case tcp.KindExit:
 		t.closedByExit(ev, emit)
 	case tcp.KindExisting:
-		if c := t.conns[ev.Cookie]; c != nil {
-			// Seen since tracing started: that state is fresher, but the
-			// owner may be known only from the fd tables.
-			if !c.Owner.Known() {
-				t.setOwner(c, ev.Owner)
-			}
+		c := t.conns[ev.Cookie]
+		known := c != nil
+		if !known {
+			c = t.conn(ev)
+		}
+		// Seen since tracing started or not, the fd tables name its holders.
+		t.hold(c, ev.Owner)
+		for _, o := range ev.Sharers {
+			t.hold(c, o)
+		}
+		if known {
 			return
 		}
-		c := t.conn(ev)
-		t.setOwner(c, ev.Owner)
 		ev.Old = ev.New
 		c.enter(ev.New, t.started, false)
+		t.noteListener(c)
 		if ev.TimeWaitLeft > 0 {
 			t.setTimeWait(c, TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time, Seen: true, Substate: ev.New, Expiry: ev.Time.Add(ev.TimeWaitLeft)})
 		}
+		t.fill(c, ev)
 		ev.InOld = -1
 		emit(ev)
 	}
-}
-
-// setOwner makes o the owner of c, and keeps the index of owners' open fds.
-// Most transitions repeat the owner: the index is touched only when the
-// indexed pid changes.
-func (t *Timeline) setOwner(c *Conn, o tcp.Owner) {
-	was, is := openFD(c.Owner), openFD(o)
-	samePID := was && is && c.Owner.PID == o.PID
-	if was && !samePID {
-		t.unown(c)
-	}
-	c.Owner = o
-	if is && !samePID {
-		set := t.owned[o.PID]
-		if set == nil {
-			set = make(map[uint64]struct{})
-			t.owned[o.PID] = set
-		}
-		set[c.Cookie] = struct{}{}
-	}
-}
-
-// openFD tells an owner the index holds: a process with an fd not closed.
-func openFD(o tcp.Owner) bool { return o.PID != 0 && o.FD >= 0 && !o.Closed }
-
-func (t *Timeline) unown(c *Conn) {
-	if set := t.owned[c.Owner.PID]; set != nil {
-		delete(set, c.Cookie)
-	}
-}
-
-// closedByExit shows a close line for every fd the exiting process (ev's
-// Running) held of a connection, as its owner: the kernel closed them.
-func (t *Timeline) closedByExit(ev *tcp.Event, emit func(*tcp.Event)) {
-	pid := ev.Running.PID
-	for _, cookie := range slices.Sorted(maps.Keys(t.owned[pid])) {
-		c := t.conns[cookie]
-		if c == nil || c.Owner.PID != pid || c.Owner.Closed {
-			continue
-		}
-		line := &t.scratch
-		*line = tcp.Event{Kind: tcp.KindCloseFD, Time: ev.Time, Cookie: c.Cookie, NetNS: c.NetNS,
-			Running: ev.Running, FD: c.Owner.FD, Source: tcp.SourceExit}
-		c.Owner.Closed = true
-		c.fill(line)
-		line.Old, line.New = c.State, c.State
-		c.timeInOld(line)
-		emit(line)
-	}
-	delete(t.owned, pid)
 }
 
 func (t *Timeline) transition(ev *tcp.Event, emit func(*tcp.Event)) {
@@ -362,12 +333,8 @@ func (t *Timeline) transition(ev *tcp.Event, emit func(*tcp.Event)) {
 		emit(h)
 		t.spareEvent(h)
 	}
-	if ev.Owner.Known() {
-		owner := ev.Owner
-		owner.Closed = owner.Closed || c.Owner.Closed && c.Owner.PID == owner.PID && c.Owner.FD == owner.FD
-		t.setOwner(c, owner)
-	}
-	c.fill(ev)
+	t.adoptOwner(c, ev)
+	t.fill(c, ev)
 	c.timeInOld(ev)
 	if len(t.timewaits) > 0 && (ev.New == tcp.StateEstablished || ev.New == tcp.StateSynRecv) {
 		t.takeOver(ev, emit)
@@ -380,9 +347,47 @@ func (t *Timeline) transition(ev *tcp.Event, emit func(*tcp.Event)) {
 		return
 	}
 	c.enter(ev.New, ev.Time, true)
+	t.noteListener(c)
 	emit(ev)
 	if ev.New == tcp.StateClose {
 		t.forget(ev.Cookie)
+	}
+}
+
+// adoptOwner takes the owner the kernel's map gave a transition when no
+// process is known to hold the connection: the one that ran connect() or
+// listen(), or the listener of a child not yet accepted (named by who
+// holds the listener now: its owner in the map may be long gone). The
+// holders the timeline follows are fresher than the map's one owner.
+func (t *Timeline) adoptOwner(c *Conn, ev *tcp.Event) {
+	o := ev.Owner
+	if !o.Known() || held(c) || c.Owner.Known() && sameFD(c.Owner, o) {
+		return
+	}
+	if o.Via == tcp.OwnerListener {
+		if l := t.conns[t.listeners[listenerOf(ev.NetNS, ev.Local)]]; l != nil && held(l) {
+			o = l.Owner
+			o.FD, o.Via = -1, tcp.OwnerListener
+		}
+	}
+	t.hold(c, o)
+}
+
+// listenerKey is where children of a listener are born: its port in its
+// network namespace.
+type listenerKey struct {
+	netns uint32
+	port  uint16
+}
+
+func listenerOf(netns uint32, local netip.AddrPort) listenerKey {
+	return listenerKey{netns, local.Port()}
+}
+
+// noteListener indexes a connection that listens.
+func (t *Timeline) noteListener(c *Conn) {
+	if c.State == tcp.StateListen && c.Local.Port() != 0 {
+		t.listeners[listenerOf(c.NetNS, c.Local)] = c.Cookie
 	}
 }
 
@@ -451,7 +456,7 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 	}
 	ev := &t.scratch
 	*ev = tcp.Event{Kind: tcp.KindTransition, Cookie: c.Cookie, NetNS: c.NetNS, Old: c.State, Source: tcp.SourceTimeWait, FD: -1}
-	c.fill(ev)
+	t.fill(c, ev)
 	switch {
 	case !s.Seen:
 		ev.New = tcp.StateClose
@@ -505,7 +510,7 @@ func (t *Timeline) takeOver(ev *tcp.Event, emit func(*tcp.Event)) {
 	end := &t.scratch
 	*end = tcp.Event{Kind: tcp.KindTransition, Time: ev.Time, Cookie: c.Cookie, NetNS: c.NetNS,
 		Old: c.State, New: tcp.StateClose, Source: tcp.SourceTimeWait, FD: -1}
-	c.fill(end)
+	t.fill(c, end)
 	c.timeInOld(end)
 	emit(end)
 	t.forget(old)
@@ -644,7 +649,7 @@ func (t *Timeline) Reconcile(walk *Table, emit func(*tcp.Event)) {
 			continue
 		}
 		ev := tcp.Event{Kind: tcp.KindTransition, Time: takenAt, Cookie: cookie, NetNS: c.NetNS, Old: c.State, New: want, Source: tcp.SourceRepair, FD: -1}
-		c.fill(&ev)
+		t.fill(c, &ev)
 		c.timeInOld(&ev)
 		emit(&ev)
 		if want == tcp.StateClose {

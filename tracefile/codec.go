@@ -174,6 +174,10 @@ func (e *encoder) event(ev *tcp.Event) {
 			e.socket(&ev.PortHolders[i])
 		}
 	}
+	e.uvarint(uint64(len(ev.Sharers)))
+	for _, o := range ev.Sharers {
+		e.owner(o)
+	}
 }
 
 func (e *encoder) frames(frames []tcp.Frame) {
@@ -472,6 +476,12 @@ func (d *decoder) event(ev *tcp.Event) {
 		ev.PortHolders = make([]tcp.Socket, v-1)
 		for j := range ev.PortHolders {
 			d.socket(&ev.PortHolders[j])
+		}
+	}
+	ev.Sharers = nil
+	if len(d.b) > 0 { // absent from traces of older tcptraces
+		for n := d.count(); n > 0 && d.err == nil; n-- {
+			ev.Sharers = append(ev.Sharers, d.owner())
 		}
 	}
 }

@@ -191,7 +191,10 @@ func (rd *Reader) Next(in *timeline.Input) error {
 		case recStats:
 			in.Kind = timeline.InputStats
 			in.Stats = timeline.StatsAt{At: rd.dec.time()}
-			for _, v := range statsFields(&in.Stats.Stats) {
+			for i, v := range statsFields(&in.Stats.Stats) {
+				if i >= statsFieldsOld && len(rd.dec.b) == 0 {
+					break
+				}
 				*v = rd.dec.uvarint()
 			}
 			rd.Last = in.Stats.At

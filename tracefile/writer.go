@@ -176,11 +176,14 @@ func (w *Writer) Record(in *timeline.Input) error {
 	return fmt.Errorf("unknown input kind %d", in.Kind)
 }
 
-// statsFields lists the counts in the order the stats record holds them.
+// statsFields lists the counts in the order the stats record holds them;
+// those past the first statsFieldsOld are absent from older traces.
 func statsFields(s *timeline.Stats) []*uint64 {
 	return []*uint64{&s.Events, &s.RingbufDrops, &s.StateMisses, &s.SyscallMisses, &s.OwnerMapFull,
-		&s.Repairs, &s.TimeWaitWalks, &s.TableWalks, &s.NetNSUnfollowed}
+		&s.Repairs, &s.TimeWaitWalks, &s.TableWalks, &s.NetNSUnfollowed, &s.HoldersUnfollowed}
 }
+
+const statsFieldsOld = 9
 
 // describe records the owner's process and the event's origin stack the
 // first time the file meets them.

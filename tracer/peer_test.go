@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ import (
 // (internal/testpeer) plays the server and the client, and cLeakServer
 // (testdata/leakserver.c) a C server that never closes.
 
-var cLeakServer string
+var cLeakServer, cHolders string
 
 func TestMain(m *testing.M) {
 	dir, err := os.MkdirTemp("", "tcptrace-test")
@@ -30,6 +31,9 @@ func TestMain(m *testing.M) {
 	testenv.PeerBinary, err = testenv.Build(dir, "internal/testpeer")
 	if err == nil {
 		cLeakServer, err = testenv.BuildC(dir, "testdata/leakserver.c")
+	}
+	if err == nil {
+		cHolders, err = testenv.BuildC(dir, "testdata/holders.c")
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -70,8 +74,10 @@ func startTracer(t *testing.T, cfg Config) *recorder {
 	go func() {
 		first := true
 		r.done <- tr.Run(ctx, func(ev *tcp.Event) {
+			kept := *ev
+			kept.Sharers = slices.Clone(ev.Sharers) // the timeline's, not ours to keep
 			r.mu.Lock()
-			r.events = append(r.events, *ev)
+			r.events = append(r.events, kept)
 			r.mu.Unlock()
 		}, func() {
 			if first {

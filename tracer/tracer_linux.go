@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tcptrace/tcptrace/analysis"
+	"github.com/tcptrace/tcptrace/host"
 	"github.com/tcptrace/tcptrace/kernel"
 	"github.com/tcptrace/tcptrace/symbolize"
 	"github.com/tcptrace/tcptrace/tcp"
@@ -284,8 +285,14 @@ func (t *Tracer) apply(raw []byte, emit func(*tcp.Event)) error {
 			ev.PortHolders = analysis.PortHolders(table, ev.NetNS, ev.Local)
 		}
 	}
-	if err := t.feed(&t.in, emit); err != nil || !ev.MayEnterTimeWait() {
+	if err := t.feed(&t.in, emit); err != nil {
 		return err
+	}
+	if ev.Kind == tcp.KindExec {
+		return t.closedByExec(ev.Time, ev.Running, emit)
+	}
+	if !ev.MayEnterTimeWait() {
+		return nil
 	}
 	// The state program looked for the timewait socket that took the
 	// connection's place: say what it found, and the timeline shows the
@@ -300,6 +307,27 @@ func (t *Tracer) apply(raw []byte, emit func(*tcp.Event)) error {
 		return nil
 	}
 	return t.feed(&t.in, emit)
+}
+
+// closedByExec feeds a close for every fd of a socket that a process's
+// exec() closed (close-on-exec): the kernel reports none, so /proc tells
+// which of the fds the process held are no longer that socket's.
+func (t *Tracer) closedByExec(at time.Time, task tcp.Task, emit func(*tcp.Event)) error {
+	var gone []timeline.Input
+	t.timeline.Holdings(task.PID, func(c *timeline.Conn, fd int32) {
+		inode, alive := host.SocketFD(task.PID, fd)
+		if !alive || inode != 0 && (inode == c.Inode || c.Inode == 0) {
+			return // still held; or gone, and its exit closes the rest
+		}
+		gone = append(gone, timeline.Input{Kind: timeline.InputEvent, Event: tcp.Event{Kind: tcp.KindCloseFD, Time: at,
+			Cookie: c.Cookie, NetNS: c.NetNS, Running: task, FD: fd, Owner: tcp.Owner{FD: -1}, Source: tcp.SourceExec}})
+	})
+	for i := range gone {
+		if err := t.feed(&gone[i], emit); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkLoss reads the loss counters and, when events were missed, repairs
@@ -341,6 +369,7 @@ func (t *Tracer) readCounters() error {
 	t.stats.RingbufDrops, t.stats.OwnerMapFull = c.RingbufDrops, c.OwnerMapFull
 	t.stats.StateMisses, t.stats.SyscallMisses = c.StateMisses, c.SyscallMisses
 	t.stats.TableWalks, t.stats.NetNSUnfollowed = c.TableWalks, c.NetNSUnfollowed
+	t.stats.HoldersUnfollowed = c.PassedFDsUnexamined
 	t.originsSkipped = c.OriginsSkipped
 	return nil
 }

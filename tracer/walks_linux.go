@@ -30,7 +30,7 @@ func (t *Tracer) seed(emit func(*tcp.Event)) error {
 			Owner: tcp.Owner{FD: -1}, FD: -1,
 		}
 		if len(s.Holders) > 0 {
-			ev.Owner = s.Holders[0]
+			ev.Owner, ev.Sharers = s.Holders[0], s.Holders[1:]
 		}
 		if !t.wantsOwner(s.Holders) {
 			continue

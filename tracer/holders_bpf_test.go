@@ -1,0 +1,109 @@
+//go:build linux
+
+package tracer
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/tcp"
+)
+
+// TestBPFOwnersFollowTheSocket: servers that hand their connections on
+// (testdata/holders.c) leak one each; the CLOSE_WAIT line and every holder
+// the timeline keeps must be the processes and fds ss lists at that moment.
+func TestBPFOwnersFollowTheSocket(t *testing.T) {
+	r := startTracer(t, Config{})
+	for _, mode := range []string{"fork", "pass", "dup", "exec"} {
+		t.Run(mode, func(t *testing.T) {
+			server := testenv.StartProcess(t, cHolders, mode)
+			keeper := leakThrough(t, r, server)
+			if (keeper.PID == server.PID) != (mode == "dup") {
+				t.Errorf("pid %d keeps the connection; the server is %d", keeper.PID, server.PID)
+			}
+		})
+	}
+}
+
+// leakThrough connects a client to server, waits for the server to say who
+// keeps the connection ("kept PID FD LOCAL REMOTE"), closes the client, and
+// checks the server's CLOSE_WAIT line and holders against ss.
+func leakThrough(t *testing.T, r *recorder, server *testenv.Peer) testenv.Conn {
+	t.Helper()
+	client := testenv.StartPeer(t, "client", server.ListenAddr())
+	client.Expect("connected")
+	f := server.Expect("kept")
+	keeper := testenv.Conn{PID: mustAtoi(f[0]), FD: int32(mustAtoi(f[1])),
+		Local: netip.MustParseAddrPort(f[2]), Remote: netip.MustParseAddrPort(f[3])}
+	client.Send("close")
+	line := r.waitFor("the server's CLOSE_WAIT", 5*time.Second,
+		on(keeper.Local, keeper.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateCloseWait))
+	checkHoldersAgainstSS(t, r, keeper, line)
+	return keeper
+}
+
+// checkHoldersAgainstSS compares the line's owner and the timeline's
+// holders of the connection with what ss lists for it.
+func checkHoldersAgainstSS(t *testing.T, r *recorder, keeper testenv.Conn, line tcp.Event) {
+	t.Helper()
+	ss, ok := testenv.SSFind(t, keeper.Local, keeper.Remote)
+	if !ok {
+		t.Fatalf("ss does not list %v -> %v", keeper.Local, keeper.Remote)
+	}
+	var want []string
+	for _, h := range ss.Holders {
+		want = append(want, fmt.Sprintf("%d/%d", h.PID, h.FD))
+	}
+	if !slices.Equal(want, []string{fmt.Sprintf("%d/%d", keeper.PID, keeper.FD)}) {
+		t.Errorf("ss holders %v, but the server says %d/%d keeps it", want, keeper.PID, keeper.FD)
+	}
+	if got := fmt.Sprintf("%d/%d", line.Owner.PID, line.Owner.FD); !slices.Contains(want, got) || len(line.Sharers) != len(want)-1 {
+		t.Errorf("CLOSE_WAIT line names %s +%d, ss lists %v", got, len(line.Sharers), want)
+	}
+	var got []string
+	r.inRun(func() {
+		r.tr.Timeline().Holders(line.Cookie, func(o tcp.Owner) { got = append(got, fmt.Sprintf("%d/%d", o.PID, o.FD)) })
+	})
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("timeline holders %v, ss %v", got, want)
+	}
+}
+
+// TestBPFDaemonOwners: a server that listens, then daemonizes (two forks,
+// the first two processes exit) into a master and two workers, all after
+// tracing started. Every line about its connections must name a live
+// process of the daemon, never the exited ones.
+func TestBPFDaemonOwners(t *testing.T) {
+	r := startTracer(t, Config{})
+	server := testenv.StartProcess(t, cHolders, "daemon")
+	addr := netip.MustParseAddrPort(server.ListenAddr())
+	pgid := mustAtoi(server.Expect("daemon")[0])
+	t.Cleanup(func() { syscall.Kill(-pgid, syscall.SIGKILL) })
+	for range 3 {
+		leakThrough(t, r, server)
+	}
+	// The daemon's connections: from the first line (LISTEN -> SYN_RECV) on,
+	// after the first two processes exited.
+	checked := 0
+	for _, ev := range r.snapshot() {
+		if ev.Local.Port() != addr.Port() || ev.Remote.Port() == 0 {
+			continue
+		}
+		checked++
+		if id, err := syscall.Getpgid(int(ev.Owner.PID)); !ev.Owner.Known() || err != nil || id != pgid {
+			t.Errorf("%v %v -> %v of %v names pid %d, not a live process of the daemon (group %d)",
+				ev.Kind, ev.Old, ev.New, ev.Remote, ev.Owner.PID, pgid)
+		}
+	}
+	// Per connection: LISTEN -> SYN_RECV, SYN_RECV -> ESTABLISHED, accept, -> CLOSE_WAIT.
+	if checked < 3*4 {
+		t.Errorf("%d lines about the daemon's connections, want at least 12", checked)
+	}
+}
