@@ -49,6 +49,7 @@ go test -c -o "$root/vmtest/tracer.test" ./tracer
 go test -c -o "$root/vmtest/cmd.test" ./cmd/tcptrace
 # Linked as users' C programs are, against the shared libc.
 cc -g -O0 -fno-omit-frame-pointer -o "$root/vmtest/leakserver" tracer/testdata/leakserver.c
+cc -g -O0 -fno-omit-frame-pointer -o "$root/vmtest/holders" tracer/testdata/holders.c
 cp vmtest/tests "$root/vmtest/tests"
 install -m 0755 vmtest/init "$root/init"
 cp "$(command -v busybox)" "$root/bin/busybox"
@@ -56,7 +57,7 @@ cp "$(command -v busybox)" "$root/bin/busybox"
 # and the libraries of the dynamic binaries.
 cp "$(command -v ss)" "$root/bin/ss"
 cp "$(command -v ip)" "$root/bin/ip"
-for lib in $(ldd "$root/bin/ss" "$root/bin/ip" "$root/vmtest/leakserver" | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
+for lib in $(ldd "$root/bin/ss" "$root/bin/ip" "$root/vmtest/leakserver" "$root/vmtest/holders" | grep -oE '/[^ ]+\.so[^ ]*' | sort -u); do
 	mkdir -p "$root$(dirname "$lib")"
 	cp -L "$lib" "$root$lib"
 done
