@@ -15,7 +15,7 @@ build:
 deps:
 	apt-get update -qq
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-		clang llvm libbpf-dev bpftool iproute2 clang-format gcc nftables \
+		clang llvm libbpf-dev bpftool iproute2 clang-format gcc nftables nginx-light \
 		qemu-system-x86 busybox-static cpio
 
 generate:

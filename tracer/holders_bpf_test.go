@@ -4,7 +4,11 @@ package tracer
 
 import (
 	"fmt"
+	"net"
+	"net/http"
 	"net/netip"
+	"os"
+	"os/exec"
 	"slices"
 	"syscall"
 	"testing"
@@ -12,6 +16,7 @@ import (
 
 	"github.com/tcptrace/tcptrace/internal/testenv"
 	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // TestBPFOwnersFollowTheSocket: servers that hand their connections on
@@ -106,4 +111,98 @@ func TestBPFDaemonOwners(t *testing.T) {
 	if checked < 3*4 {
 		t.Errorf("%d lines about the daemon's connections, want at least 12", checked)
 	}
+}
+
+// TestBPFNginxOwners runs nginx as it runs in production, daemonized into a
+// master and two workers after tracing started, under 60 requests: every
+// line about its connections names a live nginx process, and the
+// listener's holders are the processes ss lists.
+func TestBPFNginxOwners(t *testing.T) {
+	r := startTracer(t, Config{})
+	nginx, err := exec.LookPath("nginx")
+	if err != nil {
+		t.Fatal("nginx is not installed (make deps installs nginx-light)")
+	}
+	dir := t.TempDir()
+	port := freePort(t)
+	conf := fmt.Sprintf(`daemon on; master_process on; worker_processes 2;
+pid %[1]s/nginx.pid; error_log %[1]s/error.log;
+events { worker_connections 64; }
+http { access_log off; client_body_temp_path %[1]s; proxy_temp_path %[1]s; fastcgi_temp_path %[1]s;
+  uwsgi_temp_path %[1]s; scgi_temp_path %[1]s;
+  server { listen 127.0.0.1:%[2]d; location / { return 200 "ok\n"; } } }
+`, dir, port)
+	if err := os.WriteFile(dir+"/nginx.conf", []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(nginx, "-p", dir, "-c", dir+"/nginx.conf").CombinedOutput(); err != nil {
+		t.Fatalf("nginx: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command(nginx, "-p", dir, "-c", dir+"/nginx.conf", "-s", "stop").Run() })
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+	for range 60 {
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	listener := netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)
+	for deadline := time.Now().Add(5 * time.Second); countAccepts(r, port) < 60 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	checked := 0
+	for _, ev := range r.snapshot() {
+		if ev.Local.Port() != port || ev.Remote.Port() == 0 {
+			continue
+		}
+		checked++
+		if comm, err := os.ReadFile(fmt.Sprintf("/proc/%d/comm", ev.Owner.PID)); err != nil || string(comm) != "nginx\n" {
+			t.Errorf("%v %v -> %v of %v names pid %d (%s), not a live nginx", ev.Kind, ev.Old, ev.New, ev.Remote, ev.Owner.PID, ev.Owner.Comm)
+		}
+	}
+	if checked < 60*3 {
+		t.Errorf("%d lines about nginx's connections, want at least 180", checked)
+	}
+	var want, got []string
+	for _, s := range testenv.SSList(t) {
+		if s.State == "LISTEN" && s.Local == testenv.SSAddr(listener) {
+			for _, h := range s.Holders {
+				want = append(want, fmt.Sprintf("%d/%d", h.PID, h.FD))
+			}
+		}
+	}
+	r.inRun(func() {
+		tl := r.tr.Timeline()
+		tl.Each(func(c *timeline.Conn) {
+			if c.Local == listener && c.State == tcp.StateListen {
+				tl.Holders(c.Cookie, func(o tcp.Owner) { got = append(got, fmt.Sprintf("%d/%d", o.PID, o.FD)) })
+			}
+		})
+	})
+	slices.Sort(want)
+	slices.Sort(got)
+	if len(want) != 3 || !slices.Equal(got, want) {
+		t.Errorf("nginx's listener: timeline holders %v, ss %v (want the master and 2 workers)", got, want)
+	}
+}
+
+func countAccepts(r *recorder, port uint16) int {
+	n := 0
+	for _, ev := range r.snapshot() {
+		if ev.Kind == tcp.KindAccept && ev.Local.Port() == port {
+			n++
+		}
+	}
+	return n
+}
+
+// freePort is a loopback port nobody listens on.
+func freePort(t *testing.T) uint16 {
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return uint16(l.Addr().(*net.TCPAddr).Port)
 }
