@@ -39,7 +39,7 @@ lint:
 	GOOS=windows $(GO) build $(PURE)
 	! $(GO) list -deps $(PURE) | grep -E 'cilium/ebpf|tcptrace/(tracer|kernel|host|doctor)$$'
 	cd deploy && $(GO) vet ./...
-	clang-format --dry-run --Werror bpf/*.c bpf/*.h tracer/testdata/*.c
+	clang-format --dry-run --Werror bpf/*.c bpf/*.h tracer/testdata/*.c bench/syscalls/*.c
 
 # BPF tests load the real programs: run as root. TCPTRACE_REQUIRE_BPF=1 turns their
 # skip (when not root) into a failure. -parallel 4: the lifecycle tests mostly wait

@@ -135,9 +135,30 @@ static __always_inline bool take_fd_call(struct pending_fds *out)
 	return true;
 }
 
+/*
+ * A syscall's arguments at its exit: the user registers it was made with,
+ * where bpf_task_pt_regs exists (Linux 5.15); the loader then attaches no
+ * sys_enter program for it, which would cost every call a tracepoint more.
+ * False where it does not: the sys_enter program remembered what counts.
+ */
+static __always_inline bool args_at_exit(__u64 *arg0, __u64 *arg1)
+{
+	if (!bpf_core_enum_value_exists(enum bpf_func_id, BPF_FUNC_task_pt_regs))
+		return false;
+	struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	*arg0 = BPF_CORE_READ(regs, di);
+	*arg1 = BPF_CORE_READ(regs, si);
+	return true;
+}
+
+static __always_inline bool is_dup_cmd(__u64 cmd)
+{
+	return cmd == F_DUPFD || cmd == F_DUPFD_CLOEXEC;
+}
+
 static __always_inline int on_fcntl_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	if (ctx->args[1] == F_DUPFD || ctx->args[1] == F_DUPFD_CLOEXEC)
+	if (is_dup_cmd(ctx->args[1]))
 		remember_fd_call(0, 1);
 	return 0;
 }
@@ -145,8 +166,11 @@ static __always_inline int on_fcntl_enter(struct trace_event_raw_sys_enter *ctx)
 static __always_inline int on_fcntl_exit(struct trace_event_raw_sys_exit *ctx)
 {
 	struct pending_fds p;
+	__u64 fd, cmd;
 
-	if (take_fd_call(&p) && p.dup)
+	if (ctx->ret < 0)
+		return 0;
+	if (args_at_exit(&fd, &cmd) ? is_dup_cmd(cmd) : take_fd_call(&p) && p.dup)
 		on_fd_gained(ctx, (int)ctx->ret, EVENT_NEW_FD, OWNER_DUP);
 	return 0;
 }
@@ -173,17 +197,23 @@ static __always_inline bool is_unix_fd(int fd)
 	return BPF_CORE_READ(sock, sk, __sk_common.skc_family) == AF_UNIX;
 }
 
-/* A recvmsg() on a unix socket with room for fds: its exit reads what came. */
-static __always_inline int on_recvmsg_enter(struct trace_event_raw_sys_enter *ctx)
+/* A recvmsg() on a unix socket with room for fds: the user's msghdr, or 0. */
+static __always_inline __u64 fd_passing_msg(int fd, __u64 msg)
 {
-	struct user_msghdr *msg = (struct user_msghdr *)ctx->args[1];
 	__kernel_size_t room = 0;
 
-	if (!is_unix_fd((int)ctx->args[0]))
+	if (!is_unix_fd(fd))
 		return 0;
-	bpf_probe_read_user(&room, sizeof(room), &msg->msg_controllen);
-	if (room >= sizeof(struct cmsghdr) + sizeof(int))
-		remember_fd_call((__u64)msg, 0);
+	bpf_probe_read_user(&room, sizeof(room), &((struct user_msghdr *)msg)->msg_controllen);
+	return room >= sizeof(struct cmsghdr) + sizeof(int) ? msg : 0;
+}
+
+static __always_inline int on_recvmsg_enter(struct trace_event_raw_sys_enter *ctx)
+{
+	__u64 msg = fd_passing_msg((int)ctx->args[0], ctx->args[1]);
+
+	if (msg)
+		remember_fd_call(msg, 0);
 	return 0;
 }
 
@@ -194,12 +224,18 @@ static __always_inline int on_recvmsg_enter(struct trace_event_raw_sys_enter *ct
  */
 static __always_inline int on_recvmsg_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	struct pending_fds p;
+	struct pending_fds p = {};
 	struct user_msghdr msg;
+	__u64 fd, ptr;
 
-	if (!take_fd_call(&p) || !p.msg || ctx->ret < 0)
+	if (args_at_exit(&fd, &ptr)) {
+		if (ctx->ret < 0)
+			return 0;
+		p.msg = fd_passing_msg((int)fd, ptr);
+	} else if (!take_fd_call(&p) || ctx->ret < 0) {
 		return 0;
-	if (bpf_probe_read_user(&msg, sizeof(msg), (void *)p.msg))
+	}
+	if (!p.msg || bpf_probe_read_user(&msg, sizeof(msg), (void *)p.msg))
 		return 0;
 	__u64 off = 0;
 	for (int i = 0; i < 2; i++) {

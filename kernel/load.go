@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -261,15 +262,34 @@ func (k *Kernel) attach() error {
 		{"syscalls", "sys_exit_dup2", k.objs.HandleDup2},
 		{"syscalls", "sys_enter_dup3", k.objs.HandleDup3Enter},
 		{"syscalls", "sys_exit_dup3", k.objs.HandleDup3},
-		{"syscalls", "sys_enter_fcntl", k.objs.HandleFcntlEnter},
 		{"syscalls", "sys_exit_fcntl", k.objs.HandleFcntl},
 		{"syscalls", "sys_exit_pidfd_getfd", k.objs.HandlePidfdGetfd},
-		{"syscalls", "sys_enter_recvmsg", k.objs.HandleRecvmsgEnter},
 		{"syscalls", "sys_exit_recvmsg", k.objs.HandleRecvmsg},
 	} {
 		l, err := link.Tracepoint(tp.group, tp.name, tp.prog, nil)
 		if err != nil {
 			return fmt.Errorf("attach tracepoint %s/%s: %w", tp.group, tp.name, err)
+		}
+		k.links = append(k.links, l)
+	}
+	return k.attachArgsAtEntry()
+}
+
+// attachArgsAtEntry attaches the sys_enter programs that only remember a
+// syscall's arguments for its exit, where the exit cannot read them from
+// the user registers (bpf_task_pt_regs, Linux 5.15): each is a tracepoint
+// more on every recvmsg() and fcntl() of the host.
+func (k *Kernel) attachArgsAtEntry() error {
+	if spec, err := btf.LoadKernelSpec(); err == nil && HasTaskPtRegs(spec) {
+		return nil
+	}
+	for _, tp := range []struct {
+		name string
+		prog *ebpf.Program
+	}{{"sys_enter_fcntl", k.objs.HandleFcntlEnter}, {"sys_enter_recvmsg", k.objs.HandleRecvmsgEnter}} {
+		l, err := link.Tracepoint("syscalls", tp.name, tp.prog, nil)
+		if err != nil {
+			return fmt.Errorf("attach tracepoint syscalls/%s: %w", tp.name, err)
 		}
 		k.links = append(k.links, l)
 	}
