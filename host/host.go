@@ -258,16 +258,29 @@ func ReadTCP() tcp.HostTCP {
 	return h
 }
 
-// SocketFD tells what fd of process pid is now: the inode of a socket (0
-// for anything else, or no fd); alive is false when the process is gone.
-func SocketFD(pid uint32, fd int32) (inode uint64, alive bool) {
-	link, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%d", pid, fd))
+// SocketFDs lists the fds of process pid that are sockets, with their
+// inodes; alive is false when the process is gone. One readdir and a
+// readlink per fd: a process fresh from exec() has few.
+func SocketFDs(pid uint32) (fds map[int32]uint64, alive bool) {
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	entries, err := os.ReadDir(dir)
 	if err != nil {
-		_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
-		return 0, err == nil
+		return nil, false
 	}
-	if _, err := fmt.Sscanf(link, "socket:[%d]", &inode); err != nil {
-		return 0, true
+	fds = make(map[int32]uint64, len(entries))
+	for _, e := range entries {
+		fd, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		link, err := os.Readlink(dir + "/" + e.Name())
+		var inode uint64
+		if err == nil && strings.HasPrefix(link, "socket:[") {
+			inode, _ = strconv.ParseUint(strings.TrimSuffix(strings.TrimPrefix(link, "socket:["), "]"), 10, 64)
+		}
+		if inode != 0 {
+			fds[int32(fd)] = inode
+		}
 	}
-	return inode, true
+	return fds, true
 }

@@ -86,3 +86,26 @@ func BenchmarkTrackedConnMemory(b *testing.B) {
 		runtime.KeepAlive(tl)
 	}
 }
+
+// BenchmarkForkOfABusyProcess is the cost of a fork by a process holding
+// 10,000 connections (Redis saving, a server spawning a helper) and of the
+// child's exit: the child holds a copy of each until it goes (ns per fork).
+func BenchmarkForkOfABusyProcess(b *testing.B) {
+	const conns = 10_000
+	tl := New(t0)
+	var ev tcp.Event
+	for c := 0; c < conns; c++ {
+		ev = tcp.Event{Kind: tcp.KindTransition, Cookie: uint64(c + 1), Time: t0, Old: tcp.StateClose, New: tcp.StateSynSent,
+			Owner: tcp.Owner{PID: 42, Comm: "api", FD: int32(c + 3), Via: tcp.OwnerConnect}}
+		tl.Apply(&ev, func(*tcp.Event) {})
+	}
+	emit := func(*tcp.Event) {}
+	b.ReportAllocs()
+	for i := 0; b.Loop(); i++ {
+		child := uint32(1000 + i)
+		ev = tcp.Event{Kind: tcp.KindFork, Time: t0, Running: tcp.Task{PID: 42}, Owner: tcp.Owner{PID: child, Comm: "api", FD: -1}}
+		tl.Apply(&ev, emit)
+		ev = tcp.Event{Kind: tcp.KindExit, Time: t0, Running: tcp.Task{PID: child}}
+		tl.Apply(&ev, emit)
+	}
+}

@@ -35,11 +35,12 @@ func (t *Timeline) hold(c *Conn, o tcp.Owner) {
 	if !held(c) || sameFD(c.Owner, o) {
 		c.Owner = o
 	} else {
-		list := t.sharers[c.Cookie]
+		list := t.sharersOf(c)
 		if i := slices.IndexFunc(list, func(h tcp.Owner) bool { return sameFD(h, o) }); i >= 0 {
 			list[i] = o
 		} else {
 			t.sharers[c.Cookie] = append(list, o)
+			c.shared = true
 		}
 	}
 	set := t.owned[o.PID]
@@ -55,7 +56,7 @@ func (t *Timeline) hold(c *Conn, o tcp.Owner) {
 // the owner is marked Closed.
 func (t *Timeline) release(c *Conn, pid uint32, fd int32) {
 	gone := func(h tcp.Owner) bool { return h.PID == pid && (fd < 0 || h.FD == fd) }
-	list := slices.DeleteFunc(t.sharers[c.Cookie], gone)
+	list := slices.DeleteFunc(t.sharersOf(c), gone)
 	if held(c) && gone(c.Owner) {
 		if len(list) > 0 {
 			c.Owner = list[0]
@@ -64,10 +65,11 @@ func (t *Timeline) release(c *Conn, pid uint32, fd int32) {
 			c.Owner.Closed = true
 		}
 	}
-	if len(list) == 0 {
-		delete(t.sharers, c.Cookie)
-	} else {
+	c.shared = len(list) > 0
+	if c.shared {
 		t.sharers[c.Cookie] = list
+	} else {
+		delete(t.sharers, c.Cookie)
 	}
 	if !t.holds(c, pid) {
 		if set := t.owned[pid]; set != nil {
@@ -81,7 +83,7 @@ func (t *Timeline) holds(c *Conn, pid uint32) bool {
 	if held(c) && c.Owner.PID == pid {
 		return true
 	}
-	return slices.ContainsFunc(t.sharers[c.Cookie], func(h tcp.Owner) bool { return h.PID == pid })
+	return slices.ContainsFunc(t.sharersOf(c), func(h tcp.Owner) bool { return h.PID == pid })
 }
 
 // fdsOf appends the fds pid holds of c.
@@ -89,7 +91,7 @@ func (t *Timeline) fdsOf(c *Conn, pid uint32, out []int32) []int32 {
 	if held(c) && c.Owner.PID == pid {
 		out = append(out, c.Owner.FD)
 	}
-	for _, h := range t.sharers[c.Cookie] {
+	for _, h := range t.sharersOf(c) {
 		if h.PID == pid {
 			out = append(out, h.FD)
 		}
@@ -104,19 +106,20 @@ func (t *Timeline) unhold(c *Conn) {
 			delete(set, c.Cookie)
 		}
 	}
-	for _, h := range t.sharers[c.Cookie] {
+	for _, h := range t.sharersOf(c) {
 		if set := t.owned[h.PID]; set != nil {
 			delete(set, c.Cookie)
 		}
 	}
 	delete(t.sharers, c.Cookie)
+	c.shared = false
 }
 
 // showOwners sets the owner and sharers a line about c names.
 func (t *Timeline) showOwners(c *Conn, ev *tcp.Event) {
 	if c.Owner.Known() {
 		ev.Owner = c.Owner
-		ev.Sharers = t.sharers[c.Cookie]
+		ev.Sharers = t.sharersOf(c)
 	}
 }
 
@@ -127,7 +130,16 @@ func (t *Timeline) heldBy(c *Conn) []tcp.Owner {
 	if held(c) {
 		t.scratchHolders = append(t.scratchHolders, c.Owner)
 	}
-	return append(t.scratchHolders, t.sharers[c.Cookie]...)
+	return append(t.scratchHolders, t.sharersOf(c)...)
+}
+
+// sharersOf is c's holders besides its owner; most connections have none,
+// and skip the map.
+func (t *Timeline) sharersOf(c *Conn) []tcp.Owner {
+	if !c.shared {
+		return nil
+	}
+	return t.sharers[c.Cookie]
 }
 
 // Holders calls fn with every process holding the connection with this cookie.
@@ -152,14 +164,27 @@ func (t *Timeline) Holdings(pid uint32, fn func(c *Conn, fd int32)) {
 	}
 }
 
-// forked makes the child (ev.Owner) hold every fd its parent (ev.Running) held.
+// forked makes the child (ev.Owner) hold every fd its parent (ev.Running)
+// held. In any order: each connection gets the child after its holders.
 func (t *Timeline) forked(ev *tcp.Event) {
 	child := ev.Owner
 	child.Via = tcp.OwnerFork
-	t.Holdings(ev.Running.PID, func(c *Conn, fd int32) {
-		child.FD = fd
-		t.hold(c, child)
-	})
+	parent := t.owned[ev.Running.PID]
+	if len(parent) > 0 && t.owned[child.PID] == nil {
+		t.owned[child.PID] = make(map[uint64]struct{}, len(parent))
+	}
+	var fds []int32
+	for cookie := range parent {
+		c := t.conns[cookie]
+		if c == nil {
+			continue
+		}
+		fds = t.fdsOf(c, ev.Running.PID, fds[:0])
+		for _, fd := range fds {
+			child.FD = fd
+			t.hold(c, child)
+		}
+	}
 }
 
 // renamed gives the holdings of a process that ran exec() its new name;
@@ -174,7 +199,7 @@ func (t *Timeline) renamed(ev *tcp.Event) {
 		if held(c) && c.Owner.PID == pid {
 			c.Owner.Comm = ev.Running.Comm
 		}
-		for i, h := range t.sharers[cookie] {
+		for i, h := range t.sharersOf(c) {
 			if h.PID == pid {
 				t.sharers[cookie][i].Comm = ev.Running.Comm
 			}
@@ -197,7 +222,10 @@ func (t *Timeline) closedByExit(ev *tcp.Event, emit func(*tcp.Event)) {
 
 // closeFD takes a close of an fd of c by line's Running process (a close(),
 // or one the kernel made) and emits its line: the closer as its owner, and
-// whoever still holds the connection as sharers.
+// whoever still holds the connection as sharers. A copy the kernel closed
+// at an exit or exec while others still hold the connection changes
+// nothing for it: no line (a process holding thousands of sockets that
+// forks a helper would otherwise print thousands).
 func (t *Timeline) closeFD(c *Conn, line *tcp.Event, emit func(*tcp.Event)) {
 	closer := line.Owner
 	if !closer.Known() || closer.PID != line.Running.PID {
@@ -209,6 +237,9 @@ func (t *Timeline) closeFD(c *Conn, line *tcp.Event, emit func(*tcp.Event)) {
 		}
 	}
 	t.release(c, line.Running.PID, line.FD)
+	if line.Source != tcp.SourceKernel && held(c) {
+		return
+	}
 	t.fill(c, line)
 	closer.Closed = true
 	line.Owner = closer

@@ -28,8 +28,10 @@ type Conn struct {
 	// SinceBeforeTrace is true when the connection entered State before tracing
 	// started (Since is then the start of tracing).
 	SinceBeforeTrace bool
-	Local            netip.AddrPort
-	Remote           netip.AddrPort
+	// shared: other processes (or fds) hold it too (Timeline.sharers).
+	shared bool
+	Local  netip.AddrPort
+	Remote netip.AddrPort
 	// Since is when the connection entered State.
 	Since time.Time
 	Owner tcp.Owner

@@ -313,11 +313,14 @@ func (t *Tracer) apply(raw []byte, emit func(*tcp.Event)) error {
 // exec() closed (close-on-exec): the kernel reports none, so /proc tells
 // which of the fds the process held are no longer that socket's.
 func (t *Tracer) closedByExec(at time.Time, task tcp.Task, emit func(*tcp.Event)) error {
+	now, alive := host.SocketFDs(task.PID)
+	if !alive {
+		return nil // gone: its exit closes the rest
+	}
 	var gone []timeline.Input
 	t.timeline.Holdings(task.PID, func(c *timeline.Conn, fd int32) {
-		inode, alive := host.SocketFD(task.PID, fd)
-		if !alive || inode != 0 && (inode == c.Inode || c.Inode == 0) {
-			return // still held; or gone, and its exit closes the rest
+		if inode, ok := now[fd]; ok && (inode == c.Inode || c.Inode == 0) {
+			return
 		}
 		gone = append(gone, timeline.Input{Kind: timeline.InputEvent, Event: tcp.Event{Kind: tcp.KindCloseFD, Time: at,
 			Cookie: c.Cookie, NetNS: c.NetNS, Running: task, FD: fd, Owner: tcp.Owner{FD: -1}, Source: tcp.SourceExec}})

@@ -35,7 +35,8 @@ static void die(const char *what)
 	exit(1);
 }
 
-static void print_addr(int fd, int peer)
+/* Appends " ADDR:PORT" of one end of socket fd to out. */
+static void append_addr(char *out, size_t size, int fd, int peer)
 {
 	struct sockaddr_in a;
 	socklen_t len = sizeof(a);
@@ -45,16 +46,16 @@ static void print_addr(int fd, int peer)
 		 : getsockname(fd, (struct sockaddr *)&a, &len))
 		die("address");
 	inet_ntop(AF_INET, &a.sin_addr, ip, sizeof(ip));
-	printf(" %s:%d", ip, ntohs(a.sin_port));
+	snprintf(out + strlen(out), size - strlen(out), " %s:%d", ip, ntohs(a.sin_port));
 }
 
-/* Says who keeps the connection conn (seen as fd by the one printing). */
-static void kept(pid_t pid, int fd, int conn)
+/*
+ * Says who keeps the connection whose ends are ends: printed only once the
+ * server closed its own copy, so that the test sees the handing on done.
+ */
+static void kept(pid_t pid, int fd, const char *ends)
 {
-	printf("kept %d %d", pid, fd);
-	print_addr(conn, 0);
-	print_addr(conn, 1);
-	printf("\n");
+	printf("kept %d %d%s\n", pid, fd, ends);
 	fflush(stdout);
 }
 
@@ -121,27 +122,31 @@ static void keep_passed(int sock)
 	}
 }
 
-/* Hands conn on as mode says, and says who keeps it. */
+/* Hands conn on as mode says, closes the server's copy, and says who keeps it. */
 static void hand_on(const char *mode, int conn, int helper, pid_t helper_pid)
 {
+	char ends[64] = "";
+
+	append_addr(ends, sizeof(ends), conn, 0);
+	append_addr(ends, sizeof(ends), conn, 1);
 	if (!strcmp(mode, "fork")) {
 		pid_t child = fork_or_die(1);
 		if (child == 0)
 			for (;;)
 				pause();
-		kept(child, conn, conn);
 		close(conn);
+		kept(child, conn, ends);
 	} else if (!strcmp(mode, "pass")) {
 		int fd;
 		send_fd(helper, conn);
 		if (read(helper, &fd, sizeof(fd)) != sizeof(fd))
 			die("read");
-		kept(helper_pid, fd, conn);
 		close(conn);
+		kept(helper_pid, fd, ends);
 	} else if (!strcmp(mode, "dup")) {
 		int fd = fcntl(conn, F_DUPFD, 100);
-		kept(getpid(), fd, conn);
 		close(conn);
+		kept(getpid(), fd, ends);
 	} else if (!strcmp(mode, "exec")) {
 		/* The child's exec closes the write end: EOF says it is done. */
 		int done[2];
@@ -158,10 +163,10 @@ static void hand_on(const char *mode, int conn, int helper, pid_t helper_pid)
 		if (read(done[0], &byte, 1) != 0)
 			die("exec");
 		close(done[0]);
-		kept(child, 0, conn);
 		close(conn);
+		kept(child, 0, ends);
 	} else {
-		kept(getpid(), conn, conn); /* a daemon's worker */
+		kept(getpid(), conn, ends); /* a daemon's worker */
 	}
 }
 
@@ -173,9 +178,9 @@ static int listen_loopback(void)
 
 	if (fd < 0 || bind(fd, (struct sockaddr *)&addr, sizeof(addr)) || listen(fd, 128))
 		die("listen");
-	printf("listening");
-	print_addr(fd, 0);
-	printf("\n");
+	char where[32] = "";
+	append_addr(where, sizeof(where), fd, 0);
+	printf("listening%s\n", where);
 	fflush(stdout);
 	return fd;
 }
