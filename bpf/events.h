@@ -113,7 +113,8 @@ static __always_inline void fill_sock(struct event *e, const struct sock *sk, bo
 	__u64 id = bpf_get_current_pid_tgid();
 
 	e->ts_ns = bpf_ktime_get_boot_ns();
-	e->pad = 0;
+	e->synacks = 0;
+	e->since_ns = 0;
 	e->tw_substate = 0;
 	e->tw_left = 0;
 	e->pid = id >> 32;

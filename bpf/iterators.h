@@ -58,12 +58,22 @@ static __always_inline int iter_tcp_socket(struct bpf_iter__tcp *ctx)
 	return 0;
 }
 
-/* Lists only the timewait sockets named in tw_wanted. */
+/* Lists only the timewait sockets and the requests named in tw_wanted. */
 static __always_inline int iter_timewait_socket(struct bpf_iter__tcp *ctx)
 {
 	struct sock_common *skc = ctx->sk_common;
 	struct sock_record r = {};
 
+	if (skc && skc->skc_state == TCP_NEW_SYN_RECV) {
+		r.cookie = request_id(skc);
+		if (!bpf_map_lookup_elem(&tw_wanted, &r.cookie))
+			return 0;
+		r.state = TCP_NEW_SYN_RECV;
+		r.family = skc->skc_family;
+		r.netns = BPF_CORE_READ(skc, skc_net.net, ns.inum);
+		bpf_seq_write(ctx->meta->seq, &r, sizeof(r));
+		return 0;
+	}
 	if (!skc || skc->skc_state != TCP_TIME_WAIT)
 		return 0;
 	__u64 cookie = sock_key(skc, true);

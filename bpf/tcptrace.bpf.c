@@ -19,6 +19,7 @@
 #include "owners.h"
 #include "holders.h"
 #include "timewait.h"
+#include "requests.h"
 #include "transitions.h"
 #include "binds.h"
 #include "iterators.h"
@@ -53,10 +54,20 @@ int handle_set_state_classic(struct trace_event_raw_inet_sock_set_state *ctx)
 	return on_set_state(sk, sock_key(sk, false), ctx->oldstate, ctx->newstate, false);
 }
 
+/*
+ * Timers of timewait sockets and of request sockets. Only timer expiries (a
+ * few hundred a second) reach this program, not every timer armed.
+ */
 SEC("tp_btf/timer_expire_entry")
 int BPF_PROG(handle_timer_expire, struct timer_list *timer)
 {
-	return on_timer_expire(timer);
+	__u64 fn = (__u64)timer->function;
+
+	if (tw_timer_fn && fn == tw_timer_fn)
+		return on_timewait_timer(timer);
+	if (reqsk_timer_fn && fn == reqsk_timer_fn)
+		return on_request_timer(timer);
+	return 0;
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")

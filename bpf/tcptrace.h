@@ -33,6 +33,11 @@ enum event_kind {
 	/* The running process got a new fd (fd) of a TCP socket, from dup() or
 	 * fcntl(F_DUPFD), or passed over a unix socket: owner.source says which. */
 	EVENT_NEW_FD = 10,
+	/* The SYN-ACK timer of a request socket fired: a handshake still half
+	 * open after synacks SYN-ACKs, the first sent at since_ns; flags has
+	 * FLAG_REQUEST_DROPPED when the kernel now gives up on it. The cookie
+	 * is the request's id (requests.h). */
+	EVENT_SYNACK_TIMER = 11,
 };
 
 /* How the owner of a socket was learned. */
@@ -59,6 +64,7 @@ enum event_flag {
 	/* EVENT_STATE to CLOSE: the socket was handed to a timewait socket,
 	 * whose substate and timer are in tw_substate and tw_left. */
 	FLAG_TIME_WAIT = 1 << 5,
+	FLAG_REQUEST_DROPPED = 1 << 6, /* EVENT_SYNACK_TIMER: the request is dropped */
 };
 
 /* Indexes of the per-CPU counters map. */
@@ -111,13 +117,14 @@ struct event {
 	__u8 newstate;
 	__u8 flags;	  /* enum event_flag */
 	__u8 tw_substate; /* FLAG_TIME_WAIT, EVENT_TW_EXPIRED: TIME_WAIT or FIN_WAIT2 */
-	__u8 pad;
+	__u8 synacks;	  /* EVENT_SYNACK_TIMER: SYN-ACKs sent */
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[TASK_COMM_LEN];
 	__u32 tw_left; /* FLAG_TIME_WAIT: jiffies until the timewait timer fires */
 	struct owner owner;
 	struct origin origin; /* for accept and CLOSE -> SYN_SENT */
+	__u64 since_ns;	      /* EVENT_SYNACK_TIMER: CLOCK_BOOTTIME of the first SYN-ACK */
 };
 
 /* A socket found by the iter/tcp programs. */

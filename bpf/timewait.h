@@ -107,14 +107,9 @@ static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, s
 	return false;
 }
 
-/*
- * The end of a timewait socket's life: its timer fires. Only timer expiries
- * (a few hundred a second) reach this program, not every timer armed.
- */
-static __always_inline int on_timer_expire(struct timer_list *timer)
+/* The end of a timewait socket's life: its timer fires. */
+static __always_inline int on_timewait_timer(struct timer_list *timer)
 {
-	if (!tw_timer_fn || (__u64)timer->function != tw_timer_fn)
-		return 0;
 	struct inet_timewait_sock *tw = container_of(timer, struct inet_timewait_sock, tw_timer);
 	__u64 cookie = sock_key(tw, true);
 	if (own_cookies) {

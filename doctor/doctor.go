@@ -768,13 +768,19 @@ func (d *doctor) checkHZ() {
 
 func (d *doctor) checkTimewaitTimer() {
 	c := HostCheck{ID: "timewait_timer", Name: "timewait timer address", Status: CheckOK, Need: NeedOptional,
-		Meaning: "the end of TIME_WAIT is reported when the kernel's timer fires (timer:timer_expire_entry)"}
-	if addr := host.KernelSymbol("tw_timer_handler"); addr != 0 {
-		c.Detail = fmt.Sprintf("tw_timer_handler at %#x (/proc/kallsyms)", addr)
-	} else {
+		Meaning: "the end of TIME_WAIT, and half-open handshakes, are reported when the kernel's timers fire (timer:timer_expire_entry)"}
+	tw, req := host.KernelSymbol("tw_timer_handler"), host.KernelSymbol("reqsk_timer_handler")
+	switch {
+	case tw != 0 && req != 0:
+		c.Detail = fmt.Sprintf("tw_timer_handler at %#x, reqsk_timer_handler at %#x (/proc/kallsyms)", tw, req)
+	case tw != 0:
+		c.Status = CheckDegraded
+		c.Detail = fmt.Sprintf("tw_timer_handler at %#x; reqsk_timer_handler has no address in /proc/kallsyms", tw)
+		c.Meaning = "the end of TIME_WAIT is reported when its timer fires; half-open handshakes are not shown"
+	default:
 		c.Status = CheckDegraded
 		c.Detail = "tw_timer_handler has no address in /proc/kallsyms (kernel.kptr_restrict, or no CAP_SYSLOG)"
-		c.Meaning = "the end of TIME_WAIT is found by walks of the socket table when the timer is due: up to a walk later, and at more CPU"
+		c.Meaning = "the end of TIME_WAIT is found by walks of the socket table when the timer is due: up to a walk later, and at more CPU; half-open handshakes are not shown"
 	}
 	d.add(c)
 }

@@ -78,16 +78,17 @@ func addrPort(family uint16, raw *[16]uint8, port uint16) netip.AddrPort {
 }
 
 var kindOf = [...]tcp.Kind{
-	tcptraceEventKindEVENT_STATE:      tcp.KindTransition,
-	tcptraceEventKindEVENT_ACCEPT:     tcp.KindAccept,
-	tcptraceEventKindEVENT_CLOSE_FD:   tcp.KindCloseFD,
-	tcptraceEventKindEVENT_RESET:      tcp.KindReset,
-	tcptraceEventKindEVENT_BIND_FAIL:  tcp.KindBindFail,
-	tcptraceEventKindEVENT_TW_EXPIRED: KindTimeWaitExpired,
-	tcptraceEventKindEVENT_EXIT:       tcp.KindExit,
-	tcptraceEventKindEVENT_FORK:       tcp.KindFork,
-	tcptraceEventKindEVENT_EXEC:       tcp.KindExec,
-	tcptraceEventKindEVENT_NEW_FD:     tcp.KindNewFD,
+	tcptraceEventKindEVENT_STATE:        tcp.KindTransition,
+	tcptraceEventKindEVENT_ACCEPT:       tcp.KindAccept,
+	tcptraceEventKindEVENT_CLOSE_FD:     tcp.KindCloseFD,
+	tcptraceEventKindEVENT_RESET:        tcp.KindReset,
+	tcptraceEventKindEVENT_BIND_FAIL:    tcp.KindBindFail,
+	tcptraceEventKindEVENT_TW_EXPIRED:   KindTimeWaitExpired,
+	tcptraceEventKindEVENT_EXIT:         tcp.KindExit,
+	tcptraceEventKindEVENT_FORK:         tcp.KindFork,
+	tcptraceEventKindEVENT_EXEC:         tcp.KindExec,
+	tcptraceEventKindEVENT_NEW_FD:       tcp.KindNewFD,
+	tcptraceEventKindEVENT_SYNACK_TIMER: tcp.KindHalfOpen,
 }
 
 // KindTimeWaitExpired marks a decoded record about a timewait socket whose
@@ -138,6 +139,11 @@ func (d *Decoder) Decode(raw []byte, ev *tcp.Event) bool {
 		ev.ResetSent = r.Flags&uint8(tcptraceEventFlagFLAG_RESET_SENT) != 0
 		if ev.ResetSent {
 			ev.ResetReason = d.resetReasons[r.Reason]
+		}
+	case tcp.KindHalfOpen:
+		ev.SynAcks = r.Synacks
+		if r.SinceNs != 0 {
+			ev.FirstSynAck = d.wall(r.SinceNs)
 		}
 	case tcp.KindBindFail:
 		ev.ReuseAddr = r.Flags&uint8(tcptraceEventFlagFLAG_REUSEADDR) != 0

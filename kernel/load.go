@@ -167,6 +167,7 @@ func configure(opts Options) (*ebpf.CollectionSpec, uint64, error) {
 		spec.Programs["handle_timer_expire"] = spec.Programs["handle_set_state_classic"].Copy()
 	} else {
 		set("tw_timer_fn", "timewait timer", twTimer)
+		set("reqsk_timer_fn", "request timer", host.KernelSymbol("reqsk_timer_handler"))
 	}
 	return spec, twTimer, err
 }

@@ -42,7 +42,7 @@ type tcptraceEvent struct {
 	Newstate   uint8
 	Flags      uint8
 	TwSubstate uint8
-	Pad        uint8
+	Synacks    uint8
 	Saddr      [16]uint8
 	Daddr      [16]uint8
 	Comm       [16]int8
@@ -54,32 +54,35 @@ type tcptraceEvent struct {
 		Pad     uint32
 		Leaf    uint64
 	}
+	SinceNs uint64
 }
 
 type tcptraceEventFlag uint32
 
 const (
-	tcptraceEventFlagFLAG_SOCK_ERR     tcptraceEventFlag = 1
-	tcptraceEventFlagFLAG_ORPHAN       tcptraceEventFlag = 2
-	tcptraceEventFlagFLAG_OWNER_CLOSED tcptraceEventFlag = 4
-	tcptraceEventFlagFLAG_RESET_SENT   tcptraceEventFlag = 8
-	tcptraceEventFlagFLAG_REUSEADDR    tcptraceEventFlag = 16
-	tcptraceEventFlagFLAG_TIME_WAIT    tcptraceEventFlag = 32
+	tcptraceEventFlagFLAG_SOCK_ERR        tcptraceEventFlag = 1
+	tcptraceEventFlagFLAG_ORPHAN          tcptraceEventFlag = 2
+	tcptraceEventFlagFLAG_OWNER_CLOSED    tcptraceEventFlag = 4
+	tcptraceEventFlagFLAG_RESET_SENT      tcptraceEventFlag = 8
+	tcptraceEventFlagFLAG_REUSEADDR       tcptraceEventFlag = 16
+	tcptraceEventFlagFLAG_TIME_WAIT       tcptraceEventFlag = 32
+	tcptraceEventFlagFLAG_REQUEST_DROPPED tcptraceEventFlag = 64
 )
 
 type tcptraceEventKind uint32
 
 const (
-	tcptraceEventKindEVENT_STATE      tcptraceEventKind = 1
-	tcptraceEventKindEVENT_ACCEPT     tcptraceEventKind = 2
-	tcptraceEventKindEVENT_CLOSE_FD   tcptraceEventKind = 3
-	tcptraceEventKindEVENT_RESET      tcptraceEventKind = 4
-	tcptraceEventKindEVENT_BIND_FAIL  tcptraceEventKind = 5
-	tcptraceEventKindEVENT_TW_EXPIRED tcptraceEventKind = 6
-	tcptraceEventKindEVENT_EXIT       tcptraceEventKind = 7
-	tcptraceEventKindEVENT_FORK       tcptraceEventKind = 8
-	tcptraceEventKindEVENT_EXEC       tcptraceEventKind = 9
-	tcptraceEventKindEVENT_NEW_FD     tcptraceEventKind = 10
+	tcptraceEventKindEVENT_STATE        tcptraceEventKind = 1
+	tcptraceEventKindEVENT_ACCEPT       tcptraceEventKind = 2
+	tcptraceEventKindEVENT_CLOSE_FD     tcptraceEventKind = 3
+	tcptraceEventKindEVENT_RESET        tcptraceEventKind = 4
+	tcptraceEventKindEVENT_BIND_FAIL    tcptraceEventKind = 5
+	tcptraceEventKindEVENT_TW_EXPIRED   tcptraceEventKind = 6
+	tcptraceEventKindEVENT_EXIT         tcptraceEventKind = 7
+	tcptraceEventKindEVENT_FORK         tcptraceEventKind = 8
+	tcptraceEventKindEVENT_EXEC         tcptraceEventKind = 9
+	tcptraceEventKindEVENT_NEW_FD       tcptraceEventKind = 10
+	tcptraceEventKindEVENT_SYNACK_TIMER tcptraceEventKind = 11
 )
 
 type tcptraceFileRecord struct {
@@ -245,6 +248,7 @@ const (
 	tcptraceVarKeyByAddress           = "key_by_address"
 	tcptraceVarOriginsPerSec          = "origins_per_sec"
 	tcptraceVarOwnCookies             = "own_cookies"
+	tcptraceVarReqskTimerFn           = "reqsk_timer_fn"
 	tcptraceVarTwTimerFn              = "tw_timer_fn"
 	tcptraceVarUnusedCounter          = "unused_counter"
 	tcptraceVarUnusedEvent            = "unused_event"
@@ -357,6 +361,7 @@ type tcptraceVariableSpecs struct {
 	KeyByAddress      *ebpf.VariableSpec `ebpf:"key_by_address"`
 	OriginsPerSec     *ebpf.VariableSpec `ebpf:"origins_per_sec"`
 	OwnCookies        *ebpf.VariableSpec `ebpf:"own_cookies"`
+	ReqskTimerFn      *ebpf.VariableSpec `ebpf:"reqsk_timer_fn"`
 	TwTimerFn         *ebpf.VariableSpec `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -433,6 +438,7 @@ type tcptraceVariables struct {
 	KeyByAddress      *ebpf.Variable `ebpf:"key_by_address"`
 	OriginsPerSec     *ebpf.Variable `ebpf:"origins_per_sec"`
 	OwnCookies        *ebpf.Variable `ebpf:"own_cookies"`
+	ReqskTimerFn      *ebpf.Variable `ebpf:"reqsk_timer_fn"`
 	TwTimerFn         *ebpf.Variable `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`

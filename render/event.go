@@ -279,8 +279,24 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 		b = append(b, "  (closed by the process's exit)"...)
 	case tcp.SourceExec:
 		b = append(b, "  (closed by exec: close-on-exec)"...)
+	case tcp.SourceSynAck:
+		b = appendHalfOpen(b, ev)
 	}
 	return b
+}
+
+// appendHalfOpen says what a half-open handshake's line means.
+func appendHalfOpen(b []byte, ev *tcp.Event) []byte {
+	switch {
+	case ev.New == tcp.StateSynRecv:
+		return append(b, "  (half-open: the SYN-ACK got no ACK)"...)
+	case ev.Flags&tcp.FlagDropped != 0:
+		b = append(b, "  (half-open: no ACK after "...)
+		b = strconv.AppendUint(b, uint64(ev.SynAcks), 10)
+		return append(b, " SYN-ACKs; the kernel dropped it)"...)
+	default:
+		return append(b, "  (half-open: the request went before its timer gave up)"...)
+	}
 }
 
 // appendJSONString writes s as a JSON string that any parser accepts:
@@ -402,6 +418,12 @@ func AppendJSON(b []byte, ev *tcp.Event) []byte {
 	if ev.TimeWaitLeft > 0 {
 		b = append(b, `,"timewait_left_ns":`...)
 		b = strconv.AppendInt(b, int64(ev.TimeWaitLeft), 10)
+	}
+	if ev.Source == tcp.SourceSynAck {
+		b = append(b, `,"synacks":`...)
+		b = strconv.AppendUint(b, uint64(ev.SynAcks), 10)
+		b = append(b, `,"dropped":`...)
+		b = strconv.AppendBool(b, ev.Flags&tcp.FlagDropped != 0)
 	}
 	switch ev.Kind {
 	case tcp.KindReset:

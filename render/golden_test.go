@@ -78,6 +78,9 @@ func goldenEvents() []tcp.Event {
 		ev(tcp.KindNewFD, 15*time.Millisecond, srvAddr, ap("10.0.0.9:40004"), tcp.StateEstablished, tcp.StateEstablished, -1, tcp.Owner{PID: 43, Comm: "api-worker", FD: 9, Via: tcp.OwnerReceive}),
 		ev(tcp.KindCloseFD, 16*time.Millisecond, srvAddr, ap("10.0.0.9:40004"), tcp.StateEstablished, tcp.StateEstablished, -1, apiOwner),
 		ev(tcp.KindCloseFD, 17*time.Millisecond, srvAddr, ap("10.0.0.9:40005"), tcp.StateCloseWait, tcp.StateCloseWait, -1, tcp.Owner{PID: 44, Comm: "sh", FD: 4, Via: tcp.OwnerFork, Closed: true}),
+		ev(tcp.KindTransition, 18*time.Millisecond, srvAddr, ap("10.0.0.66:50000"), tcp.StateListen, tcp.StateSynRecv, -1, tcp.Owner{PID: 42, Comm: "api", FD: -1, Via: tcp.OwnerListener}),
+		ev(tcp.KindTransition, 19*time.Millisecond, srvAddr, ap("10.0.0.66:50000"), tcp.StateSynRecv, tcp.StateClose, 63*time.Second, tcp.Owner{PID: 42, Comm: "api", FD: -1, Via: tcp.OwnerListener}),
+		ev(tcp.KindTransition, 20*time.Millisecond, srvAddr, ap("10.0.0.66:50001"), tcp.StateSynRecv, tcp.StateClose, 3*time.Second, tcp.Owner{PID: 42, Comm: "api", FD: -1, Via: tcp.OwnerListener}),
 	}
 	evs[1].OldBeforeTrace = true
 	evs[2].TimeWaitLeft, evs[2].Source = 58*time.Second, tcp.SourceTimeWait
@@ -94,6 +97,9 @@ func goldenEvents() []tcp.Event {
 	evs[15].FD, evs[15].Owner.Closed = 7, true
 	evs[15].Sharers = []tcp.Owner{{PID: 43, Comm: "api-worker", FD: 9, Via: tcp.OwnerReceive}}
 	evs[16].FD, evs[16].Source = 4, tcp.SourceExec
+	evs[17].Source, evs[17].SynAcks = tcp.SourceSynAck, 1
+	evs[18].Source, evs[18].SynAcks, evs[18].Flags = tcp.SourceSynAck, 6, tcp.FlagDropped
+	evs[19].Source = tcp.SourceSynAck
 	return evs
 }
 

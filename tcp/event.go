@@ -107,10 +107,15 @@ const (
 	// connection: dup() or fcntl(F_DUPFD), or passed over a unix socket
 	// (Owner.Via says which).
 	KindNewFD
+	// KindHalfOpen is a handshake still half open: the SYN-ACK timer of a
+	// listener's request socket fired (SynAcks sent, the first at
+	// FirstSynAck; FlagDropped when the kernel gives up on it). The
+	// timeline shows it as LISTEN -> SYN_RECV, and its end.
+	KindHalfOpen
 )
 
 var kindNames = [...]string{KindTransition: "transition", KindAccept: "accept", KindCloseFD: "close", KindExisting: "existing",
-	KindReset: "reset", KindBindFail: "bind_fail", KindExit: "exit", KindFork: "fork", KindExec: "exec", KindNewFD: "new_fd"}
+	KindReset: "reset", KindBindFail: "bind_fail", KindExit: "exit", KindFork: "fork", KindExec: "exec", KindNewFD: "new_fd", KindHalfOpen: "half_open"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -139,9 +144,11 @@ const (
 	SourceExit
 	// SourceExec: a close made by the kernel at exec() (close-on-exec).
 	SourceExec
+	// SourceSynAck: a request socket's SYN-ACK timer (a half-open handshake).
+	SourceSynAck
 )
 
-var sourceNames = [...]string{SourceKernel: "kernel", SourceTimeWait: "timewait", SourceRepair: "repair", SourceSeed: "seed", SourceExit: "exit", SourceExec: "exec"}
+var sourceNames = [...]string{SourceKernel: "kernel", SourceTimeWait: "timewait", SourceRepair: "repair", SourceSeed: "seed", SourceExit: "exit", SourceExec: "exec", SourceSynAck: "synack"}
 
 func (s Source) String() string {
 	if int(s) < len(sourceNames) {
@@ -235,6 +242,8 @@ func (o Origin) Known() bool { return o.StackID >= 0 }
 const (
 	FlagError  uint8 = 1 << 0 // the socket had an error (reset, timeout)
 	FlagOrphan uint8 = 1 << 1 // no file referred to the socket any more
+	// FlagDropped: a half-open handshake the kernel gave up on.
+	FlagDropped uint8 = 1 << 6
 )
 
 // Event is one thing tcptrace saw happen to a TCP connection.
@@ -279,6 +288,10 @@ type Event struct {
 	Errno  int32 // the socket's error at the transition
 	// TimeWaitLeft is the time left on a timewait socket's timer when it was seen.
 	TimeWaitLeft time.Duration
+	// SynAcks are the SYN-ACKs a half-open handshake got no ACK for, the
+	// first sent at FirstSynAck.
+	SynAcks     uint8
+	FirstSynAck time.Time
 }
 
 // Family is 4 or 6.

@@ -28,10 +28,13 @@ type Conn struct {
 	// SinceBeforeTrace is true when the connection entered State before tracing
 	// started (Since is then the start of tracing).
 	SinceBeforeTrace bool
-	// shared: other processes (or fds) hold it too (Timeline.sharers).
-	shared bool
-	Local  netip.AddrPort
-	Remote netip.AddrPort
+	// shared: other processes (or fds) hold it too (Timeline.sharers);
+	// halfOpen: a listener's request socket, in SYN_RECV until its
+	// handshake completes or fails (halfopen.go).
+	shared   bool
+	halfOpen bool
+	Local    netip.AddrPort
+	Remote   netip.AddrPort
 	// Since is when the connection entered State.
 	Since time.Time
 	Owner tcp.Owner
@@ -67,10 +70,10 @@ type Timeline struct {
 	// at every connection.
 	held   map[uint64]*tcp.Event
 	checks checkQueue
-	// timewaits finds the connection whose timewait socket holds a
-	// four-tuple (by tupleKey's hash): a new socket that takes the tuple
-	// over ends that TIME_WAIT, which no tracepoint reports.
-	timewaits map[uint64]uint64
+	// tuples finds the connection whose timewait socket, or half-open
+	// request, holds a four-tuple (by tupleKey's hash): a new socket that
+	// takes the tuple over ends it, which no tracepoint reports.
+	tuples    map[uint64]uint64
 	tupleSeed maphash.Seed
 	// sharers are the holders of a connection besides its Owner, by
 	// cookie, only while it has some; owned indexes by pid the connections
@@ -131,9 +134,9 @@ func (t *Timeline) forget(cookie uint64) {
 	if k := listenerOf(c.NetNS, c.Local); t.listeners[k] == cookie {
 		delete(t.listeners, k)
 	}
-	if !c.TimeWaitExpiry.IsZero() {
-		if key := t.tuple(c.NetNS, c.Local, c.Remote); t.timewaits[key] == cookie {
-			delete(t.timewaits, key)
+	if !c.TimeWaitExpiry.IsZero() || c.halfOpen {
+		if key := t.tuple(c.NetNS, c.Local, c.Remote); t.tuples[key] == cookie {
+			delete(t.tuples, key)
 		}
 	}
 	t.recent[cookie] = c
@@ -163,7 +166,7 @@ func keep(list []tcp.Event, ev *tcp.Event, max int) []tcp.Event {
 // New starts a timeline at the time tracing started.
 func New(started time.Time) *Timeline {
 	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*tcp.Event),
-		timewaits: make(map[uint64]uint64), tupleSeed: maphash.MakeSeed(), sharers: make(map[uint64][]tcp.Owner),
+		tuples: make(map[uint64]uint64), tupleSeed: maphash.MakeSeed(), sharers: make(map[uint64][]tcp.Owner),
 		owned: make(map[uint32]map[uint64]struct{}), listeners: make(map[listenerKey]uint64), started: started}
 }
 
@@ -297,6 +300,8 @@ func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 		emit(ev)
 	case tcp.KindExit:
 		t.closedByExit(ev, emit)
+	case tcp.KindHalfOpen:
+		t.halfOpenTimer(ev, emit)
 	case tcp.KindExisting:
 		c := t.conns[ev.Cookie]
 		known := c != nil
@@ -338,7 +343,7 @@ func (t *Timeline) transition(ev *tcp.Event, emit func(*tcp.Event)) {
 	t.adoptOwner(c, ev)
 	t.fill(c, ev)
 	c.timeInOld(ev)
-	if len(t.timewaits) > 0 && (ev.New == tcp.StateEstablished || ev.New == tcp.StateSynRecv) {
+	if len(t.tuples) > 0 && (ev.New == tcp.StateEstablished || ev.New == tcp.StateSynRecv) {
 		t.takeOver(ev, emit)
 	}
 	if ev.MayEnterTimeWait() {
@@ -430,6 +435,10 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 	if c == nil {
 		return
 	}
+	if c.halfOpen {
+		t.requestSighting(c, s, emit)
+		return
+	}
 	if h := t.held[s.Cookie]; h != nil {
 		delete(t.held, s.Cookie)
 		defer t.spareEvent(h)
@@ -494,19 +503,25 @@ func (t *Timeline) tuple(netns uint32, local, remote netip.AddrPort) uint64 {
 
 // takeOver ends the TIME_WAIT of the connection whose four-tuple ev's
 // socket has just taken: the kernel killed its timewait socket for it, when
-// connect() reused the tuple (tcp_tw_reuse) or a SYN reopened a server's.
+// connect() reused the tuple (tcp_tw_reuse) or a SYN reopened a server's;
+// or the half-open request a listener's child completed.
 // Only a socket that got somewhere counts (SYN_RECV, ESTABLISHED): a
 // connect() refused the tuple ends in CLOSE and kills nothing.
 func (t *Timeline) takeOver(ev *tcp.Event, emit func(*tcp.Event)) {
 	if ev.Local.Port() == 0 || ev.Remote.Port() == 0 {
 		return
 	}
-	old, ok := t.timewaits[t.tuple(ev.NetNS, ev.Local, ev.Remote)]
+	old, ok := t.tuples[t.tuple(ev.NetNS, ev.Local, ev.Remote)]
 	if !ok || old == ev.Cookie {
 		return
 	}
 	c := t.conns[old]
-	if c == nil || c.TimeWaitExpiry.IsZero() || c.NetNS != ev.NetNS || c.Local != ev.Local || c.Remote != ev.Remote {
+	if c == nil || (c.TimeWaitExpiry.IsZero() && !c.halfOpen) || c.NetNS != ev.NetNS || c.Local != ev.Local || c.Remote != ev.Remote {
+		return
+	}
+	if c.halfOpen {
+		// The handshake completed: the child's own lines follow.
+		t.forget(old)
 		return
 	}
 	end := &t.scratch
@@ -529,7 +544,7 @@ const (
 func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 	c.TimeWaitExpiry = s.Expiry
 	if c.Local.Port() != 0 && c.Remote.Port() != 0 {
-		t.timewaits[t.tuple(c.NetNS, c.Local, c.Remote)] = c.Cookie
+		t.tuples[t.tuple(c.NetNS, c.Local, c.Remote)] = c.Cookie
 	}
 	check := s.Expiry
 	if s.Substate == tcp.StateFinWait2 {
@@ -638,7 +653,8 @@ func (t *Timeline) Reconcile(walk *Table, emit func(*tcp.Event)) {
 	}
 	for _, cookie := range slices.Sorted(maps.Keys(t.conns)) {
 		c := t.conns[cookie]
-		if t.held[c.Cookie] != nil || c.lastUpdate >= takenAt.UnixNano() ||
+		// A half-open request is no socket of the table: walks for it judge it.
+		if t.held[c.Cookie] != nil || c.halfOpen || c.lastUpdate >= takenAt.UnixNano() ||
 			walk.NetNS != nil && !slices.Contains(walk.NetNS, c.NetNS) {
 			continue
 		}

@@ -297,8 +297,8 @@ func TestTimeWaitTakenOver(t *testing.T) {
 	s.want(t,
 		"1 transition TIME_WAIT->CLOSE owner=10/3 in=4.998s src=timewait",
 		"3 transition SYN_SENT->ESTABLISHED owner=10/3")
-	if s.tl.Conn(1) != nil || len(s.tl.timewaits) != 0 {
-		t.Errorf("the ended connection is still tracked (%d in the index)", len(s.tl.timewaits))
+	if s.tl.Conn(1) != nil || len(s.tl.tuples) != 0 {
+		t.Errorf("the ended connection is still tracked (%d in the index)", len(s.tl.tuples))
 	}
 	// A timer that fires later for it shows nothing more.
 	s.tw(1, time.Minute, false, 0, 0)

@@ -178,6 +178,8 @@ func (e *encoder) event(ev *tcp.Event) {
 	for _, o := range ev.Sharers {
 		e.owner(o)
 	}
+	e.byte1(ev.SynAcks)
+	e.time(ev.FirstSynAck)
 }
 
 func (e *encoder) frames(frames []tcp.Frame) {
@@ -478,11 +480,13 @@ func (d *decoder) event(ev *tcp.Event) {
 			d.socket(&ev.PortHolders[j])
 		}
 	}
-	ev.Sharers = nil
+	ev.Sharers, ev.SynAcks, ev.FirstSynAck = nil, 0, time.Time{}
 	if len(d.b) > 0 { // absent from traces of older tcptraces
 		for n := d.count(); n > 0 && d.err == nil; n-- {
 			ev.Sharers = append(ev.Sharers, d.owner())
 		}
+		ev.SynAcks = d.byte1()
+		ev.FirstSynAck = d.time()
 	}
 }
 

@@ -58,6 +58,9 @@ func (t *Tracer) wantsOwner(holders []tcp.Owner) bool {
 	return false
 }
 
+// synAckRTOMax is the longest a request's SYN-ACK timer waits (TCP_RTO_MAX).
+const synAckRTOMax = 120 * time.Second
+
 // walkCostFactor spaces timewait walks so that walking takes at most 1/20 of a CPU.
 const walkCostFactor = 20
 
@@ -84,12 +87,17 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*tcp.Event)) error {
 	}
 	for _, cookie := range t.wanted {
 		s, seen := w.Found[cookie]
-		if c := t.timeline.Conn(cookie); !seen && t.k.Timer() && c != nil && !w.Walked[c.NetNS] &&
-			c.State == tcp.StateFinWait2 && w.At.Before(c.TimeWaitExpiry) {
-			// An orphan in a namespace not walked: not known gone. Its
-			// timer's program will say when it ends.
-			t.timeline.DeferCheck(cookie, c.TimeWaitExpiry.Add(timerGrace))
-			continue
+		if c := t.timeline.Conn(cookie); !seen && t.k.Timer() && c != nil && !w.Walked[c.NetNS] {
+			// In a namespace not walked: not known gone. An orphan's
+			// timer, or a request's, will say when it ends.
+			if c.HalfOpen() {
+				t.timeline.DeferCheck(cookie, w.At.Add(synAckRTOMax+timerGrace))
+				continue
+			}
+			if c.State == tcp.StateFinWait2 && w.At.Before(c.TimeWaitExpiry) {
+				t.timeline.DeferCheck(cookie, c.TimeWaitExpiry.Add(timerGrace))
+				continue
+			}
 		}
 		in := timeline.Input{Kind: timeline.InputTimeWait, TimeWait: timeline.TimeWaitSighting{
 			Cookie: cookie, At: w.At, Seen: seen, Substate: s.State, Expiry: s.TimeWaitExpiry,

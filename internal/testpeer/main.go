@@ -14,6 +14,10 @@
 //	                       or after the server did, ROUNDS times, a second
 //	                       apart (so that the kernel may reuse the timewait
 //	                       four-tuples); prints "done N"
+//	testpeer syn ADDR FROM  sends one SYN to the IPv4 ADDR from FROM, an
+//	                       address of no socket here (a raw socket): the
+//	                       handshake stays half open if no reply reaches
+//	                       FROM; prints "sent"
 //
 // Commands on stdin: "close" closes every connection; "abort" closes them
 // with SO_LINGER {on, 0}, which sends RST; "shutdown" shuts down
@@ -69,6 +73,12 @@ func main() {
 			break
 		}
 		err = p.closer(os.Args[2], os.Args[3] == "first")
+	case "syn":
+		if len(os.Args) != 4 {
+			err = fmt.Errorf("usage: testpeer syn ADDR FROM")
+			break
+		}
+		err = sendSYN(os.Args[2], os.Args[3])
 	case "reuse":
 		if len(os.Args) != 4 {
 			err = fmt.Errorf("usage: testpeer reuse ADDR FROM,K,ROUNDS,first|last")
