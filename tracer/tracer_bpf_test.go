@@ -213,7 +213,7 @@ func TestBPFPidFilter(t *testing.T) {
 	r := startTracer(t, Config{PIDs: []uint32{uint32(server.PID)}})
 
 	client := testenv.StartPeer(t, "client", addr)
-	cli := client.Conn("connected")
+	client.Expect("connected")
 	srv := server.Conn("accepted")
 	otherClient := testenv.StartPeer(t, "client", other.ListenAddr())
 	otherClient.Expect("connected")
@@ -246,14 +246,42 @@ func TestBPFPidFilter(t *testing.T) {
 		"transition CLOSE_WAIT->LAST_ACK",
 		"transition LAST_ACK->CLOSE",
 	}
-	if strings.Join(got, "\n") != strings.Join(want, "\n") {
-		// The FIN may arrive before accept() returns: then CLOSE_WAIT precedes accept.
-		alt := []string{want[0], want[1], want[3], "accept CLOSE_WAIT->CLOSE_WAIT", want[4], want[5], want[6]}
-		if strings.Join(got, "\n") != strings.Join(alt, "\n") {
-			t.Errorf("server end events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-		}
+	// The FIN may arrive before accept() returns: then CLOSE_WAIT precedes accept.
+	alt := []string{want[0], want[1], want[3], "accept CLOSE_WAIT->CLOSE_WAIT", want[4], want[5], want[6]}
+	if strings.Join(got, "\n") == strings.Join(want, "\n") || strings.Join(got, "\n") == strings.Join(alt, "\n") {
+		return
 	}
-	_ = cli
+	// On a loaded machine the kernel may skip a run of the state program
+	// (a softirq's transition nested in a run on the same CPU): that loss
+	// must be counted, and what was seen must still be in order.
+	var missed uint64
+	r.inRun(func() {
+		if r.tr.readCounters() == nil {
+			missed = r.tr.stats.Missed()
+		}
+	})
+	if missed == 0 || !inOrder(got, want) && !inOrder(got, alt) {
+		t.Errorf("server end events (%d missed events counted):\n%s\nwant:\n%s", missed, strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	t.Logf("%d events missed and counted; seen:\n%s", missed, strings.Join(got, "\n"))
+}
+
+// inOrder reports whether got is want with some lines left out (close lines
+// name the state their connection was in, which a lost transition changes:
+// only their kind is compared).
+func inOrder(got, want []string) bool {
+	kind := func(s string) string { return strings.Fields(s)[0] }
+	i := 0
+	for _, g := range got {
+		for i < len(want) && want[i] != g && !(kind(g) == "close" && kind(want[i]) == "close") {
+			i++
+		}
+		if i == len(want) {
+			return false
+		}
+		i++
+	}
+	return true
 }
 
 // TestBPFExistingConnection checks that a connection opened before tracing
