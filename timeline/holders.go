@@ -3,6 +3,7 @@ package timeline
 import (
 	"maps"
 	"slices"
+	"time"
 
 	"github.com/tcptrace/tcptrace/tcp"
 )
@@ -115,6 +116,31 @@ func (t *Timeline) unhold(c *Conn) {
 	c.shared = false
 }
 
+// syncHolders makes the holders a walk of the fd tables found c's own,
+// when they differ from those the events left.
+func (t *Timeline) syncHolders(c *Conn, walked []tcp.Owner) {
+	have := t.heldBy(c)
+	same := len(have) == len(walked)
+	for i := 0; same && i < len(walked); i++ {
+		same = slices.ContainsFunc(have, func(h tcp.Owner) bool { return sameFD(h, walked[i]) })
+	}
+	if same {
+		return
+	}
+	t.unhold(c)
+	if held(c) {
+		c.Owner.Closed = true
+	}
+	for _, h := range walked {
+		t.hold(c, h)
+	}
+}
+
+// touched marks c changed at at: a walk taken before says nothing of it.
+func touched(c *Conn, at time.Time) {
+	c.lastUpdate = max(c.lastUpdate, at.UnixNano())
+}
+
 // showOwners sets the owner and sharers a line about c names.
 func (t *Timeline) showOwners(c *Conn, ev *tcp.Event) {
 	if c.Owner.Known() {
@@ -184,6 +210,7 @@ func (t *Timeline) forked(ev *tcp.Event) {
 			child.FD = fd
 			t.hold(c, child)
 		}
+		touched(c, ev.Time)
 	}
 }
 
@@ -237,6 +264,7 @@ func (t *Timeline) closeFD(c *Conn, line *tcp.Event, emit func(*tcp.Event)) {
 		}
 	}
 	t.release(c, line.Running.PID, line.FD)
+	touched(c, line.Time)
 	if line.Source != tcp.SourceKernel && held(c) {
 		return
 	}

@@ -87,3 +87,32 @@ func TestListenerChildNamesWhoHoldsTheListener(t *testing.T) {
 		Local: netip.MustParseAddrPort("127.0.0.1:80"), Remote: netip.MustParseAddrPort("127.0.0.1:5000"), Owner: child, FD: -1}, s.emit)
 	s.want(t, "2 transition LISTEN->SYN_RECV owner=41/-1")
 }
+
+// TestRepairWalkResetsHolders: after events were missed (here the exit of
+// the owner, whose pid a new process then got), the repair walk's fd
+// tables give the connection its holders; one changed since is left alone.
+func TestRepairWalkResetsHolders(t *testing.T) {
+	s := newScript()
+	s.tr(1, 0, tcp.StateClose, tcp.StateSynSent, tcp.Owner{PID: 50, Comm: "old", FD: 3, Via: tcp.OwnerConnect})
+	s.tr(1, time.Millisecond, tcp.StateSynSent, tcp.StateEstablished, tcp.Owner{})
+	s.tr(2, 0, tcp.StateClose, tcp.StateSynSent, tcp.Owner{PID: 50, Comm: "old", FD: 4, Via: tcp.OwnerConnect})
+	s.tr(2, time.Millisecond, tcp.StateSynSent, tcp.StateEstablished, tcp.Owner{})
+	// Connection 2 changes hands after the walk: the walk's view is stale.
+	s.apply(tcp.KindNewFD, 2, 3*time.Second, 70, 8, tcp.Owner{PID: 70, Comm: "new", FD: 8, Via: tcp.OwnerReceive})
+	walk := Table{At: t0.Add(2 * time.Second), Repair: true, Sockets: []tcp.Socket{
+		{Cookie: 1, State: tcp.StateEstablished, Holders: []tcp.Owner{{PID: 60, Comm: "heir", FD: 3, Via: tcp.OwnerSeed}}},
+		{Cookie: 2, State: tcp.StateEstablished, Holders: []tcp.Owner{{PID: 60, Comm: "heir", FD: 4, Via: tcp.OwnerSeed}}},
+	}}
+	s.out = nil
+	s.tl.Reconcile(&walk, s.emit)
+	s.want(t)
+	if got := s.holders(1); got != "60/3" {
+		t.Errorf("connection 1 held by %q after the repair walk, want 60/3", got)
+	}
+	if got := s.holders(2); got != "50/4 70/8" {
+		t.Errorf("connection 2 held by %q, want the events' 50/4 70/8", got)
+	}
+	if set := s.tl.owned[50]; len(set) != 1 {
+		t.Errorf("pid 50 indexed as holding %v, want connection 2 only", set)
+	}
+}

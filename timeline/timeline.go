@@ -271,6 +271,7 @@ func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 			c.Origin = ev.Origin
 		}
 		t.hold(c, ev.Owner)
+		touched(c, ev.Time)
 		got := ev.Owner
 		t.fill(c, ev)
 		// The line is about the process that got the fd; the rest share it.
@@ -643,8 +644,10 @@ func (t *Timeline) FlushHeld(emit func(*tcp.Event)) {
 
 // Reconcile compares the timeline with a walk of the kernel's socket table,
 // taken after events were missed, and emits a repair for every connection
-// left wrong. Only connections that did not change since the walk, in the
-// network namespaces it walked, are judged.
+// left wrong; the fd tables it walked give each connection its holders (an
+// exit or a close missed would leave a wrong owner, a reused pid even).
+// Only connections that did not change since the walk, in the network
+// namespaces it walked, are judged.
 func (t *Timeline) Reconcile(walk *Table, emit func(*tcp.Event)) {
 	table, takenAt := walk.Sockets, walk.At
 	inTable := make(map[uint64]*tcp.Socket, len(table))
@@ -662,6 +665,7 @@ func (t *Timeline) Reconcile(walk *Table, emit func(*tcp.Event)) {
 		want := tcp.StateClose
 		if s != nil {
 			want = s.State
+			t.syncHolders(c, s.Holders)
 		}
 		if want == c.State || (s != nil && !s.TimeWaitExpiry.IsZero() && !c.TimeWaitExpiry.IsZero()) {
 			continue
