@@ -79,6 +79,21 @@ func checkHoldersAgainstSS(t *testing.T, r *recorder, keeper testenv.Conn, line 
 	if !slices.Equal(got, want) {
 		t.Errorf("timeline holders %v, ss %v", got, want)
 	}
+	// The leak report names the same process, with that fd (any age counts).
+	var named []string
+	for _, p := range r.report(time.Nanosecond).Processes {
+		for _, s := range p.Sockets {
+			if s.Local.AddrPort == keeper.Local && s.Remote.AddrPort == keeper.Remote {
+				named = append(named, fmt.Sprint(p.PID))
+				if !slices.Contains(p.FDs, keeper.FD) {
+					t.Errorf("leak report: pid %d fds %v, want fd %d among them", p.PID, p.FDs, keeper.FD)
+				}
+			}
+		}
+	}
+	if !slices.Equal(named, []string{fmt.Sprint(keeper.PID)}) {
+		t.Errorf("leak report names %v for the connection, want %d", named, keeper.PID)
+	}
 }
 
 // TestBPFDaemonOwners: a server that listens, then daemonizes (two forks,
