@@ -25,15 +25,8 @@
  */
 static __always_inline int on_fd_gained(void *ctx, int fd, __u8 kind, __u8 source)
 {
-	__u16 protocol;
 	struct owner *known;
-
-	if (fd < 0)
-		return 0;
-	struct sock *sk = tcp_sock_of_fd(fd, &protocol);
-	if (!sk || protocol != IPPROTO_TCP)
-		return 0;
-	struct event *e = fd_event(sk, kind, fd, &known);
+	struct event *e = fd_event(fd, kind, &known);
 	if (!e)
 		return 0;
 	fill_current(&e->owner);

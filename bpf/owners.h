@@ -169,12 +169,17 @@ static __always_inline int remember_pending(void *ctx, int fd, bool want_origin)
 }
 
 /*
- * Reports an fd event (accept or close) about a TCP socket, with the owner
- * known so far; the caller updates the owner.
+ * Reports an fd event (accept, close, new fd) about the TCP socket behind fd,
+ * with the owner known so far; the caller updates the owner. NULL when fd is
+ * no TCP socket's, or the event is not wanted.
  */
-static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd,
-					      struct owner **known)
+static __always_inline struct event *fd_event(int fd, __u8 kind, struct owner **known)
 {
+	__u16 protocol;
+	struct sock *sk = tcp_sock_of_fd(fd, &protocol);
+
+	if (!sk || protocol != IPPROTO_TCP)
+		return NULL;
 	__u64 cookie = sock_key(sk, false);
 	__u32 pid = bpf_get_current_pid_tgid() >> 32;
 
@@ -196,13 +201,8 @@ static __always_inline struct event *fd_event(struct sock *sk, __u8 kind, int fd
 /* Reports a close() of an fd of a TCP socket; marks the owner's own fd closed. */
 static __always_inline int on_close_fd(int fd)
 {
-	__u16 protocol;
 	struct owner *known;
-
-	struct sock *sk = tcp_sock_of_fd(fd, &protocol);
-	if (!sk || protocol != IPPROTO_TCP)
-		return 0;
-	struct event *e = fd_event(sk, EVENT_CLOSE_FD, fd, &known);
+	struct event *e = fd_event(fd, EVENT_CLOSE_FD, &known);
 	if (!e)
 		return 0;
 	/*
