@@ -217,13 +217,16 @@ func (j *jsonLines) stop(t *testing.T) []map[string]any {
 	return j.seen
 }
 
-// TestBPFLeakInANamespace: a CLOSE_WAIT leak inside a network namespace the
-// test makes, there before tcptrace starts, shows in `leaks` and in the
-// metrics with no flag given, with the fds ss shows inside the namespace.
+// TestBPFLeakInANamespace: a CLOSE_WAIT leak inside a network namespace and
+// a container cgroup the test makes, there before tcptrace starts, shows in
+// `leaks` and in the metrics with no flag given, with the fds ss shows
+// inside the namespace; --container and --cgroup narrow leaks to it.
 func TestBPFLeakInANamespace(t *testing.T) {
 	testenv.RequireBPF(t)
 	ns, nsIno := makeNetNS(t)
-	server := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "server", "127.0.0.1:0")
+	ctr, cg, _ := makeContainerCgroup(t)
+	server := testenv.StartProcess(t, "sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec ip netns exec %s %s server 127.0.0.1:0",
+		cg, ns, testenv.PeerBinary))
 	client := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "client", server.ListenAddr())
 	client.Expect("connected")
 	srv := server.Conn("accepted")
@@ -260,6 +263,18 @@ func TestBPFLeakInANamespace(t *testing.T) {
 	if !found {
 		t.Errorf("leaks names no leak of pid %d, in the namespace: %+v", srv.PID, rep.Processes)
 	}
+	other := "000000000000" // a container id that ctr does not start with
+	if strings.HasPrefix(ctr, other) {
+		other = "111111111111"
+	}
+	for _, narrow := range []struct {
+		args []string
+		want bool
+	}{{[]string{"--container", ctr[:12]}, true}, {[]string{"--cgroup", cg}, true}, {[]string{"--container", other}, false}} {
+		if got := leaksOf(t, narrow.args...)[srv.PID]; got != narrow.want {
+			t.Errorf("leaks %v: names the container's leak %v, want %v", narrow.args, got, narrow.want)
+		}
+	}
 
 	addr := freeAddr(t)
 	startTcptrace(t, "serve", "--metrics-addr", addr)
@@ -271,4 +286,22 @@ func TestBPFLeakInANamespace(t *testing.T) {
 		v, ok := m.value("tcptrace_close_wait_sockets", pid...)
 		return ok && v == 1
 	})
+}
+
+// leaksOf runs `leaks --once --json` with these flags and returns the pids it names.
+func leaksOf(t *testing.T, args ...string) map[int]bool {
+	t.Helper()
+	stdout, stderr, code := runTcptrace(t, nil, append([]string{"leaks", "--once", "--json", "--threshold", "1s"}, args...)...)
+	if code != exitLeaks && code != 0 {
+		t.Fatalf("leaks %v: exit %d; stderr: %s", args, code, stderr)
+	}
+	var rep analysis.LeakReport
+	if err := json.Unmarshal([]byte(stdout), &rep); err != nil {
+		t.Fatalf("leaks %v: not one JSON report: %v\n%s", args, err, stdout)
+	}
+	pids := map[int]bool{}
+	for _, p := range rep.Processes {
+		pids[int(p.PID)] = true
+	}
+	return pids
 }
