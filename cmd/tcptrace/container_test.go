@@ -225,8 +225,13 @@ func TestBPFLeakInANamespace(t *testing.T) {
 	testenv.RequireBPF(t)
 	ns, nsIno := makeNetNS(t)
 	ctr, cg, _ := makeContainerCgroup(t)
-	server := testenv.StartProcess(t, "sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec ip netns exec %s %s server 127.0.0.1:0",
-		cg, ns, testenv.PeerBinary))
+	// iproute2's ip by its path: busybox's sh runs its own ip applet first.
+	ip, err := exec.LookPath("ip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := testenv.StartProcess(t, "sh", "-c", fmt.Sprintf("echo $$ > %s/cgroup.procs && exec %s netns exec %s %s server 127.0.0.1:0",
+		cg, ip, ns, testenv.PeerBinary))
 	client := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "client", server.ListenAddr())
 	client.Expect("connected")
 	srv := server.Conn("accepted")
