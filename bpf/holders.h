@@ -182,12 +182,9 @@ static __always_inline int on_dup2_enter(struct trace_event_raw_sys_enter *ctx)
 /* Whether fd is a unix socket's: only those pass fds. */
 static __always_inline bool is_unix_fd(int fd)
 {
-	struct file *file = file_of_fd(fd);
+	struct sock *sk = sock_of_fd(fd);
 
-	if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
-		return false;
-	struct socket *sock = BPF_CORE_READ(file, private_data);
-	return BPF_CORE_READ(sock, sk, __sk_common.skc_family) == AF_UNIX;
+	return sk && BPF_CORE_READ(sk, __sk_common.skc_family) == AF_UNIX;
 }
 
 /* A recvmsg() on a unix socket with room for fds: the user's msghdr, or 0. */

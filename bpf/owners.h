@@ -130,17 +130,22 @@ static __always_inline struct file *file_of_fd(int fd)
 	return file;
 }
 
-/* Follows current->files to the TCP socket behind fd, or returns NULL. */
-static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
+/* The socket behind the current task's fd, or NULL when it is no socket. */
+static __always_inline struct sock *sock_of_fd(int fd)
 {
 	struct file *file = file_of_fd(fd);
 
-	if (!file)
-		return NULL;
-	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+	if (!file || (BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
 		return NULL;
 	struct socket *sock = BPF_CORE_READ(file, private_data);
-	struct sock *sk = BPF_CORE_READ(sock, sk);
+	return BPF_CORE_READ(sock, sk);
+}
+
+/* Follows current->files to the TCP socket behind fd, or returns NULL. */
+static __always_inline struct sock *tcp_sock_of_fd(int fd, __u16 *protocol)
+{
+	struct sock *sk = sock_of_fd(fd);
+
 	if (!sk)
 		return NULL;
 	__u16 family = BPF_CORE_READ(sk, __sk_common.skc_family);

@@ -260,7 +260,8 @@ func ReadTCP() tcp.HostTCP {
 
 // SocketFDs lists the fds of process pid that are sockets, with their
 // inodes; alive is false when the process is gone. One readdir and a
-// readlink per fd: a process fresh from exec() has few.
+// readlink per fd: a process fresh from exec() has few. (procfs's
+// FileDescriptorTargets gives the targets without their fd numbers.)
 func SocketFDs(pid uint32) (fds map[int32]uint64, alive bool) {
 	dir := fmt.Sprintf("/proc/%d/fd", pid)
 	entries, err := os.ReadDir(dir)

@@ -13,8 +13,9 @@ import (
 // otherwise (a RST). A handshake that completes fires no timer at all, or
 // its child socket takes the request's four-tuple over (takeOver).
 
-// synAckRTOMax is TCP_RTO_MAX: the SYN-ACK timer doubles from a second up to it.
-const synAckRTOMax = 120 * time.Second
+// SynAckRTOMax is TCP_RTO_MAX: the SYN-ACK timer doubles from a second up
+// to it, so a request's timer fires at least this often.
+const SynAckRTOMax = 120 * time.Second
 
 // HalfOpen reports whether c is a half-open handshake (a request socket).
 func (c *Conn) HalfOpen() bool { return c.halfOpen }
@@ -33,7 +34,7 @@ func (t *Timeline) halfOpenTimer(ev *tcp.Event, emit func(*tcp.Event)) {
 		}
 		t.adoptOwner(c, ev)
 		c.enter(tcp.StateSynRecv, since, true)
-		t.tuples[t.tuple(c.NetNS, c.Local, c.Remote)] = c.Cookie
+		t.indexTuple(c)
 		line := &t.scratch
 		*line = tcp.Event{Kind: tcp.KindTransition, Time: since, Cookie: c.Cookie, NetNS: c.NetNS, Old: tcp.StateListen,
 			New: tcp.StateSynRecv, InOld: -1, FD: -1, Source: tcp.SourceSynAck, SynAcks: ev.SynAcks, FirstSynAck: ev.FirstSynAck}
@@ -46,7 +47,7 @@ func (t *Timeline) halfOpenTimer(ev *tcp.Event, emit func(*tcp.Event)) {
 	c.lastUpdate = ev.Time.UnixNano()
 	if ev.Flags&tcp.FlagDropped == 0 {
 		// Looked for past its next firing, which a RST would cancel.
-		next := min(time.Second<<min(ev.SynAcks, 7), synAckRTOMax)
+		next := min(time.Second<<min(ev.SynAcks, 7), SynAckRTOMax)
 		t.scheduleCheck(c, ev.Time.Add(next+t.TimeWaitGrace))
 		return
 	}

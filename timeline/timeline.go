@@ -502,6 +502,14 @@ func (t *Timeline) tuple(netns uint32, local, remote netip.AddrPort) uint64 {
 	return maphash.Comparable(t.tupleSeed, tupleKey{netns, local, remote})
 }
 
+// indexTuple lets a new socket that takes c's four-tuple over end c
+// (takeOver); a tuple without both ports names no connection.
+func (t *Timeline) indexTuple(c *Conn) {
+	if c.Local.Port() != 0 && c.Remote.Port() != 0 {
+		t.tuples[t.tuple(c.NetNS, c.Local, c.Remote)] = c.Cookie
+	}
+}
+
 // takeOver ends the TIME_WAIT of the connection whose four-tuple ev's
 // socket has just taken: the kernel killed its timewait socket for it, when
 // connect() reused the tuple (tcp_tw_reuse) or a SYN reopened a server's;
@@ -544,9 +552,7 @@ const (
 
 func (t *Timeline) setTimeWait(c *Conn, s TimeWaitSighting) {
 	c.TimeWaitExpiry = s.Expiry
-	if c.Local.Port() != 0 && c.Remote.Port() != 0 {
-		t.tuples[t.tuple(c.NetNS, c.Local, c.Remote)] = c.Cookie
-	}
+	t.indexTuple(c)
 	check := s.Expiry
 	if s.Substate == tcp.StateFinWait2 {
 		check = s.At.Add(orphanRecheck)

@@ -58,9 +58,6 @@ func (t *Tracer) wantsOwner(holders []tcp.Owner) bool {
 	return false
 }
 
-// synAckRTOMax is the longest a request's SYN-ACK timer waits (TCP_RTO_MAX).
-const synAckRTOMax = 120 * time.Second
-
 // walkCostFactor spaces timewait walks so that walking takes at most 1/20 of a CPU.
 const walkCostFactor = 20
 
@@ -91,7 +88,7 @@ func (t *Tracer) walkTimeWait(now time.Time, emit func(*tcp.Event)) error {
 			// In a namespace not walked: not known gone. An orphan's
 			// timer, or a request's, will say when it ends.
 			if c.HalfOpen() {
-				t.timeline.DeferCheck(cookie, w.At.Add(synAckRTOMax+timerGrace))
+				t.timeline.DeferCheck(cookie, w.At.Add(timeline.SynAckRTOMax+timerGrace))
 				continue
 			}
 			if c.State == tcp.StateFinWait2 && w.At.Before(c.TimeWaitExpiry) {
