@@ -80,6 +80,25 @@ static __always_inline bool owner_wanted(const struct owner *owner)
 }
 
 /*
+ * Sockets that pids in pid_filter hold though the owners map names another
+ * process (inherited by fork, or taken on by another process since): the
+ * tracer, which follows every holder, names them here.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u8);
+} socks_wanted SEC(".maps");
+
+/* Whether the pid filter lets through the events of this socket. */
+static __always_inline bool sock_wanted(__u64 cookie, const struct owner *owner)
+{
+	return owner_wanted(owner) || bpf_map_lookup_elem(&socks_wanted, &cookie);
+}
+
+/*
  * Children of listeners whose LISTEN -> SYN_RECV fired before they had an
  * identity of their own (socket address -> the time it fired). Before Linux
  * 6.15 (a3a128f611a9, "inet: consolidate inet_csk_clone_lock()"), the child
@@ -193,7 +212,8 @@ static __always_inline struct event *fd_event(int fd, __u8 kind, struct owner **
 	if ((!cookie || (key_by_address && !*known)) &&
 	    BPF_CORE_READ(sk, __sk_common.skc_state) == TCP_CLOSE)
 		return NULL;
-	if (!pid_wanted(pid) && !(*known && pid_wanted((*known)->pid)))
+	if (!pid_wanted(pid) && !(*known && pid_wanted((*known)->pid)) &&
+	    !bpf_map_lookup_elem(&socks_wanted, &cookie))
 		return NULL;
 
 	struct owner none = {.fd = -1};

@@ -96,7 +96,7 @@ static __always_inline int on_request_timer(struct timer_list *timer)
 	};
 	struct listen_owner *l = bpf_map_lookup_elem(&listeners, &key);
 	struct owner *owner = l ? &l->owner : &none;
-	if (!owner_wanted(owner))
+	if (l ? !sock_wanted(l->cookie, owner) : !owner_wanted(owner))
 		return 0;
 	struct event *e = bare_event(EVENT_SYNACK_TIMER);
 	if (!e)

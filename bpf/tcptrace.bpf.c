@@ -64,10 +64,23 @@ int BPF_PROG(handle_timer_expire, struct timer_list *timer)
 	__u64 fn = (__u64)timer->function;
 
 	if (tw_timer_fn && fn == tw_timer_fn)
-		return on_timewait_timer(timer);
+		return on_timewait_end(timer, 0);
 	if (reqsk_timer_fn && fn == reqsk_timer_fn)
 		return on_request_timer(timer);
 	return 0;
+}
+
+/*
+ * Timers taken off the timer wheel: those of timewait sockets tell an early
+ * end. Every pending timer's cancel or move on the host comes here, so the
+ * program returns at its first test for all others.
+ */
+SEC("tp_btf/timer_cancel")
+int BPF_PROG(handle_timer_cancel, struct timer_list *timer)
+{
+	if ((__u64)timer->function != tw_timer_fn || !tw_kill_fn)
+		return 0;
+	return on_timewait_cancel(ctx, timer);
 }
 
 SEC("tracepoint/syscalls/sys_enter_connect")

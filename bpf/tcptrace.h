@@ -18,8 +18,10 @@ enum event_kind {
 	/* bind() of a TCP socket failed with EADDRINUSE: saddr/sport are the
 	 * address asked for, flags has FLAG_REUSEADDR if the socket had it. */
 	EVENT_BIND_FAIL = 5,
-	/* The timer of a timewait socket fired: the socket is gone (its
-	 * TIME_WAIT, or an orphan's FIN_WAIT2, ended); tw_substate says which. */
+	/* The timer of a timewait socket fired, or the kernel killed the
+	 * socket before it did (flags has FLAG_TW_KILLED): the socket is gone
+	 * (its TIME_WAIT, or an orphan's FIN_WAIT2, ended); tw_substate says
+	 * which. */
 	EVENT_TW_EXPIRED = 6,
 	/* The last thread of a process that owned sockets exited: the kernel
 	 * closes its fds without a close(). pid and comm are the process's. */
@@ -65,6 +67,9 @@ enum event_flag {
 	 * whose substate and timer are in tw_substate and tw_left. */
 	FLAG_TIME_WAIT = 1 << 5,
 	FLAG_REQUEST_DROPPED = 1 << 6, /* EVENT_SYNACK_TIMER: the request is dropped */
+	/* EVENT_TW_EXPIRED: killed before its timer fired (a RST, a new
+	 * socket taking its four-tuple, ss -K). */
+	FLAG_TW_KILLED = 1 << 7,
 };
 
 /* Indexes of the per-CPU counters map. */
@@ -121,7 +126,8 @@ struct event {
 	__u8 saddr[16];
 	__u8 daddr[16];
 	char comm[TASK_COMM_LEN];
-	__u32 tw_left; /* FLAG_TIME_WAIT: jiffies until the timewait timer fires */
+	__u32 tw_left; /* FLAG_TIME_WAIT, EVENT_TW_EXPIRED: jiffies until the timewait timer fires
+			*/
 	struct owner owner;
 	struct origin origin; /* for accept and CLOSE -> SYN_SENT */
 	__u64 since_ns;	      /* EVENT_SYNACK_TIMER: CLOCK_BOOTTIME of the first SYN-ACK */

@@ -8,6 +8,12 @@
 
 /* Set by the loader: the address of the kernel's tw_timer_handler. */
 const volatile __u64 tw_timer_fn = 0;
+/*
+ * Set by the loader: where the code of inet_twsk_deschedule_put lies, the
+ * one function through which the kernel kills a timewait socket before its
+ * timer fires.
+ */
+const volatile __u64 tw_kill_fn = 0, tw_kill_fn_end = 0;
 
 /* Cookies of timewait sockets the tracer asks the timewait walk about. */
 struct {
@@ -107,8 +113,9 @@ static __always_inline bool find_timewait(const struct sock *sk, __u64 cookie, s
 	return false;
 }
 
-/* The end of a timewait socket's life: its timer fires. */
-static __always_inline int on_timewait_timer(struct timer_list *timer)
+/* The end of a timewait socket's life: its timer fires, or (flags
+ * FLAG_TW_KILLED) the kernel kills it first. */
+static __always_inline int on_timewait_end(struct timer_list *timer, __u8 flags)
 {
 	struct inet_timewait_sock *tw = container_of(timer, struct inet_timewait_sock, tw_timer);
 	__u64 cookie = sock_key(tw, true);
@@ -124,8 +131,32 @@ static __always_inline int on_timewait_timer(struct timer_list *timer)
 	if (!e)
 		return 0;
 	e->cookie = cookie;
+	e->flags = flags;
 	e->tw_substate = BPF_CORE_READ(tw, tw_substate);
+	/* A kill says when TIME_WAIT began: its timer was set for its length then. */
+	e->tw_left = BPF_CORE_READ(tw, tw_timer.expires) - bpf_jiffies64();
 	submit(e);
+	return 0;
+}
+
+/*
+ * A timewait socket's pending timer was taken off the timer wheel: either the
+ * kernel is killing the socket early (inet_twsk_deschedule_put: a RST, a new
+ * socket taking the four-tuple over, ss -K, its namespace's end) or it is
+ * moving the timer (a segment made TIME_WAIT start again). Only the stack
+ * tells the two apart; this runs for timewait timers alone, a few times in a
+ * socket's life at most.
+ */
+static __always_inline int on_timewait_cancel(void *ctx, struct timer_list *timer)
+{
+	__u64 frames[16];
+	long got = bpf_get_stack(ctx, frames, sizeof(frames), 0);
+	__u32 n = got > 0 ? (__u64)got / sizeof(frames[0]) : 0;
+
+	for (__u32 i = 0; i < 16 && i < n; i++)
+		if (frames[i] >= tw_kill_fn && frames[i] < tw_kill_fn_end)
+			return on_timewait_end(timer, FLAG_TW_KILLED);
+	/* A timer moved, or a stack too deep to tell: the next walk settles it. */
 	return 0;
 }
 

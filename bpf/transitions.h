@@ -11,7 +11,7 @@ static __always_inline void report_transition(const struct sock *sk, __u64 cooki
 					      const struct origin *origin, int oldstate,
 					      int newstate, __u64 ts_ns, bool btf)
 {
-	if (!owner_wanted(owner))
+	if (!sock_wanted(cookie, owner))
 		return;
 	struct event *e = new_event(sk, EVENT_STATE, cookie, owner, btf);
 	if (!e)
@@ -120,7 +120,7 @@ static __always_inline int on_reset(const struct sock *sk, bool sent, __u32 reas
 	struct owner *known = cookie ? bpf_map_lookup_elem(&owners, &cookie) : NULL;
 	if (known)
 		owner = *known;
-	if (!owner_wanted(&owner))
+	if (!sock_wanted(cookie, &owner))
 		return 0;
 
 	struct event *e = new_event(sk, EVENT_RESET, cookie, &owner, false);

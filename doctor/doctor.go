@@ -768,15 +768,24 @@ func (d *doctor) checkHZ() {
 
 func (d *doctor) checkTimewaitTimer() {
 	c := HostCheck{ID: "timewait_timer", Name: "timewait timer address", Status: CheckOK, Need: NeedOptional,
-		Meaning: "the end of TIME_WAIT, and half-open handshakes, are reported when the kernel's timers fire (timer:timer_expire_entry)"}
-	tw, req := host.KernelSymbol("tw_timer_handler"), host.KernelSymbol("reqsk_timer_handler")
+		Meaning: "the end of TIME_WAIT, and half-open handshakes, are reported when the kernel's timers fire or a timewait socket is killed early (timer:timer_expire_entry, timer:timer_cancel)"}
+	fns := host.KernelFunctions("tw_timer_handler", "inet_twsk_deschedule_put", "reqsk_timer_handler")
+	tw, kill, req := fns["tw_timer_handler"], fns["inet_twsk_deschedule_put"], fns["reqsk_timer_handler"]
 	switch {
-	case tw != 0 && req != 0:
-		c.Detail = fmt.Sprintf("tw_timer_handler at %#x, reqsk_timer_handler at %#x (/proc/kallsyms)", tw, req)
-	case tw != 0:
+	case tw.Start != 0 && kill.Start != 0 && req.Start != 0:
+		c.Detail = fmt.Sprintf("tw_timer_handler at %#x, inet_twsk_deschedule_put at %#x, reqsk_timer_handler at %#x (/proc/kallsyms)", tw.Start, kill.Start, req.Start)
+	case tw.Start != 0:
 		c.Status = CheckDegraded
-		c.Detail = fmt.Sprintf("tw_timer_handler at %#x; reqsk_timer_handler has no address in /proc/kallsyms", tw)
-		c.Meaning = "the end of TIME_WAIT is reported when its timer fires; half-open handshakes are not shown"
+		var missing []string
+		if kill.Start == 0 {
+			missing = append(missing, "inet_twsk_deschedule_put")
+			c.Meaning = "the end of TIME_WAIT is reported when its timer fires; one the kernel ends early (RST, reused four-tuple, ss -K) is found by a walk when its timer is due"
+		}
+		if req.Start == 0 {
+			missing = append(missing, "reqsk_timer_handler")
+			c.Meaning = "the end of TIME_WAIT is reported when its timer fires; half-open handshakes are not shown"
+		}
+		c.Detail = fmt.Sprintf("tw_timer_handler at %#x; %s: no address in /proc/kallsyms", tw.Start, strings.Join(missing, ", "))
 	default:
 		c.Status = CheckDegraded
 		c.Detail = "tw_timer_handler has no address in /proc/kallsyms (kernel.kptr_restrict, or no CAP_SYSLOG)"

@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -191,34 +192,55 @@ func HZ() int64 {
 	return 250
 }
 
-// KernelSymbol finds a kernel function's address in /proc/kallsyms; 0 when it
-// is not there or addresses are hidden (kernel.kptr_restrict, no CAP_SYSLOG).
-func KernelSymbol(name string) uint64 {
+// KernelFunction is where a kernel function's code lies: [Start, End).
+type KernelFunction struct{ Start, End uint64 }
+
+// KernelFunctions finds kernel functions in /proc/kallsyms, in one read; a
+// name not there, or with its address hidden (kernel.kptr_restrict, no
+// CAP_SYSLOG), is left out.
+func KernelFunctions(names ...string) map[string]KernelFunction {
 	f, err := os.Open("/proc/kallsyms")
 	if err != nil {
-		return 0
+		return nil
 	}
 	defer f.Close()
-	return symbolIn(f, name)
+	return functionsIn(f, names)
 }
 
-// symbolIn reads a kallsyms listing ("ffffffff82064f30 t tw_timer_handler",
-// a module's name may follow in brackets) for a symbol of the kernel itself.
-// By hand: prometheus/procfs does not read kallsyms.
-func symbolIn(r io.Reader, name string) uint64 {
+// functionsIn reads a kallsyms listing ("ffffffff82064f30 t tw_timer_handler",
+// a module's name may follow in brackets) for functions of the kernel
+// itself. The kernel's own symbols come sorted by address: a function ends
+// where the next higher address begins. By hand: prometheus/procfs does not
+// read kallsyms.
+func functionsIn(r io.Reader, names []string) map[string]KernelFunction {
+	found := map[string]KernelFunction{}
+	var open []string // found, their end not yet
 	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		f := strings.Fields(sc.Text())
-		if len(f) != 3 || f[2] != name {
-			continue
+		if len(f) != 3 {
+			continue // a module's symbol, or not a symbol
 		}
 		addr, err := strconv.ParseUint(f[0], 16, 64)
-		if err != nil {
-			return 0
+		if err != nil || addr == 0 {
+			continue
 		}
-		return addr
+		for _, name := range open {
+			if fn := found[name]; addr > fn.Start {
+				fn.End = addr
+				found[name] = fn
+				open = slices.DeleteFunc(open, func(n string) bool { return n == name })
+			}
+		}
+		if _, seen := found[f[2]]; !seen && slices.Contains(names, f[2]) {
+			found[f[2]] = KernelFunction{Start: addr}
+			open = append(open, f[2])
+		}
 	}
-	return 0
+	for _, name := range open {
+		delete(found, name) // its end unknown: the last symbol, or the listing cut short
+	}
+	return found
 }
 
 // BootClockOffset is wall-clock time less CLOCK_BOOTTIME, the clock of the

@@ -2,6 +2,7 @@ package host
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -42,20 +43,28 @@ func TestBelowFloor(t *testing.T) {
 	}
 }
 
-func TestSymbolIn(t *testing.T) {
+func TestFunctionsIn(t *testing.T) {
 	const kallsyms = `ffffffff81000000 T _text
 ffffffff82064f30 t tw_timer_handler
+ffffffff82064f30 t tw_timer_handler_alias
+ffffffff82064f60 T inet_twsk_deschedule_put
+ffffffff82065000 T inet_twsk_bind_unhash
+ffffffff82065100 t last_one
 ffffffffc0a01000 t tw_timer_handler_x	[some_module]
 ffffffffc0a02000 t tw_timer_handler	[some_module]
 `
-	if got := symbolIn(strings.NewReader(kallsyms), "tw_timer_handler"); got != 0xffffffff82064f30 {
-		t.Errorf("tw_timer_handler at %#x, want 0xffffffff82064f30", got)
+	got := functionsIn(strings.NewReader(kallsyms), []string{"tw_timer_handler", "inet_twsk_deschedule_put", "tw_timer", "last_one"})
+	want := map[string]KernelFunction{
+		// An alias at the same address does not end a function.
+		"tw_timer_handler":         {0xffffffff82064f30, 0xffffffff82064f60},
+		"inet_twsk_deschedule_put": {0xffffffff82064f60, 0xffffffff82065000},
+		// A prefix is no match; the kernel's last symbol has no known end.
 	}
-	if got := symbolIn(strings.NewReader(kallsyms), "tw_timer"); got != 0 {
-		t.Errorf("a prefix matched: %#x", got)
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %x, want %x", got, want)
 	}
 	// Hidden addresses (kptr_restrict) read as zeros.
-	if got := symbolIn(strings.NewReader("0000000000000000 t tw_timer_handler\n"), "tw_timer_handler"); got != 0 {
-		t.Errorf("hidden address read as %#x", got)
+	if got := functionsIn(strings.NewReader("0000000000000000 t tw_timer_handler\n0000000000000000 t next\n"), []string{"tw_timer_handler"}); len(got) != 0 {
+		t.Errorf("hidden address read as %x", got)
 	}
 }

@@ -123,6 +123,10 @@ func (d *Decoder) Decode(raw []byte, ev *tcp.Event) bool {
 		Origin:  tcp.Origin{StackID: r.Origin.StackId, Leaf: r.Origin.Leaf, PID: r.Pid},
 		Owner:   tcp.Owner{FD: -1},
 	}
+	if ev.Kind == KindTimeWaitExpired {
+		ev.New = tcp.State(r.TwSubstate) // TIME_WAIT, or an orphan's FIN_WAIT2
+		ev.TimeWaitLeft = time.Duration(int64(int32(r.TwLeft)) * d.nsPerJiffy)
+	}
 	if r.Owner.Source != 0 {
 		ev.Owner = tcp.Owner{
 			PID:       r.Owner.Pid,

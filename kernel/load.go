@@ -58,9 +58,9 @@ type Kernel struct {
 	netns *namespaces
 	dec   *Decoder
 	// timer is set when the timewait timer's program reports the end of
-	// every timewait socket.
-	timer  bool
-	closed bool
+	// every timewait socket; kills when the early ends are reported too.
+	timer, kills bool
+	closed       bool
 	// lastTableLen is the number of sockets the last table walk found.
 	lastTableLen int
 	// What ReadCounters adds to the programs' own counts.
@@ -108,14 +108,14 @@ func RefusesCookies(err error) bool {
 func Spec() (*ebpf.CollectionSpec, error) { return loadTcptrace() }
 
 func load(opts Options) (*Kernel, error) {
-	spec, twTimer, err := configure(opts)
+	spec, timers, err := configure(opts)
 	if err != nil {
 		return nil, err
 	}
-	opts.NoTimer = twTimer == 0
-	k := &Kernel{opts: opts, timer: twTimer != 0}
+	opts.NoTimer = !timers.expiry
+	k := &Kernel{opts: opts, timer: timers.expiry, kills: timers.kills}
 	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
-		return nil, classifyLoadError(err, opts, twTimer != 0)
+		return nil, classifyLoadError(err, opts, timers.expiry)
 	}
 	if err := k.start(); err != nil {
 		k.Close()
@@ -124,12 +124,16 @@ func load(opts Options) (*Kernel, error) {
 	return k, nil
 }
 
+// timerPrograms says which timer programs configure found the kernel
+// functions for: the expiry of timewait sockets, and their early kills.
+type timerPrograms struct{ expiry, kills bool }
+
 // configure sets the object's constants and sizes from opts, and returns
-// the address of the timewait timer's function (0: no timer program).
-func configure(opts Options) (*ebpf.CollectionSpec, uint64, error) {
+// which timer programs can work.
+func configure(opts Options) (*ebpf.CollectionSpec, timerPrograms, error) {
 	spec, err := loadTcptrace()
 	if err != nil {
-		return nil, 0, fmt.Errorf("read embedded BPF programs: %w", err)
+		return nil, timerPrograms{}, fmt.Errorf("read embedded BPF programs: %w", err)
 	}
 	if opts.RingBufferBytes > 0 {
 		spec.Maps["events"].MaxEntries = uint32(opts.RingBufferBytes)
@@ -154,22 +158,26 @@ func configure(opts Options) (*ebpf.CollectionSpec, uint64, error) {
 		// An LRU map is allocated whole: keep the unused one small.
 		spec.Maps["tw_ids"].MaxEntries = 1
 	}
-	var twTimer uint64
+	var fns map[string]host.KernelFunction
 	if opts.Classic {
 		set("key_by_address", "classic mode", uint8(1))
 		// The tp_btf programs may not even load here: put the classic one
-		// in their place (the timer's copy, below, is never attached).
+		// in their place (the timers' copies, below, are never attached).
 		spec.Programs["handle_set_state"] = spec.Programs["handle_set_state_classic"].Copy()
 	} else if !opts.NoTimer {
-		twTimer = host.KernelSymbol("tw_timer_handler")
+		fns = host.KernelFunctions("tw_timer_handler", "inet_twsk_deschedule_put", "reqsk_timer_handler")
 	}
+	twTimer, kill := fns["tw_timer_handler"].Start, fns["inet_twsk_deschedule_put"]
 	if twTimer == 0 {
 		spec.Programs["handle_timer_expire"] = spec.Programs["handle_set_state_classic"].Copy()
+		spec.Programs["handle_timer_cancel"] = spec.Programs["handle_set_state_classic"].Copy()
 	} else {
 		set("tw_timer_fn", "timewait timer", twTimer)
-		set("reqsk_timer_fn", "request timer", host.KernelSymbol("reqsk_timer_handler"))
+		set("tw_kill_fn", "timewait kill", kill.Start)
+		set("tw_kill_fn_end", "timewait kill", kill.End)
+		set("reqsk_timer_fn", "request timer", fns["reqsk_timer_handler"].Start)
 	}
-	return spec, twTimer, err
+	return spec, timerPrograms{expiry: twTimer != 0, kills: twTimer != 0 && kill.Start != 0}, err
 }
 
 // classifyLoadError tells the failures Load falls back from from the rest,
@@ -178,7 +186,7 @@ func classifyLoadError(err error, opts Options, timer bool) error {
 	if !opts.Classic && !opts.OwnCookies && RefusesCookies(err) {
 		return fmt.Errorf("%w: %v", errNoCookies, err)
 	}
-	if timer && strings.Contains(err.Error(), "program handle_timer_expire:") {
+	if timer && (strings.Contains(err.Error(), "program handle_timer_expire:") || strings.Contains(err.Error(), "program handle_timer_cancel:")) {
 		return fmt.Errorf("%w: %v", errNoTimerProgram, err)
 	}
 	// A kernel without BTF-typed tracepoints rejects the tp_btf program itself.
@@ -239,6 +247,12 @@ func (k *Kernel) attach() error {
 	if k.timer {
 		if l, err = link.AttachTracing(link.TracingOptions{Program: k.objs.HandleTimerExpire, AttachType: ebpf.AttachTraceRawTp}); err != nil {
 			return fmt.Errorf("%w: attach tp_btf/timer_expire_entry: %v", errNoTimerProgram, err)
+		}
+		k.links = append(k.links, l)
+	}
+	if k.kills {
+		if l, err = link.AttachTracing(link.TracingOptions{Program: k.objs.HandleTimerCancel, AttachType: ebpf.AttachTraceRawTp}); err != nil {
+			return fmt.Errorf("%w: attach tp_btf/timer_cancel: %v", errNoTimerProgram, err)
 		}
 		k.links = append(k.links, l)
 	}

@@ -89,7 +89,7 @@ func (k *Kernel) ReadCounters() (Counters, error) {
 func (k *Kernel) otherPrograms() []*ebpf.Program {
 	o := &k.objs
 	return []*ebpf.Program{o.HandleConnect, o.HandleListen, o.HandleAccept, o.HandleAccept4, o.HandleClose,
-		o.HandleBindEnter, o.HandleBindExit, o.HandleSendReset, o.HandleReceiveReset, o.HandleTimerExpire,
+		o.HandleBindEnter, o.HandleBindExit, o.HandleSendReset, o.HandleReceiveReset, o.HandleTimerExpire, o.HandleTimerCancel,
 		o.HandleExit, o.HandleNewTask, o.HandleExec, o.HandleDup, o.HandleDup2Enter, o.HandleDup2,
 		o.HandleDup3Enter, o.HandleDup3, o.HandleFcntlEnter, o.HandleFcntl, o.HandlePidfdGetfd,
 		o.HandleRecvmsgEnter, o.HandleRecvmsg}

@@ -67,6 +67,7 @@ const (
 	tcptraceEventFlagFLAG_REUSEADDR       tcptraceEventFlag = 16
 	tcptraceEventFlagFLAG_TIME_WAIT       tcptraceEventFlag = 32
 	tcptraceEventFlagFLAG_REQUEST_DROPPED tcptraceEventFlag = 64
+	tcptraceEventFlagFLAG_TW_KILLED       tcptraceEventFlag = 128
 )
 
 type tcptraceEventKind uint32
@@ -212,6 +213,7 @@ const (
 	tcptraceMapPendingSocks           = "pending_socks"
 	tcptraceMapPidFilter              = "pid_filter"
 	tcptraceMapSockIds                = "sock_ids"
+	tcptraceMapSocksWanted            = "socks_wanted"
 	tcptraceMapStacks                 = "stacks"
 	tcptraceMapTwIds                  = "tw_ids"
 	tcptraceMapTwWanted               = "tw_wanted"
@@ -243,12 +245,15 @@ const (
 	tcptraceProgHandleSendReset       = "handle_send_reset"
 	tcptraceProgHandleSetState        = "handle_set_state"
 	tcptraceProgHandleSetStateClassic = "handle_set_state_classic"
+	tcptraceProgHandleTimerCancel     = "handle_timer_cancel"
 	tcptraceProgHandleTimerExpire     = "handle_timer_expire"
 	tcptraceVarFilterPids             = "filter_pids"
 	tcptraceVarKeyByAddress           = "key_by_address"
 	tcptraceVarOriginsPerSec          = "origins_per_sec"
 	tcptraceVarOwnCookies             = "own_cookies"
 	tcptraceVarReqskTimerFn           = "reqsk_timer_fn"
+	tcptraceVarTwKillFn               = "tw_kill_fn"
+	tcptraceVarTwKillFnEnd            = "tw_kill_fn_end"
 	tcptraceVarTwTimerFn              = "tw_timer_fn"
 	tcptraceVarUnusedCounter          = "unused_counter"
 	tcptraceVarUnusedEvent            = "unused_event"
@@ -329,6 +334,7 @@ type tcptraceProgramSpecs struct {
 	HandleSendReset       *ebpf.ProgramSpec `ebpf:"handle_send_reset"`
 	HandleSetState        *ebpf.ProgramSpec `ebpf:"handle_set_state"`
 	HandleSetStateClassic *ebpf.ProgramSpec `ebpf:"handle_set_state_classic"`
+	HandleTimerCancel     *ebpf.ProgramSpec `ebpf:"handle_timer_cancel"`
 	HandleTimerExpire     *ebpf.ProgramSpec `ebpf:"handle_timer_expire"`
 }
 
@@ -347,6 +353,7 @@ type tcptraceMapSpecs struct {
 	PendingSocks   *ebpf.MapSpec `ebpf:"pending_socks"`
 	PidFilter      *ebpf.MapSpec `ebpf:"pid_filter"`
 	SockIds        *ebpf.MapSpec `ebpf:"sock_ids"`
+	SocksWanted    *ebpf.MapSpec `ebpf:"socks_wanted"`
 	Stacks         *ebpf.MapSpec `ebpf:"stacks"`
 	TwIds          *ebpf.MapSpec `ebpf:"tw_ids"`
 	TwWanted       *ebpf.MapSpec `ebpf:"tw_wanted"`
@@ -362,6 +369,8 @@ type tcptraceVariableSpecs struct {
 	OriginsPerSec     *ebpf.VariableSpec `ebpf:"origins_per_sec"`
 	OwnCookies        *ebpf.VariableSpec `ebpf:"own_cookies"`
 	ReqskTimerFn      *ebpf.VariableSpec `ebpf:"reqsk_timer_fn"`
+	TwKillFn          *ebpf.VariableSpec `ebpf:"tw_kill_fn"`
+	TwKillFnEnd       *ebpf.VariableSpec `ebpf:"tw_kill_fn_end"`
 	TwTimerFn         *ebpf.VariableSpec `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.VariableSpec `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.VariableSpec `ebpf:"unused_event"`
@@ -404,6 +413,7 @@ type tcptraceMaps struct {
 	PendingSocks   *ebpf.Map `ebpf:"pending_socks"`
 	PidFilter      *ebpf.Map `ebpf:"pid_filter"`
 	SockIds        *ebpf.Map `ebpf:"sock_ids"`
+	SocksWanted    *ebpf.Map `ebpf:"socks_wanted"`
 	Stacks         *ebpf.Map `ebpf:"stacks"`
 	TwIds          *ebpf.Map `ebpf:"tw_ids"`
 	TwWanted       *ebpf.Map `ebpf:"tw_wanted"`
@@ -423,6 +433,7 @@ func (m *tcptraceMaps) Close() error {
 		m.PendingSocks,
 		m.PidFilter,
 		m.SockIds,
+		m.SocksWanted,
 		m.Stacks,
 		m.TwIds,
 		m.TwWanted,
@@ -439,6 +450,8 @@ type tcptraceVariables struct {
 	OriginsPerSec     *ebpf.Variable `ebpf:"origins_per_sec"`
 	OwnCookies        *ebpf.Variable `ebpf:"own_cookies"`
 	ReqskTimerFn      *ebpf.Variable `ebpf:"reqsk_timer_fn"`
+	TwKillFn          *ebpf.Variable `ebpf:"tw_kill_fn"`
+	TwKillFnEnd       *ebpf.Variable `ebpf:"tw_kill_fn_end"`
 	TwTimerFn         *ebpf.Variable `ebpf:"tw_timer_fn"`
 	UnusedCounter     *ebpf.Variable `ebpf:"unused_counter"`
 	UnusedEvent       *ebpf.Variable `ebpf:"unused_event"`
@@ -481,6 +494,7 @@ type tcptracePrograms struct {
 	HandleSendReset       *ebpf.Program `ebpf:"handle_send_reset"`
 	HandleSetState        *ebpf.Program `ebpf:"handle_set_state"`
 	HandleSetStateClassic *ebpf.Program `ebpf:"handle_set_state_classic"`
+	HandleTimerCancel     *ebpf.Program `ebpf:"handle_timer_cancel"`
 	HandleTimerExpire     *ebpf.Program `ebpf:"handle_timer_expire"`
 }
 
@@ -513,6 +527,7 @@ func (p *tcptracePrograms) Close() error {
 		p.HandleSendReset,
 		p.HandleSetState,
 		p.HandleSetStateClassic,
+		p.HandleTimerCancel,
 		p.HandleTimerExpire,
 	)
 }

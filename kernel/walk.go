@@ -214,6 +214,17 @@ func (k *Kernel) teachOwners(table []tcp.Socket, listeners []tcptraceFileRecord)
 	}
 }
 
+// WantSocket tells the pid filter whether a filtered process holds the
+// socket with this cookie, whatever process the kernel's owner map names;
+// a socket it cannot take is counted with the owners not taught.
+func (k *Kernel) WantSocket(cookie uint64, want bool) {
+	if !want {
+		_ = k.objs.SocksWanted.Delete(cookie)
+	} else if err := k.objs.SocksWanted.Put(cookie, uint8(1)); err != nil {
+		k.ownersNotTaught++
+	}
+}
+
 // TimeWaitWalk is what a walk for timewait sockets found.
 type TimeWaitWalk struct {
 	// At is when the walk ran.

@@ -272,6 +272,9 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 		b = strconv.AppendInt(b, int64(ev.Errno), 10)
 		b = append(b, ')')
 	}
+	if ev.Flags&tcp.FlagKilled != 0 {
+		b = append(b, "  (killed early: a RST, a new connection on its four-tuple, or ss -K)"...)
+	}
 	switch ev.Source {
 	case tcp.SourceRepair:
 		b = append(b, "  (repaired: events were missed)"...)
@@ -415,6 +418,9 @@ func AppendJSON(b []byte, ev *tcp.Event) []byte {
 	b = strconv.AppendBool(b, ev.Flags&tcp.FlagOrphan != 0)
 	b = append(b, `,"error":`...)
 	b = strconv.AppendInt(b, int64(ev.Errno), 10)
+	if ev.Flags&tcp.FlagKilled != 0 {
+		b = append(b, `,"killed":true`...)
+	}
 	if ev.TimeWaitLeft > 0 {
 		b = append(b, `,"timewait_left_ns":`...)
 		b = strconv.AppendInt(b, int64(ev.TimeWaitLeft), 10)

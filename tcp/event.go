@@ -244,6 +244,9 @@ const (
 	FlagOrphan uint8 = 1 << 1 // no file referred to the socket any more
 	// FlagDropped: a half-open handshake the kernel gave up on.
 	FlagDropped uint8 = 1 << 6
+	// FlagKilled: a TIME_WAIT the kernel ended before its timer fired (a
+	// RST, a new socket taking its four-tuple, ss -K).
+	FlagKilled uint8 = 1 << 7
 )
 
 // Event is one thing tcptrace saw happen to a TCP connection.

@@ -57,6 +57,8 @@ type TimeWaitSighting struct {
 	Seen     bool
 	Substate tcp.State // TIME_WAIT, or FIN_WAIT2 for an orphan waiting for the peer's FIN
 	Expiry   time.Time // when its timer fires
+	// Killed: the kernel ended it before its timer fired (Seen is false).
+	Killed bool
 }
 
 // Timeline rebuilds every connection's history from events. It does no I/O:
@@ -440,27 +442,17 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 		t.requestSighting(c, s, emit)
 		return
 	}
+	if s.Killed {
+		// The kernel killed a timewait socket: first what it was until
+		// then (a walk may not have seen it yet), then its end below.
+		alive := s
+		alive.Seen, alive.Killed = true, false
+		t.ApplyTimeWait(alive, emit)
+	}
 	if h := t.held[s.Cookie]; h != nil {
 		delete(t.held, s.Cookie)
-		defer t.spareEvent(h)
-		if !s.Seen {
-			// No timewait socket: the connection really closed.
-			c.enter(tcp.StateClose, h.Time, true)
-			emit(h)
-			t.forget(s.Cookie)
-			return
-		}
-		t.setTimeWait(c, s)
-		if s.Substate != tcp.StateTimeWait {
-			// An orphan handed to a timewait socket still waits in FIN_WAIT2.
-			c.lastUpdate = h.Time.UnixNano()
-			return
-		}
-		h.New = tcp.StateTimeWait
-		h.Source = tcp.SourceTimeWait
-		h.TimeWaitLeft = s.Expiry.Sub(h.Time)
-		c.enter(tcp.StateTimeWait, h.Time, true)
-		emit(h)
+		t.heldSighting(c, h, s, emit)
+		t.spareEvent(h)
 		return
 	}
 	if c.TimeWaitExpiry.IsZero() {
@@ -473,6 +465,9 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 	case !s.Seen:
 		ev.New = tcp.StateClose
 		ev.Time = s.At
+		if s.Killed {
+			ev.Flags |= tcp.FlagKilled
+		}
 		c.timeInOld(ev)
 		emit(ev)
 		t.forget(s.Cookie)
@@ -488,6 +483,29 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 	default:
 		t.setTimeWait(c, s)
 	}
+}
+
+// heldSighting settles a CLOSE held until a walk told whether a timewait
+// socket took the connection's place.
+func (t *Timeline) heldSighting(c *Conn, h *tcp.Event, s TimeWaitSighting, emit func(*tcp.Event)) {
+	if !s.Seen {
+		// No timewait socket: the connection really closed.
+		c.enter(tcp.StateClose, h.Time, true)
+		emit(h)
+		t.forget(s.Cookie)
+		return
+	}
+	t.setTimeWait(c, s)
+	if s.Substate != tcp.StateTimeWait {
+		// An orphan handed to a timewait socket still waits in FIN_WAIT2.
+		c.lastUpdate = h.Time.UnixNano()
+		return
+	}
+	h.New = tcp.StateTimeWait
+	h.Source = tcp.SourceTimeWait
+	h.TimeWaitLeft = s.Expiry.Sub(h.Time)
+	c.enter(tcp.StateTimeWait, h.Time, true)
+	emit(h)
 }
 
 // tupleKey is a connection's four-tuple in its network namespace.
@@ -512,8 +530,10 @@ func (t *Timeline) indexTuple(c *Conn) {
 
 // takeOver ends the TIME_WAIT of the connection whose four-tuple ev's
 // socket has just taken: the kernel killed its timewait socket for it, when
-// connect() reused the tuple (tcp_tw_reuse) or a SYN reopened a server's;
-// or the half-open request a listener's child completed.
+// connect() reused the tuple (tcp_tw_reuse) or a SYN reopened a server's
+// (the kill itself is reported first where the timer_cancel program runs:
+// this is for where it cannot); or the half-open request a listener's
+// child completed.
 // Only a socket that got somewhere counts (SYN_RECV, ESTABLISHED): a
 // connect() refused the tuple ends in CLOSE and kills nothing.
 func (t *Timeline) takeOver(ev *tcp.Event, emit func(*tcp.Event)) {
@@ -535,7 +555,7 @@ func (t *Timeline) takeOver(ev *tcp.Event, emit func(*tcp.Event)) {
 	}
 	end := &t.scratch
 	*end = tcp.Event{Kind: tcp.KindTransition, Time: ev.Time, Cookie: c.Cookie, NetNS: c.NetNS,
-		Old: c.State, New: tcp.StateClose, Source: tcp.SourceTimeWait, FD: -1}
+		Old: c.State, New: tcp.StateClose, Source: tcp.SourceTimeWait, FD: -1, Flags: tcp.FlagKilled}
 	t.fill(c, end)
 	c.timeInOld(end)
 	emit(end)

@@ -33,6 +33,9 @@ func (s *script) emit(ev *tcp.Event) {
 	if ev.TimeWaitLeft > 0 {
 		line += " left=" + ev.TimeWaitLeft.String()
 	}
+	if ev.Flags&tcp.FlagKilled != 0 {
+		line += " killed"
+	}
 	s.out = append(s.out, line)
 }
 
@@ -295,7 +298,7 @@ func TestTimeWaitTakenOver(t *testing.T) {
 	s.want(t, "2 transition SYN_SENT->CLOSE owner=10/3")
 	on(3, 5*time.Second, tcp.StateSynSent, tcp.StateEstablished)
 	s.want(t,
-		"1 transition TIME_WAIT->CLOSE owner=10/3 in=4.998s src=timewait",
+		"1 transition TIME_WAIT->CLOSE owner=10/3 in=4.998s src=timewait killed",
 		"3 transition SYN_SENT->ESTABLISHED owner=10/3")
 	if s.tl.Conn(1) != nil || len(s.tl.tuples) != 0 {
 		t.Errorf("the ended connection is still tracked (%d in the index)", len(s.tl.tuples))
@@ -303,6 +306,49 @@ func TestTimeWaitTakenOver(t *testing.T) {
 	// A timer that fires later for it shows nothing more.
 	s.tw(1, time.Minute, false, 0, 0)
 	s.want(t)
+}
+
+// TestTimeWaitKilled: the kernel killed a timewait socket before its timer
+// fired; the kill also tells what the socket was until then, which no walk
+// may have seen yet.
+func TestTimeWaitKilled(t *testing.T) {
+	s := newScript()
+	killed := func(cookie uint64, at time.Duration, sub tcp.State, expiry time.Duration) {
+		s.tl.ApplyTimeWait(TimeWaitSighting{Cookie: cookie, At: t0.Add(at), Substate: sub, Expiry: t0.Add(expiry), Killed: true}, s.emit)
+	}
+	// Seen in TIME_WAIT, killed 3 s in.
+	s.tr(1, 0, tcp.StateFinWait2, tcp.StateClose, client)
+	s.tw(1, 0, true, tcp.StateTimeWait, time.Minute)
+	s.out = nil
+	killed(1, 3*time.Second, tcp.StateTimeWait, time.Minute)
+	s.want(t, "1 transition TIME_WAIT->CLOSE owner=10/3 in=3s src=timewait killed")
+	// An orphan waiting in FIN_WAIT2 got the peer's FIN at 2 s (its timer
+	// restarted then), unseen, and was killed at 3 s.
+	s.tr(2, 0, tcp.StateFinWait1, tcp.StateFinWait2, client)
+	s.tr(2, time.Millisecond, tcp.StateFinWait2, tcp.StateClose, tcp.Owner{})
+	s.tw(2, time.Millisecond, true, tcp.StateFinWait2, time.Minute)
+	s.out = nil
+	killed(2, 3*time.Second, tcp.StateTimeWait, 62*time.Second)
+	s.want(t,
+		"2 transition FIN_WAIT2->TIME_WAIT owner=10/3 in=2s src=timewait left=1m0s",
+		"2 transition TIME_WAIT->CLOSE owner=10/3 in=1s src=timewait killed")
+	// An orphan killed in FIN_WAIT2.
+	s.tr(3, 0, tcp.StateFinWait1, tcp.StateFinWait2, client)
+	s.tr(3, time.Millisecond, tcp.StateFinWait2, tcp.StateClose, tcp.Owner{})
+	s.tw(3, time.Millisecond, true, tcp.StateFinWait2, time.Minute)
+	s.out = nil
+	killed(3, 3*time.Second, tcp.StateFinWait2, time.Minute)
+	s.want(t, "3 transition FIN_WAIT2->CLOSE owner=10/3 in=3s src=timewait killed")
+	// A CLOSE held because no timewait socket was found at once: the kill
+	// says there was one.
+	s.tr(4, 0, tcp.StateFinWait2, tcp.StateClose, client)
+	killed(4, 2*time.Second, tcp.StateTimeWait, 58*time.Second)
+	s.want(t,
+		"4 transition FIN_WAIT2->TIME_WAIT owner=10/3 src=timewait left=58s",
+		"4 transition TIME_WAIT->CLOSE owner=10/3 in=2s src=timewait killed")
+	if s.tl.Len() != 0 {
+		t.Errorf("%d killed connections still tracked", s.tl.Len())
+	}
 }
 
 // TestExitClosesFDs: a process that exits holding sockets closes them

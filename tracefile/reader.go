@@ -173,6 +173,9 @@ func (rd *Reader) Next(in *timeline.Input) error {
 			in.Kind = timeline.InputTimeWait
 			in.TimeWait = timeline.TimeWaitSighting{Cookie: rd.dec.uvarint(), At: rd.dec.time(), Seen: rd.dec.bool(),
 				Substate: tcp.State(rd.dec.byte1()), Expiry: rd.dec.time()}
+			if len(rd.dec.b) > 0 { // absent before tcptrace reported early kills
+				in.TimeWait.Killed = rd.dec.bool()
+			}
 			rd.Last = in.TimeWait.At
 		case recTable:
 			in.Kind = timeline.InputTable

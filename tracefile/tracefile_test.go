@@ -40,6 +40,7 @@ func sampleInputs() []timeline.Input {
 		{Kind: timeline.InputEvent, Event: tcp.Event{Kind: tcp.KindBindFail, Time: t0.Add(2 * time.Second), Local: local,
 			Owner: tcp.Owner{PID: 50, Comm: "restart", FD: 3}, FD: 3, PortHolders: []tcp.Socket{}}},
 		{Kind: timeline.InputTimeWait, TimeWait: timeline.TimeWaitSighting{Cookie: 10, At: t0.Add(3 * time.Second), Seen: true, Substate: tcp.StateTimeWait, Expiry: t0.Add(time.Minute)}},
+		{Kind: timeline.InputTimeWait, TimeWait: timeline.TimeWaitSighting{Cookie: 11, At: t0.Add(3 * time.Second), Substate: tcp.StateTimeWait, Expiry: t0.Add(time.Minute), Killed: true}},
 		{Kind: timeline.InputStats, Stats: timeline.StatsAt{At: t0.Add(4 * time.Second), Stats: timeline.Stats{Events: 1, RingbufDrops: 2, StateMisses: 3, SyscallMisses: 4, OwnerMapFull: 5, Repairs: 6, TimeWaitWalks: 7, TableWalks: 8, NetNSUnfollowed: 9, HoldersUnfollowed: 10}}},
 		{Kind: timeline.InputTable, Table: timeline.Table{At: t0.Add(5 * time.Second), Repair: true}},
 	}

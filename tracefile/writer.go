@@ -150,6 +150,7 @@ func (w *Writer) Record(in *timeline.Input) error {
 		w.enc.bool(s.Seen)
 		w.enc.byte1(uint8(s.Substate))
 		w.enc.time(s.Expiry)
+		w.enc.bool(s.Killed)
 		return w.write(recTimeWait)
 	case timeline.InputTable:
 		w.lastTable = &in.Table

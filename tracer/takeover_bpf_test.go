@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"os/exec"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,16 +23,12 @@ import (
 // four-tuple (net.ipv4.tcp_tw_reuse 2, the default, or 1), and puts the
 // sysctl back after the test.
 func allowTimeWaitReuse(t *testing.T) {
-	const path = "/proc/sys/net/ipv4/tcp_tw_reuse"
-	b, err := os.ReadFile(path)
+	b, err := os.ReadFile("/proc/sys/net/ipv4/tcp_tw_reuse")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if was := strings.TrimSpace(string(b)); was == "0" {
-		if err := os.WriteFile(path, []byte("2"), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { os.WriteFile(path, []byte(was), 0o644) })
+	if strings.TrimSpace(string(b)) == "0" {
+		setSysctl(t, "net/ipv4/tcp_tw_reuse", "2")
 	}
 }
 
@@ -172,4 +171,118 @@ func checkServerRoute(t *testing.T, r *recorder, srv netip.AddrPort, client neti
 	if len(found) != 1 || found[0].Client || found[0].Count != want || found[0].Remote.AddrPort != netip.AddrPortFrom(client, 0) {
 		t.Errorf("server TIME_WAIT routes %+v, want one of %d from %v to %v", found, want, srv, client)
 	}
+}
+
+// TestBPFTimeWaitKilled: the kernel kills a TIME_WAIT before its timer fires
+// when a RST in its window arrives (net.ipv4.tcp_rfc1337 0, the default) or
+// `ss -K` destroys it (Linux 6.15 on); an ACK in its window restarts it
+// instead, which takes its timer off the timer wheel just as a kill does.
+// The stream ends it when the kernel kills it, not when it restarts.
+func TestBPFTimeWaitKilled(t *testing.T) {
+	setSysctl(t, "net/ipv4/tcp_rfc1337", "0")
+	for _, how := range []string{"RST", "ss -K"} {
+		t.Run(how, func(t *testing.T) {
+			t.Parallel()
+			r := startTracer(t, Config{})
+			server, client, _, cli := testenv.Pair(t, "127.0.0.1:0")
+			// The client closes first and keeps its fd: its socket waits in
+			// TIME_WAIT, and still knows the sequence number that expects.
+			client.Send("shutdown")
+			client.Expect("shut")
+			server.Expect("eof")
+			server.Send("close")
+			server.Expect("closed")
+			entered := r.waitFor("the client's TIME_WAIT", 5*time.Second, func(ev *tcp.Event) bool {
+				return ev.Kind == tcp.KindTransition && ev.New == tcp.StateTimeWait && ev.Local == cli.Local
+			})
+			ended := func() *tcp.Event {
+				for _, ev := range r.snapshot() {
+					if ev.Cookie == entered.Cookie && ev.Kind == tcp.KindTransition && ev.New == tcp.StateClose {
+						return &ev
+					}
+				}
+				return nil
+			}
+			kill := func() {
+				if how == "ss -K" {
+					run(t, "ss", "-K", "state", "time-wait", "src", cli.Local.String(), "dst", cli.Remote.String())
+					return
+				}
+				client.Send("seqs")
+				rcvNext := client.Expect("seq")[1]
+				run(t, testenv.PeerBinary, "segment", cli.Local.String(), fmt.Sprintf("%s,%s,rst", cli.Remote, rcvNext))
+			}
+			if how == "RST" {
+				// Sent once the restarted timer falls in another slot of the
+				// timer wheel (slots are up to 4.1 s wide 60 s ahead): the
+				// timer is taken off the wheel, not moved within its slot.
+				time.Sleep(4500 * time.Millisecond)
+				client.Send("seqs")
+				rcvNext := client.Expect("seq")[1]
+				run(t, testenv.PeerBinary, "segment", cli.Local.String(), fmt.Sprintf("%s,%s,ack", cli.Remote, rcvNext))
+				if left := timeWaitLeft(t, cli.Local, cli.Remote); left < 57*time.Second {
+					t.Fatalf("after the ACK, ss shows %v left in TIME_WAIT: the ACK did not restart it", left)
+				}
+				time.Sleep(500 * time.Millisecond)
+				if ev := ended(); ev != nil {
+					t.Fatalf("the stream ended the TIME_WAIT when an ACK restarted it: %+v", *ev)
+				}
+			}
+			kill()
+			killedAt := time.Now()
+			if state := ssState(t, "", cli.Local, cli.Remote); state != "" {
+				if how == "ss -K" {
+					t.Logf("this kernel cannot destroy timewait sockets (ss still shows %s): nothing to compare", state)
+					return
+				}
+				t.Fatalf("ss shows %s after the RST: the kernel did not kill the TIME_WAIT", state)
+			}
+			end := r.waitFor("the killed TIME_WAIT's end", 3*time.Second, func(ev *tcp.Event) bool {
+				return ev.Cookie == entered.Cookie && ev.Kind == tcp.KindTransition && ev.New == tcp.StateClose
+			})
+			if end.Old != tcp.StateTimeWait || end.Flags&tcp.FlagKilled == 0 || end.Source != tcp.SourceTimeWait {
+				t.Errorf("end of the TIME_WAIT %+v: want TIME_WAIT -> CLOSE, killed", end)
+			}
+			if late := end.Time.Sub(killedAt); late > time.Second || late < -time.Second {
+				t.Errorf("the TIME_WAIT ended at %v, %v from the kill", end.Time, late)
+			}
+			if end.InOld <= 0 || end.InOld > entered.TimeWaitLeft {
+				t.Errorf("%v in TIME_WAIT: want its time to the kill", end.InOld)
+			}
+		})
+	}
+}
+
+// setSysctl sets a sysctl (its path under /proc/sys) for the test, and puts
+// it back after.
+func setSysctl(t *testing.T, name, value string) {
+	path := "/proc/sys/" + name
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if was := strings.TrimSpace(string(b)); was != value {
+		if err := os.WriteFile(path, []byte(value), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { os.WriteFile(path, []byte(was), 0o644) })
+	}
+}
+
+// timeWaitLeft is the time ss shows left on a timewait socket's timer.
+func timeWaitLeft(t *testing.T, local, remote netip.AddrPort) time.Duration {
+	t.Helper()
+	out, err := exec.Command("ss", "-tanoH", "state", "time-wait", "src", local.String(), "dst", remote.String()).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ss: %v: %s", err, out)
+	}
+	m := regexp.MustCompile(`timewait,([0-9.]+)(sec|min)`).FindSubmatch(out)
+	if m == nil {
+		t.Fatalf("no timewait timer in ss's %q", out)
+	}
+	v, _ := strconv.ParseFloat(string(m[1]), 64)
+	if string(m[2]) == "min" {
+		v *= 60
+	}
+	return time.Duration(v * float64(time.Second))
 }

@@ -5,6 +5,8 @@ package tracer
 import (
 	"context"
 	"net/netip"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -264,6 +266,37 @@ func TestBPFPidFilter(t *testing.T) {
 		t.Errorf("server end events (%d missed events counted):\n%s\nwant:\n%s", missed, strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	t.Logf("%d events missed and counted; seen:\n%s", missed, strings.Join(got, "\n"))
+}
+
+// TestBPFPidFilterFollowsHolders: --pid names a process that got its
+// connection by fork, from a server that still holds it too, before tracing
+// started: the kernel's owner map names the server, whose events the pid
+// filter would drop; the tracer names the socket to the kernel as wanted.
+func TestBPFPidFilterFollowsHolders(t *testing.T) {
+	server, client, srv, _ := testenv.Pair(t, "127.0.0.1:0")
+	server.Send("share")
+	child, err := strconv.Atoi(server.Expect("shared")[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := startTracer(t, Config{PIDs: []uint32{uint32(child)}})
+	client.Send("close")
+	ev := r.waitFor("the shared server end's ESTABLISHED -> CLOSE_WAIT", 5*time.Second,
+		on(srv.Local, srv.Remote, tcp.KindTransition, tcp.StateEstablished, tcp.StateCloseWait))
+	holders := []uint32{ev.Owner.PID}
+	for _, o := range ev.Sharers {
+		holders = append(holders, o.PID)
+	}
+	slices.Sort(holders)
+	ss, ok := testenv.SSFind(t, srv.Local, srv.Remote)
+	var listed []uint32
+	for _, h := range ss.Holders {
+		listed = append(listed, uint32(h.PID))
+	}
+	slices.Sort(listed)
+	if !ok || !slices.Equal(holders, listed) || !slices.Contains(holders, uint32(child)) {
+		t.Errorf("CLOSE_WAIT line held by %v; ss lists %v (want the server %d and its child %d)", holders, listed, server.PID, child)
+	}
 }
 
 // inOrder reports whether got is want with some lines left out (close lines

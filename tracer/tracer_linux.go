@@ -78,6 +78,9 @@ type Tracer struct {
 	// missedRepaired is the Missed() count the last repair accounted for.
 	missedRepaired uint64
 	wanted         []uint64
+	// filteredHeld are the sockets named to the kernel's pid filter as held
+	// by a filtered process (followFilteredHolders).
+	filteredHeld map[uint64]bool
 	// nextWalk keeps timewait walks, whose cost grows with the socket table,
 	// to a small share of a CPU.
 	nextWalk time.Time
@@ -93,7 +96,7 @@ func Open(cfg Config) (*Tracer, error) {
 	if err != nil {
 		return nil, err
 	}
-	t := &Tracer{cfg: cfg, k: k, dec: k.Decoder(), timeline: timeline.New(time.Now())}
+	t := &Tracer{cfg: cfg, k: k, dec: k.Decoder(), timeline: timeline.New(time.Now()), filteredHeld: map[uint64]bool{}}
 	if k.Timer() {
 		t.timeline.TimeWaitGrace = timerGrace
 	}
@@ -241,6 +244,7 @@ func (t *Tracer) feed(in *timeline.Input, emit func(*tcp.Event)) error {
 		}
 	}
 	t.timeline.Feed(in, emit)
+	t.followFilteredHolders(in)
 	return nil
 }
 
@@ -270,7 +274,8 @@ func (t *Tracer) apply(raw []byte, emit func(*tcp.Event)) error {
 			return nil
 		}
 		t.in.Kind = timeline.InputTimeWait
-		t.in.TimeWait = timeline.TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time}
+		t.in.TimeWait = timeline.TimeWaitSighting{Cookie: ev.Cookie, At: ev.Time, Substate: ev.New,
+			Expiry: ev.Time.Add(ev.TimeWaitLeft), Killed: ev.Flags&tcp.FlagKilled != 0}
 		return t.feed(&t.in, emit)
 	}
 	t.in.Kind = timeline.InputEvent

@@ -18,12 +18,16 @@
 //	                       address of no socket here (a raw socket): the
 //	                       handshake stays half open if no reply reaches
 //	                       FROM; prints "sent"
+//	testpeer segment ADDR FROM,SEQ,rst|ack  sends one bare TCP segment
+//	                       with that sequence number and flag; prints "sent"
 //
 // Commands on stdin: "close" closes every connection; "abort" closes them
 // with SO_LINGER {on, 0}, which sends RST; "shutdown" shuts down
 // the sending side of each (FIN without close); "share" starts a child
 // process that holds a duplicate of every connection (as fork and fd passing
-// do) and prints "shared PID"; "exit" exits.
+// do) and prints "shared PID"; "seqs" prints "seq FD RCVNXT" for each
+// connection, the next sequence number it expects from its peer (read in
+// TCP_REPAIR mode, which needs CAP_NET_ADMIN); "exit" exits.
 package main
 
 import (
@@ -78,7 +82,13 @@ func main() {
 			err = fmt.Errorf("usage: testpeer syn ADDR FROM")
 			break
 		}
-		err = sendSYN(os.Args[2], os.Args[3])
+		err = sendSegment(os.Args[2], os.Args[3], 1000, tcpSYN)
+	case "segment":
+		if len(os.Args) != 4 {
+			err = fmt.Errorf("usage: testpeer segment ADDR FROM,SEQ,rst|ack")
+			break
+		}
+		err = sendSegmentSpec(os.Args[2], os.Args[3])
 	case "reuse":
 		if len(os.Args) != 4 {
 			err = fmt.Errorf("usage: testpeer reuse ADDR FROM,K,ROUNDS,first|last")
@@ -310,6 +320,17 @@ func (p *peer) commands() {
 			}
 			p.mu.Unlock()
 			p.say("shut")
+		case "seqs":
+			p.mu.Lock()
+			for _, c := range p.conns {
+				seq, err := rcvNext(fdOf(c))
+				if err != nil {
+					fmt.Fprintln(os.Stderr, "testpeer: seqs:", err)
+					os.Exit(1)
+				}
+				p.say("seq %d %d", fdOf(c), seq)
+			}
+			p.mu.Unlock()
 		case "share":
 			pid, err := p.share()
 			if err != nil {
