@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cilium/ebpf"
@@ -340,9 +341,15 @@ func (k *Kernel) Close() error {
 	if k.netns != nil {
 		k.netns.close()
 	}
-	for _, l := range k.links {
-		errs = append(errs, l.Close())
+	// Each detach waits out an RCU grace period (tens of ms): in turn, the
+	// links took over a second; side by side, the waits overlap.
+	linkErrs := make([]error, len(k.links))
+	var wg sync.WaitGroup
+	for i, l := range k.links {
+		wg.Go(func() { linkErrs[i] = l.Close() })
 	}
+	wg.Wait()
+	errs = append(errs, linkErrs...)
 	errs = append(errs, k.objs.Close())
 	return errors.Join(errs...)
 }

@@ -148,6 +148,10 @@ func (t *Tracer) Run(ctx context.Context, emit func(*tcp.Event), tick func()) er
 	if err := t.drain(emit); err != nil {
 		return err
 	}
+	if ctx.Err() != nil {
+		// Stopped while starting: no seeding, which takes a walk.
+		return t.finish(emit)
+	}
 	if err := t.seed(emit); err != nil {
 		return err
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -48,7 +49,7 @@ type cannotRun struct{ why string }
 
 func (c cannotRun) Error() string { return "cannot run here: " + c.why }
 
-func runDoctor(args []string) error {
+func runDoctor(ctx context.Context, args []string) error {
 	var f doctorFlags
 	fs := newFlagSet("tcptrace doctor", doctorHelp)
 	f.register(fs)
@@ -58,6 +59,12 @@ func runDoctor(args []string) error {
 	if err := setColor(f.color); err != nil {
 		return err
 	}
+	// Its checks take a second or two and have nothing to sum up: a stop
+	// request ends it at once.
+	go func() {
+		<-ctx.Done()
+		os.Exit(130)
+	}()
 	d := doctor.Diagnose()
 	if f.json {
 		enc := json.NewEncoder(os.Stdout)

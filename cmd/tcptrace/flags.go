@@ -5,10 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/signal"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/spf13/pflag"
 
@@ -145,9 +142,29 @@ func setColor(mode string) error {
 	return nil
 }
 
-// openTracer loads the tracer for a mode, saying what it runs without.
-func openTracer(cfg tracer.Config) (*tracer.Tracer, error) {
-	tr, err := tracer.Open(cfg)
+// errStoppedStarting: a stop request came while the programs were loading.
+var errStoppedStarting = errors.New("stopped before tracing began")
+
+// openTracer loads the tracer for a mode, saying what it runs without. A
+// stop request ends the wait: loading takes a second or more and cannot be
+// cut short, and what it loaded goes with the process.
+func openTracer(ctx context.Context, cfg tracer.Config) (*tracer.Tracer, error) {
+	type opened struct {
+		tr  *tracer.Tracer
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		tr, err := tracer.Open(cfg)
+		done <- opened{tr, err}
+	}()
+	var o opened
+	select {
+	case o = <-done:
+	case <-ctx.Done():
+		return nil, errStoppedStarting
+	}
+	tr, err := o.tr, o.err
 	if err != nil {
 		return nil, withDoctorHint(err)
 	}
@@ -164,17 +181,6 @@ func withDoctorHint(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w ('tcptrace doctor' checks what this machine lacks)", err)
-}
-
-// interrupted is a context that ends at Ctrl-C or SIGTERM, or after
-// duration when it is not zero.
-func interrupted(duration time.Duration) (context.Context, context.CancelFunc) {
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	if duration <= 0 {
-		return ctx, stop
-	}
-	ctx, cancel := context.WithTimeout(ctx, duration)
-	return ctx, func() { cancel(); stop() }
 }
 
 // flagError makes a flag-parsing error a usage error, leaving --help alone.

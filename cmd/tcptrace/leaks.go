@@ -71,7 +71,7 @@ type leaksFound struct{}
 
 func (leaksFound) Error() string { return "leaks found" }
 
-func runLeaks(args []string) error {
+func runLeaks(ctx context.Context, args []string) error {
 	var f leaksFlags
 	fs := newFlagSet("tcptrace leaks", leaksHelp)
 	f.register(fs)
@@ -92,18 +92,16 @@ func runLeaks(args []string) error {
 		return err
 	}
 	var found, reportErr error
-	return live{filter: &filter, metrics: &f.metrics,
+	var report func(tr *tracer.Tracer) // prints a report now
+	reported := false
+	return live{ctx: ctx, filter: &filter, metrics: &f.metrics,
 		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NetNS: f.netnsPath, OriginRate: f.originRate},
 	}.run(liveMode{
 		start: func(tr *tracer.Tracer, cancel context.CancelFunc) (func(*tcp.Event), func()) {
 			limits := tr.Warnings(true)
 			terminal := !f.json && isatty.IsTerminal(os.Stdout.Fd())
-			next := time.Now()
-			return nil, func() {
-				if time.Now().Before(next) || reportErr != nil {
-					return
-				}
-				next = time.Now().Add(f.interval)
+			report = func(tr *tracer.Tracer) {
+				reported = true
 				rep, err := tr.LeakReport(f.threshold, &filter)
 				if err != nil {
 					reportErr = err
@@ -128,8 +126,20 @@ func runLeaks(args []string) error {
 					cancel()
 				}
 			}
+			next := time.Now()
+			return nil, func() {
+				if time.Now().Before(next) || reportErr != nil {
+					return
+				}
+				next = time.Now().Add(f.interval)
+				report(tr)
+			}
 		},
-		stop: func(_ *tracer.Tracer, err error) error {
+		stop: func(tr *tracer.Tracer, err error) error {
+			if !reported && err == nil && report != nil {
+				// Stopped before the first report: it is the summary.
+				report(tr)
+			}
 			if err == nil {
 				err = reportErr
 			}

@@ -13,6 +13,7 @@ import (
 // metrics server when asked for, the tracer, a run that Ctrl-C, SIGTERM or
 // --duration ends, and the closing of both.
 type live struct {
+	ctx      context.Context // ends at Ctrl-C or SIGTERM
 	filter   *timeline.Filter
 	metrics  *metricsFlags
 	config   tracer.Config
@@ -34,12 +35,12 @@ func (l live) run(mode liveMode) error {
 		return err
 	}
 	defer exp.close()
-	tr, err := openTracer(l.config)
+	tr, err := openTracer(l.ctx, l.config)
 	if err != nil {
 		return err
 	}
 	defer tr.Close()
-	ctx, cancel := exp.liveContext(tr, l.duration)
+	ctx, cancel := exp.liveContext(l.ctx, tr, l.duration)
 	defer cancel()
 	var emit func(*tcp.Event)
 	var tick func()

@@ -3,9 +3,12 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/spf13/pflag"
 )
@@ -20,8 +23,17 @@ func usagef(format string, args ...any) error {
 }
 
 func main() {
-	err := run(os.Args[1:])
+	// First of all, so that a stop request at any moment, start-up
+	// included, ends the run with its summary. (A script's background job
+	// starts with SIGINT ignored: Notify takes it back.)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
 	if err == nil || errors.Is(err, pflag.ErrHelp) {
+		return
+	}
+	if errors.Is(err, errStoppedStarting) {
+		fmt.Fprintln(os.Stderr, "tcptrace: "+err.Error())
 		return
 	}
 	if errors.As(err, &leaksFound{}) {
@@ -36,26 +48,26 @@ func main() {
 }
 
 // run picks the subcommand; the live stream is the default.
-func run(args []string) error {
+func run(ctx context.Context, args []string) error {
 	if len(args) > 0 {
 		switch args[0] {
 		case "stream":
-			return runStream(args[1:])
+			return runStream(ctx, args[1:])
 		case "leaks":
-			return runLeaks(args[1:])
+			return runLeaks(ctx, args[1:])
 		case "record":
-			return runRecord(args[1:])
+			return runRecord(ctx, args[1:])
 		case "serve":
-			return runServe(args[1:])
+			return runServe(ctx, args[1:])
 		case "replay":
-			return runReplay(args[1:])
+			return runReplay(ctx, args[1:])
 		case "report":
-			return runReport(args[1:])
+			return runReport(ctx, args[1:])
 		case "doctor":
-			return runDoctor(args[1:])
+			return runDoctor(ctx, args[1:])
 		case "help":
-			return runStream([]string{"--help"})
+			return runStream(ctx, []string{"--help"})
 		}
 	}
-	return runStream(args)
+	return runStream(ctx, args)
 }

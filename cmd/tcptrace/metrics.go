@@ -119,11 +119,14 @@ func (e *exporter) finish(err error) error {
 	return err
 }
 
-// liveContext is the context a live mode runs tr in: it ends at Ctrl-C or
-// SIGTERM, or after duration when that is not zero.
-func (e *exporter) liveContext(tr *tracer.Tracer, duration time.Duration) (context.Context, context.CancelFunc) {
+// liveContext is the context a live mode runs tr in: it ends with parent,
+// or after duration when that is not zero.
+func (e *exporter) liveContext(parent context.Context, tr *tracer.Tracer, duration time.Duration) (context.Context, context.CancelFunc) {
 	e.attach(tr)
-	return interrupted(duration)
+	if duration <= 0 {
+		return context.WithCancel(parent)
+	}
+	return context.WithTimeout(parent, duration)
 }
 
 // close stops the server; for deferring, in case finish is never reached.

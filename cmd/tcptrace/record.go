@@ -89,7 +89,7 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-func runRecord(args []string) error {
+func runRecord(ctx context.Context, args []string) error {
 	var f recordFlags
 	fs := newFlagSet("tcptrace record", recordHelp)
 	f.register(fs)
@@ -109,7 +109,7 @@ func runRecord(args []string) error {
 	if err != nil {
 		return err
 	}
-	err = live{filter: &filter, metrics: &f.metrics, duration: f.duration,
+	err = live{ctx: ctx, filter: &filter, metrics: &f.metrics, duration: f.duration,
 		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, Recorder: r.w, NetNS: ff.netnsPath, OriginRate: f.originRate},
 	}.run(liveMode{start: r.start, stop: r.stop})
 	if r.tr == nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -26,14 +27,14 @@ Examples:
 Flags:
 `
 
-func runReplay(args []string) error {
+func runReplay(ctx context.Context, args []string) error {
 	var f streamFlags
 	fs := newFlagSet("tcptrace replay", replayHelp)
 	f.register(fs)
 	for _, name := range []string{"duration", "debug"} {
 		fs.MarkHidden(name)
 	}
-	tr, err := openOffline(fs, args, &f.filterFlags, &f.color, nil)
+	tr, err := openOffline(ctx, fs, args, &f.filterFlags, &f.color, nil)
 	if err != nil {
 		return err
 	}
@@ -48,6 +49,7 @@ func runReplay(args []string) error {
 // offlineTrace is what replay and report share: a trace open for reading,
 // the filter of the command line, and the timeline the trace feeds.
 type offlineTrace struct {
+	ctx    context.Context // a stop request ends the reading
 	path   string
 	f      *os.File
 	rd     *tracefile.Reader
@@ -58,7 +60,7 @@ type offlineTrace struct {
 // openOffline parses the arguments of a command that reads a trace (flags
 // around one FILE), checks them (check, when not nil, checks the command's
 // own), sets the colors from *colorMode and opens the trace.
-func openOffline(fs *pflag.FlagSet, args []string, ff *filterFlags, colorMode *string, check func() error) (*offlineTrace, error) {
+func openOffline(ctx context.Context, fs *pflag.FlagSet, args []string, ff *filterFlags, colorMode *string, check func() error) (*offlineTrace, error) {
 	path, err := parseFileArgs(fs, args)
 	if err != nil {
 		return nil, err
@@ -84,16 +86,19 @@ func openOffline(fs *pflag.FlagSet, args []string, ff *filterFlags, colorMode *s
 		f.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &offlineTrace{path: path, f: f, rd: rd, filter: filter, tl: timeline.New(rd.Header.Started)}, nil
+	return &offlineTrace{ctx: ctx, path: path, f: f, rd: rd, filter: filter, tl: timeline.New(rd.Header.Started)}, nil
 }
 
 func (tr *offlineTrace) close() { tr.f.Close() }
 
 // feed reads inputs into the timeline until the end, or until one comes
-// after stop (when stop is not nil and says so).
+// after stop (when stop is not nil and says so), or a stop request.
 func (tr *offlineTrace) feed(stop func(*timeline.Input) bool, emit func(*tcp.Event)) error {
 	var in timeline.Input
-	for {
+	for i := 0; ; i++ {
+		if i%4096 == 0 && tr.ctx.Err() != nil {
+			return errInterrupted
+		}
 		err := tr.rd.Next(&in)
 		if err == io.EOF {
 			return nil
@@ -108,6 +113,10 @@ func (tr *offlineTrace) feed(stop func(*timeline.Input) bool, emit func(*tcp.Eve
 	}
 }
 
+// errInterrupted ends the reading of a trace at a stop request: what was
+// read is shown, as of where it stopped.
+var errInterrupted = errors.New("interrupted")
+
 // finish turns how reading ended into a warning or an error: a trace cut
 // short by a crash is read up to where it ends, and said so; a corrupt one
 // is an error after what could be read was shown.
@@ -116,6 +125,10 @@ func (tf *offlineTrace) finish(err error) error {
 	switch {
 	case err == nil && !tf.rd.Ended:
 		fmt.Fprintf(os.Stderr, "tcptrace: %s: the trace has no end record: the recorder was stopped without closing it; read %d records, %d bytes, up to %s\n",
+			tf.path, tf.rd.Records, tf.rd.Offset, tf.rd.Last.Format("2006-01-02 15:04:05"))
+		return nil
+	case errors.Is(err, errInterrupted):
+		fmt.Fprintf(os.Stderr, "tcptrace: %s: stopped: read %d records, %d bytes, up to %s\n",
 			tf.path, tf.rd.Records, tf.rd.Offset, tf.rd.Last.Format("2006-01-02 15:04:05"))
 		return nil
 	case errors.As(err, &fe) && fe.Truncated:

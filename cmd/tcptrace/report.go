@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"strconv"
@@ -89,12 +90,12 @@ func inputTime(in *timeline.Input) time.Time {
 	}
 }
 
-func runReport(args []string) error {
+func runReport(ctx context.Context, args []string) error {
 	var f reportFlags
 	fs := newFlagSet("tcptrace report", reportHelp)
 	f.register(fs)
 	conns := map[uint64]bool{}
-	tr, err := openOffline(fs, args, &f.filterFlags, &f.color, func() error {
+	tr, err := openOffline(ctx, fs, args, &f.filterFlags, &f.color, func() error {
 		for _, c := range f.conns {
 			id, err := strconv.ParseUint(c, 10, 64)
 			if err != nil {

@@ -1,9 +1,15 @@
 package main
 
 import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
 	"github.com/spf13/pflag"
 
 	"github.com/tcptrace/tcptrace/metrics"
+	"github.com/tcptrace/tcptrace/render"
 	"github.com/tcptrace/tcptrace/tracer"
 )
 
@@ -40,7 +46,7 @@ func (f *serveFlags) register(fs *pflag.FlagSet) {
 	fs.BoolVar(&f.debug, "debug", false, "print the verifier's log if a program fails to load")
 }
 
-func runServe(args []string) error {
+func runServe(ctx context.Context, args []string) error {
 	var f serveFlags
 	fs := newFlagSet("tcptrace serve", serveHelp)
 	f.register(fs)
@@ -54,7 +60,12 @@ func runServe(args []string) error {
 	if f.metrics.addr == "" {
 		return usagef("serve needs --metrics-addr, the address to serve metrics on (default %s)", metrics.DefaultAddr)
 	}
-	return live{filter: &filter, metrics: &f.metrics,
+	started := time.Now()
+	return live{ctx: ctx, filter: &filter, metrics: &f.metrics,
 		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true, NetNS: f.netnsPath},
-	}.run(liveMode{})
+	}.run(liveMode{stop: func(tr *tracer.Tracer, err error) error {
+		fmt.Fprintf(os.Stderr, "served metrics for %s\n", render.Duration(time.Since(started)))
+		render.Lost(os.Stderr, tr.Stats())
+		return err
+	}})
 }

@@ -78,7 +78,7 @@ func newFlagSet(name, help string) *pflag.FlagSet {
 	return fs
 }
 
-func runStream(args []string) error {
+func runStream(ctx context.Context, args []string) error {
 	var f streamFlags
 	fs := newFlagSet("tcptrace", streamHelp)
 	f.register(fs)
@@ -94,7 +94,7 @@ func runStream(args []string) error {
 	}
 	var out *streamOutput
 	var started time.Time
-	return live{filter: &filter, metrics: &f.metrics, duration: f.duration,
+	return live{ctx: ctx, filter: &filter, metrics: &f.metrics, duration: f.duration,
 		config: tracer.Config{PIDs: filter.PIDs, Debug: f.debug, NoOrigins: true, NetNS: f.netnsPath},
 	}.run(liveMode{
 		start: func(*tracer.Tracer, context.CancelFunc) (func(*tcp.Event), func()) {
