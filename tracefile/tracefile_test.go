@@ -247,6 +247,66 @@ func TestRotation(t *testing.T) {
 	}
 }
 
+// TestRotationOfALargeStart: a file's start (the table walk it begins with)
+// larger than MaxSize still leaves room for events, so that rotations stay
+// few; each file reads back whole.
+func TestRotationOfALargeStart(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "trace")
+	const maxSize = 4 << 10
+	w, err := Create(path, Header{Started: t0}, Options{MaxSize: maxSize, MaxFiles: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ins := sampleInputs()
+	var table timeline.Input
+	for _, in := range ins {
+		if in.Kind == timeline.InputTable && len(in.Table.Sockets) > 0 {
+			table = in
+		}
+	}
+	for i := 0; len(table.Table.Sockets) < 200; i++ {
+		s := table.Table.Sockets[0]
+		s.Cookie = uint64(1000 + i)
+		table.Table.Sockets = append(table.Table.Sockets, s)
+	}
+	if err := w.Record(&table); err != nil {
+		t.Fatal(err)
+	}
+	if w.Size() < maxSize {
+		t.Fatalf("the table takes %d bytes: want more than %d", w.Size(), maxSize)
+	}
+	var eventBytes int64
+	for i := 0; i < 2000; i++ {
+		for _, in := range ins {
+			if in.Kind == timeline.InputEvent {
+				before := w.Size()
+				if err := w.Record(&in); err != nil {
+					t.Fatal(err)
+				}
+				if w.Size() > before { // not a rotation
+					eventBytes += w.Size() - before
+				}
+			}
+		}
+	}
+	part := int64(w.header.Part)
+	w.Close()
+	// Each file holds at least half of MaxSize of events past its start.
+	if part > eventBytes/(maxSize/2)+1 {
+		t.Errorf("%d files for %d bytes of events: a rotation for every few events", part, eventBytes)
+	}
+	for _, p := range []string{path, path + ".1"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rd, got, err := readAll(b)
+		if err != nil || !rd.Ended || len(got) < 2 || got[0].Kind != timeline.InputTable {
+			t.Errorf("%s: %v, ended %v, %d inputs", p, err, rd.Ended, len(got))
+		}
+	}
+}
+
 // FuzzReader: whatever the bytes, reading a trace ends in io.EOF or a
 // FormatError, never a panic.
 func FuzzReader(f *testing.F) {

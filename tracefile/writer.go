@@ -60,8 +60,11 @@ type Writer struct {
 	f      *os.File
 	bw     *bufio.Writer
 	size   int64
-	enc    encoder
-	rec    []byte
+	// start is the size of the current file's start: its header and, after
+	// a rotation, the table walk it begins with.
+	start int64
+	enc   encoder
+	rec   []byte
 	// Origins and processes already in the current file.
 	origins   map[originKey]bool
 	processes map[uint32]bool
@@ -112,7 +115,9 @@ func (w *Writer) open(flags int) error {
 		return err
 	}
 	w.enc.b = append(w.enc.b[:0], meta...)
-	return w.write(recHeader)
+	err = w.write(recHeader)
+	w.start = w.size
+	return err
 }
 
 // write frames the encoder's payload as a record: type, length, payload, CRC-32C.
@@ -130,7 +135,7 @@ func (w *Writer) write(typ byte) error {
 // Record appends one input, with the process and origin details it refers
 // to the first time they appear in the file.
 func (w *Writer) Record(in *timeline.Input) error {
-	if w.opts.MaxSize > 0 && w.size >= w.opts.MaxSize {
+	if w.full() {
 		if err := w.rotate(); err != nil {
 			return err
 		}
@@ -228,6 +233,14 @@ func (w *Writer) Flush() error {
 // Size is the current file's size in bytes, counting what is buffered.
 func (w *Writer) Size() int64 { return w.size }
 
+// full tells when to rotate: past MaxSize, once the file holds at least
+// half of MaxSize past its start. A start as large as the limit (a table of
+// many sockets) would otherwise fill every new file at once: each event a
+// file, rotations without end.
+func (w *Writer) full() bool {
+	return w.opts.MaxSize > 0 && w.size >= w.opts.MaxSize && w.size-w.start >= w.opts.MaxSize/2
+}
+
 // rotate closes the current file, shifts FILE.N names up, and starts a new
 // file that begins with the latest table walk, so that it stands alone.
 func (w *Writer) rotate() error {
@@ -249,8 +262,11 @@ func (w *Writer) rotate() error {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	if w.lastTable != nil {
-		return w.Record(&timeline.Input{Kind: timeline.InputTable, Table: *w.lastTable})
+		if err := w.Record(&timeline.Input{Kind: timeline.InputTable, Table: *w.lastTable}); err != nil {
+			return err
+		}
 	}
+	w.start = w.size
 	return nil
 }
 

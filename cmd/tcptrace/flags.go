@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/pflag"
 
@@ -181,6 +182,15 @@ func withDoctorHint(err error) error {
 		return err
 	}
 	return fmt.Errorf("%w ('tcptrace doctor' checks what this machine lacks)", err)
+}
+
+// checkDuration checks --duration: when given, it must be positive (0 is
+// what its absence means, until stopped).
+func checkDuration(fs *pflag.FlagSet, d time.Duration) error {
+	if fs.Changed("duration") && d <= 0 {
+		return usagef("invalid --duration %v: want a positive duration (leave it out to run until stopped)", d)
+	}
+	return nil
 }
 
 // flagError makes a flag-parsing error a usage error, leaving --help alone.

@@ -68,6 +68,11 @@ func (f *recordFlags) register(fs *pflag.FlagSet) {
 	f.metrics.register(fs, "")
 }
 
+// minMaxSize is the smallest --max-size: a file holds a header, the latest
+// table walk and then events, and a rotation keeps half of the limit free
+// for events whatever the walk's size.
+const minMaxSize = 1 << 20
+
 // parseSize accepts a byte count with an optional K, M or G suffix (powers of 1024).
 func parseSize(s string) (int64, error) {
 	mult := int64(1)
@@ -139,9 +144,15 @@ func (f *recordFlags) parse(fs *pflag.FlagSet, args []string) (timeline.Filter, 
 		if maxSize, err = parseSize(f.maxSize); err != nil {
 			return filter, ff, 0, usageError{err}
 		}
+		if maxSize < minMaxSize {
+			return filter, ff, 0, usagef("invalid --max-size %s: want at least 1M (each file starts with a walk of the socket table)", f.maxSize)
+		}
 	}
-	if f.maxFiles < 1 || f.tableEvery < time.Second || f.duration < 0 {
-		return filter, ff, 0, usagef("invalid --max-files, --table-interval or --duration: want at least 1 file, at least 1s, and a positive duration")
+	if f.maxFiles < 1 || f.tableEvery < time.Second {
+		return filter, ff, 0, usagef("invalid --max-files or --table-interval: want at least 1 file and at least 1s")
+	}
+	if err := checkDuration(fs, f.duration); err != nil {
+		return filter, ff, 0, err
 	}
 	return filter, ff, maxSize, f.metrics.check()
 }

@@ -86,8 +86,8 @@ func runStream(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	if f.duration < 0 {
-		return usagef("invalid --duration %v: want a positive duration", f.duration)
+	if err := checkDuration(fs, f.duration); err != nil {
+		return err
 	}
 	if err := setColor(f.color); err != nil {
 		return err
