@@ -149,12 +149,15 @@ static __always_inline int on_timewait_end(struct timer_list *timer, __u8 flags)
  */
 static __always_inline int on_timewait_cancel(void *ctx, struct timer_list *timer)
 {
-	__u64 frames[16];
+	/* Zeroed: on Linux 6.1 and older the verifier wants the buffer initialized. */
+	__u64 frames[16] = {};
 	long got = bpf_get_stack(ctx, frames, sizeof(frames), 0);
 	__u32 n = got > 0 ? (__u64)got / sizeof(frames[0]) : 0;
 
-	for (__u32 i = 0; i < 16 && i < n; i++)
-		if (frames[i] >= tw_kill_fn && frames[i] < tw_kill_fn_end)
+	/* Unrolled: before Linux 5.12 the stack is read at constant offsets only. */
+#pragma unroll
+	for (__u32 i = 0; i < 16; i++)
+		if (i < n && frames[i] >= tw_kill_fn && frames[i] < tw_kill_fn_end)
 			return on_timewait_end(timer, FLAG_TW_KILLED);
 	/* A timer moved, or a stack too deep to tell: the next walk settles it. */
 	return 0;

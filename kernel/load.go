@@ -38,10 +38,11 @@ type Options struct {
 	// OriginRate bounds the user stacks each process has taken a second;
 	// 0 takes every one.
 	OriginRate uint32
-	// NoTimer does without the timewait timer's program: walks then find
-	// the end of TIME_WAIT (tests use it; Load sets it where the program
-	// cannot load).
-	NoTimer bool
+	// NoTimer does without the timewait timer's programs: walks then find
+	// the end of TIME_WAIT (tests use it; Load sets it where the programs
+	// cannot work, and says why in NoTimerWhy).
+	NoTimer    bool
+	NoTimerWhy string
 	// OwnCookies numbers the sockets in the programs, where tracing
 	// programs may not ask for socket cookies (before Linux 5.12); Load
 	// sets it when the kernel refuses cookies.
@@ -82,7 +83,7 @@ func Load(opts Options) (*Kernel, error) {
 		k, err = load(opts)
 	}
 	if errors.Is(err, errNoTimerProgram) {
-		opts.NoTimer = true
+		opts.NoTimer, opts.NoTimerWhy = true, err.Error()
 		k, err = load(opts)
 	}
 	if !opts.Classic && errors.Is(err, errNoBTFTracepoint) {
@@ -113,7 +114,12 @@ func load(opts Options) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts.NoTimer = !timers.expiry
+	if !timers.expiry {
+		if !opts.NoTimer && !opts.Classic {
+			opts.NoTimerWhy = "tw_timer_handler has no address in /proc/kallsyms (kernel.kptr_restrict, or no CAP_SYSLOG)"
+		}
+		opts.NoTimer = true
+	}
 	k := &Kernel{opts: opts, timer: timers.expiry, kills: timers.kills}
 	if err := spec.LoadAndAssign(&k.objs, nil); err != nil {
 		return nil, classifyLoadError(err, opts, timers.expiry)

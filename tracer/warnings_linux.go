@@ -17,6 +17,9 @@ func (t *Tracer) Warnings(stacks bool) []string {
 	if t.k.Classic() {
 		out = append(out, "BTF-typed tracepoints are unavailable; using the classic tracepoint, which cannot follow connections into TIME_WAIT")
 	}
+	if why := t.k.Options().NoTimerWhy; why != "" && !t.k.Classic() {
+		out = append(out, "the end of TIME_WAIT is found by walks of the socket table, when its timer is due (up to 6 s late): "+why)
+	}
 	if t.OwnCookies() {
 		out = append(out, "this kernel lets tracing programs not ask for socket cookies (Linux 5.12+): tcptrace numbers connections itself, so their ids are not the cookies ss -e shows")
 	}
