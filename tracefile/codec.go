@@ -278,17 +278,29 @@ func (d *decoder) socket(s *tcp.Socket) {
 	s.TimeWaitExpiry = d.time()
 	s.LastReceived = d.time()
 	s.Reuse = d.bool()
-	n := d.count()
+	n := d.count(minOwnerBytes)
 	s.Holders = nil
 	for i := 0; i < n && d.err == nil; i++ {
 		s.Holders = append(s.Holders, d.owner())
 	}
 }
 
-// count reads a number of items, bounded by what the record can hold.
-func (d *decoder) count() int {
+// The fewest bytes an item takes in a record (its zero value's): a count
+// of items is trusted only as far as the rest of the record can hold them,
+// so that a crafted count cannot make a reader allocate more than a small
+// multiple of the file's size.
+const (
+	minSocketBytes = 14
+	minOwnerBytes  = 7
+	minFrameBytes  = 5
+	minNetNSBytes  = 1
+)
+
+// count reads a number of items of at least min bytes each, bounded by
+// what the rest of the record can hold.
+func (d *decoder) count(min int) int {
 	n := d.uvarint()
-	if n > uint64(len(d.b)) {
+	if n > uint64(len(d.b)/min) {
 		d.fail()
 		return 0
 	}
@@ -471,7 +483,7 @@ func (d *decoder) event(ev *tcp.Event) {
 	}
 	d.b = p[i:]
 	if v > 0 {
-		if v-1 > uint64(len(d.b)) {
+		if v-1 > uint64(len(d.b)/minSocketBytes) {
 			d.fail()
 			return
 		}
@@ -482,7 +494,7 @@ func (d *decoder) event(ev *tcp.Event) {
 	}
 	ev.Sharers, ev.SynAcks, ev.FirstSynAck = nil, 0, time.Time{}
 	if len(d.b) > 0 { // absent from traces of older tcptraces
-		for n := d.count(); n > 0 && d.err == nil; n-- {
+		for n := d.count(minOwnerBytes); n > 0 && d.err == nil; n-- {
 			ev.Sharers = append(ev.Sharers, d.owner())
 		}
 		ev.SynAcks = d.byte1()
@@ -491,7 +503,7 @@ func (d *decoder) event(ev *tcp.Event) {
 }
 
 func (d *decoder) frames() []tcp.Frame {
-	n := d.count()
+	n := d.count(minFrameBytes)
 	frames := make([]tcp.Frame, 0, n)
 	for i := 0; i < n && d.err == nil; i++ {
 		frames = append(frames, tcp.Frame{Addr: d.uvarint(), Func: d.str(), File: d.str(), Line: int(d.uvarint()), Module: d.str()})

@@ -180,13 +180,13 @@ func (rd *Reader) Next(in *timeline.Input) error {
 		case recTable:
 			in.Kind = timeline.InputTable
 			in.Table = timeline.Table{At: rd.dec.time(), Repair: rd.dec.bool()}
-			n := rd.dec.count()
+			n := rd.dec.count(minSocketBytes)
 			in.Table.Sockets = make([]tcp.Socket, n)
 			for i := range in.Table.Sockets {
 				rd.dec.socket(&in.Table.Sockets[i])
 			}
 			if len(rd.dec.b) > 0 { // absent from traces of older tcptraces
-				for n := rd.dec.count(); n > 0; n-- {
+				for n := rd.dec.count(minNetNSBytes); n > 0; n-- {
 					in.Table.NetNS = append(in.Table.NetNS, uint32(rd.dec.uvarint()))
 				}
 			}

@@ -308,16 +308,20 @@ func TestRotationOfALargeStart(t *testing.T) {
 }
 
 // FuzzReader: whatever the bytes, reading a trace ends in io.EOF or a
-// FormatError, never a panic.
+// FormatError, never a panic, and allocates at most a small multiple of
+// the input's size.
 func FuzzReader(f *testing.F) {
 	f.Add(writeSample(f, true))
 	f.Add(writeSample(f, false))
 	f.Add([]byte(Magic))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		_, _, err := readAll(data)
+		allocated, err := allocatedReading(data)
 		var fe *FormatError
 		if err != nil && !errors.As(err, &fe) {
 			t.Fatalf("error of type %T: %v", err, err)
+		}
+		if limit := uint64(allocPerByte*len(data) + allocConstant); allocated > limit {
+			t.Fatalf("reading %d bytes allocated %d (more than %d)", len(data), allocated, limit)
 		}
 	})
 }

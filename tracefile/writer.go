@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/tcptrace/tcptrace/tcp"
@@ -60,11 +62,14 @@ type Writer struct {
 	f      *os.File
 	bw     *bufio.Writer
 	size   int64
-	// start is the size of the current file's start: its header and, after
-	// a rotation, the table walk it begins with.
-	start int64
-	enc   encoder
-	rec   []byte
+	// startSize is the size of the current file's start: its header and,
+	// after a rotation, the table walk it begins with.
+	startSize int64
+	// out counts what the file took; failed is set once a write failed.
+	out    *countingWriter
+	failed bool
+	enc    encoder
+	rec    []byte
 	// Origins and processes already in the current file.
 	origins   map[originKey]bool
 	processes map[uint32]bool
@@ -84,11 +89,7 @@ func Create(path string, h Header, opts Options) (*Writer, error) {
 	if w.header.Part == 0 {
 		w.header.Part = 1
 	}
-	flags := os.O_WRONLY | os.O_CREATE | os.O_EXCL
-	if opts.Force {
-		flags = os.O_WRONLY | os.O_CREATE | os.O_TRUNC
-	}
-	if err := w.open(flags); err != nil {
+	if err := w.open(!opts.Force); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			return nil, fmt.Errorf("%s exists: choose another file or pass --force to overwrite it", path)
 		}
@@ -97,12 +98,47 @@ func Create(path string, h Header, opts Options) (*Writer, error) {
 	return w, nil
 }
 
-func (w *Writer) open(flags int) error {
-	f, err := os.OpenFile(w.path, flags, 0o600)
+// open starts a new file at the writer's path. It is written first under a
+// temporary name in the same directory, mode 0600, and moved into place
+// once its start is on disk: a symlink at the path is replaced, never
+// written through, an old file's mode does not carry over, and a recorder
+// killed at any moment leaves a readable trace or none. keep refuses to
+// replace anything at the path.
+func (w *Writer) open(keep bool) error {
+	dir, base := filepath.Split(w.path)
+	if dir == "" {
+		dir = "."
+	}
+	f, err := os.CreateTemp(dir, "."+base+".*")
 	if err != nil {
 		return err
 	}
-	w.f, w.bw, w.size = f, bufio.NewWriterSize(f, 256<<10), 0
+	if err := w.start(f); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	if keep {
+		// A link fails on anything at the path, a dangling symlink too.
+		if err = os.Link(f.Name(), w.path); err == nil {
+			err = os.Remove(f.Name())
+		}
+	} else {
+		err = os.Rename(f.Name(), w.path)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	return nil
+}
+
+// start writes a file's start, its magic number and header, to f, which
+// becomes the writer's file.
+func (w *Writer) start(f *os.File) error {
+	w.f, w.out, w.failed = f, &countingWriter{w: f}, false
+	w.bw, w.size = bufio.NewWriterSize(w.out, 256<<10), 0
 	w.enc = encoder{}
 	w.origins, w.processes = map[originKey]bool{}, map[uint32]bool{}
 	start := binary.LittleEndian.AppendUint16([]byte(Magic), Version)
@@ -115,9 +151,24 @@ func (w *Writer) open(flags int) error {
 		return err
 	}
 	w.enc.b = append(w.enc.b[:0], meta...)
-	err = w.write(recHeader)
-	w.start = w.size
-	return err
+	if err := w.write(recHeader); err != nil {
+		return err
+	}
+	w.startSize = w.size
+	return w.Flush()
+}
+
+// countingWriter counts the bytes the file took, which a full disk makes
+// fewer than those given to the buffer.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // write frames the encoder's payload as a record: type, length, payload, CRC-32C.
@@ -129,6 +180,7 @@ func (w *Writer) write(typ byte) error {
 	n, err := w.bw.Write(w.rec)
 	w.size += int64(n)
 	w.enc.b = w.enc.b[:0]
+	w.failed = w.failed || err != nil
 	return err
 }
 
@@ -224,21 +276,29 @@ func (w *Writer) describe(ev *tcp.Event) error {
 // Flush writes what is buffered and asks the kernel to put it on disk: a
 // crash loses at most what came after the last Flush.
 func (w *Writer) Flush() error {
-	if err := w.bw.Flush(); err != nil {
-		return err
+	err := w.bw.Flush()
+	if err == nil {
+		err = w.f.Sync()
 	}
-	return w.f.Sync()
+	w.failed = w.failed || err != nil
+	return err
 }
 
-// Size is the current file's size in bytes, counting what is buffered.
-func (w *Writer) Size() int64 { return w.size }
+// Size is the current file's size in bytes, counting what is buffered;
+// after a failed write (a full disk), only what the file took.
+func (w *Writer) Size() int64 {
+	if w.failed {
+		return w.out.n
+	}
+	return w.size
+}
 
 // full tells when to rotate: past MaxSize, once the file holds at least
 // half of MaxSize past its start. A start as large as the limit (a table of
 // many sockets) would otherwise fill every new file at once: each event a
 // file, rotations without end.
 func (w *Writer) full() bool {
-	return w.opts.MaxSize > 0 && w.size >= w.opts.MaxSize && w.size-w.start >= w.opts.MaxSize/2
+	return w.opts.MaxSize > 0 && w.size >= w.opts.MaxSize && w.size-w.startSize >= w.opts.MaxSize/2
 }
 
 // rotate closes the current file, shifts FILE.N names up, and starts a new
@@ -258,7 +318,7 @@ func (w *Writer) rotate() error {
 		}
 	}
 	w.header.Part++
-	if err := w.open(os.O_WRONLY | os.O_CREATE | os.O_TRUNC); err != nil {
+	if err := w.open(false); err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	if w.lastTable != nil {
@@ -266,7 +326,7 @@ func (w *Writer) rotate() error {
 			return err
 		}
 	}
-	w.start = w.size
+	w.startSize = w.size
 	return nil
 }
 
