@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -79,6 +80,8 @@ func run(n, workers, conns int, timeout time.Duration, shape string) error {
 		return err
 	}
 	srv := exec.Command(self, "-serve", "127.0.0.1:0", "-shape", shape)
+	// Killed with us, whatever ends us (SIGINT, SIGTERM, SIGKILL).
+	srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	out, err := srv.StdoutPipe()
 	if err != nil {
 		return err

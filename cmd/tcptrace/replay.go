@@ -42,7 +42,7 @@ func runReplay(ctx context.Context, args []string) error {
 	out := newStreamOutput(os.Stdout, &tr.filter, f.json, f.existing)
 	err = tr.feed(nil, out.emit)
 	tr.tl.FlushHeld(out.emit)
-	out.finish(tr.tl.Stats.Stats, tr.rd.Last.Sub(tr.rd.Header.Started))
+	out.finish(tr.tl.Stats.Stats, max(0, tr.rd.Last.Sub(tr.rd.Header.Started)))
 	return tr.finish(err)
 }
 
@@ -80,6 +80,10 @@ func openOffline(ctx context.Context, fs *pflag.FlagSet, args []string, ff *filt
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	if st, err := f.Stat(); err == nil && st.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("%s is a directory, not a trace file", path)
 	}
 	rd, err := tracefile.NewReader(f)
 	if err != nil {

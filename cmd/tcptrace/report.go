@@ -137,6 +137,12 @@ func runReport(ctx context.Context, args []string) error {
 	asOf := at
 	if asOf.IsZero() {
 		asOf = tr.rd.Last
+		if asOf.IsZero() { // no timed record: as of the start
+			asOf = tr.rd.Header.Started
+		}
+	} else if readErr == nil && at.After(tr.rd.Last) {
+		// Nothing is known of the time after the trace.
+		return usagef("--at %s is after the trace ends (%s)", f.at, tr.rd.Last.Format("2006-01-02 15:04:05"))
 	}
 
 	switch {

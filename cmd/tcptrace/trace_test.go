@@ -151,6 +151,7 @@ func TestTraceBadInput(t *testing.T) {
 		{write("v9", append([]byte("tcptrace"), 9, 0)), 1, "version 9"},
 		{cut, 0, "ends in the middle of a record"},
 		{filepath.Join(dir, "missing"), 1, "no such file"},
+		{dir, 1, "is a directory, not a trace file"},
 	} {
 		_, stderr, code := runOffline(t, "report", tc.path)
 		if code != tc.code || !strings.Contains(stderr, tc.stderrRe) || strings.Count(stderr, "\n") != 1 {
@@ -161,6 +162,23 @@ func TestTraceBadInput(t *testing.T) {
 		if _, stderr, code := runOffline(t, args...); code != 2 || strings.Count(stderr, "\n") != 1 {
 			t.Errorf("%v: exit %d, stderr %q; want exit 2", args, code, stderr)
 		}
+	}
+	// Nothing is known of the time after a trace's end.
+	if out, stderr, code := runOffline(t, "report", path, "--at", "23:59:59"); code != 2 || out != "" || !strings.Contains(stderr, "after the trace ends") {
+		t.Errorf("report --at after the end: exit %d, stderr %q, %d bytes out; want exit 2", code, stderr, len(out))
+	}
+	// A trace with nothing timed in it: no negative duration, no year 1.
+	empty := filepath.Join(dir, "empty.trace")
+	w, err := tracefile.Create(empty, tracefile.Header{Started: time.Date(2026, 12, 3, 3, 0, 0, 0, time.UTC)}, tracefile.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if _, stderr, code := runOffline(t, "replay", empty); code != 0 || strings.Contains(stderr, "in -") {
+		t.Errorf("replay of an empty trace: exit %d, stderr %q", code, stderr)
+	}
+	if out, _, code := runOffline(t, "report", empty); code != 0 || strings.Contains(out, "0001") {
+		t.Errorf("report of an empty trace: exit %d:\n%s", code, out)
 	}
 }
 
