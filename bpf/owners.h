@@ -185,7 +185,8 @@ static __always_inline int remember_pending(void *ctx, int fd, bool want_origin)
 	if (!sk)
 		return 0;
 	p.sk = (__u64)sk;
-	if (want_origin && origin_allowed())
+	/* The stack walk is the costly part: only for processes traced. */
+	if (want_origin && pid_wanted(bpf_get_current_pid_tgid() >> 32) && origin_allowed())
 		capture_origin(ctx, &p.origin);
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	bpf_map_update_elem(&pending_socks, &tid, &p, BPF_ANY);

@@ -36,6 +36,23 @@ func (t *Tracer) followFilteredHolders(in *timeline.Input) {
 	}
 }
 
+// recorded is what a recording keeps of an input: with a pid filter, a walk
+// of the socket table keeps the sockets the filtered processes hold and
+// those the timeline follows, not every socket of the host.
+func (t *Tracer) recorded(in *timeline.Input) *timeline.Input {
+	if len(t.cfg.PIDs) == 0 || in.Kind != timeline.InputTable {
+		return in
+	}
+	kept := *in
+	kept.Table.Sockets = nil
+	for _, s := range in.Table.Sockets {
+		if t.timeline.Conn(s.Cookie) != nil || slices.ContainsFunc(s.Holders, func(o tcp.Owner) bool { return t.filtered(o.PID) }) {
+			kept.Table.Sockets = append(kept.Table.Sockets, s)
+		}
+	}
+	return &kept
+}
+
 func (t *Tracer) filtered(pid uint32) bool { return slices.Contains(t.cfg.PIDs, pid) }
 
 func (t *Tracer) heldByFiltered(cookie uint64) bool {

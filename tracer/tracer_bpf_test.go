@@ -268,6 +268,30 @@ func TestBPFPidFilter(t *testing.T) {
 	t.Logf("%d events missed and counted; seen:\n%s", missed, strings.Join(got, "\n"))
 }
 
+// TestBPFPidFilterSkipsOthersOrigins: with --pid, processes not traced pay
+// no user-stack walk at connect(): the per-process budget of stacks (one a
+// second here) is never spent by a client that is not traced.
+func TestBPFPidFilterSkipsOthersOrigins(t *testing.T) {
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	r := startTracer(t, Config{PIDs: []uint32{uint32(server.PID)}, OriginRate: 1})
+	client := testenv.StartPeer(t, "client", server.ListenAddr(), "4")
+	for range 4 {
+		client.Expect("connected")
+	}
+	var skipped uint64
+	r.inRun(func() {
+		if err := r.tr.readCounters(); err != nil {
+			t.Error(err)
+		}
+		skipped = r.tr.OriginsSkipped()
+	})
+	// The server's four accepts spend its own budget: three skipped. A
+	// client's connects walked, they would skip three more.
+	if skipped > 3 {
+		t.Errorf("%d user stacks skipped past the budget: the untraced client's connects took stacks", skipped)
+	}
+}
+
 // TestBPFPidFilterFollowsHolders: --pid names a process that got its
 // connection by fork, from a server that still holds it too, before tracing
 // started: the kernel's owner map names the server, whose events the pid

@@ -243,7 +243,7 @@ func (t *Tracer) drain(emit func(*tcp.Event)) error {
 // feed passes one input to the recorder, if any, and to the timeline.
 func (t *Tracer) feed(in *timeline.Input, emit func(*tcp.Event)) error {
 	if t.cfg.Recorder != nil {
-		if err := t.cfg.Recorder.Record(in); err != nil {
+		if err := t.cfg.Recorder.Record(t.recorded(in)); err != nil {
 			return fmt.Errorf("record: %w", err)
 		}
 	}

@@ -321,3 +321,46 @@ func startRecord(t *testing.T, args ...string) (*exec.Cmd, func() string) {
 	}
 	return rec, text
 }
+
+// TestBPFRecordPidFilter: a recording filtered by --pid keeps, of the
+// socket table, only what that process holds: not the other processes'
+// sockets nor their names.
+func TestBPFRecordPidFilter(t *testing.T) {
+	testenv.RequireBPF(t)
+	other, _ := testenv.LeakyServer(t, 3)
+	target := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	listen := netip.MustParseAddrPort(target.ListenAddr())
+	trace := filepath.Join(t.TempDir(), "pid.trace")
+	if _, stderr, code := runTcptrace(t, nil, "record", "-o", trace, "--pid", fmt.Sprint(target.PID), "--duration", "2s"); code != 0 {
+		t.Fatalf("record: exit %d: %s", code, stderr)
+	}
+	f, err := os.Open(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	rd, err := tracefile.NewReader(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var in timeline.Input
+	tables, listener := 0, false
+	for rd.Next(&in) == nil {
+		if in.Kind != timeline.InputTable {
+			continue
+		}
+		tables++
+		for _, s := range in.Table.Sockets {
+			listener = listener || s.Local == listen
+			for _, h := range s.Holders {
+				if int(h.PID) != target.PID {
+					t.Errorf("the trace holds %v -> %v of process %d (%s); --pid %d (the leaky server is %d)",
+						s.Local, s.Remote, h.PID, h.Comm, target.PID, other.PID)
+				}
+			}
+		}
+	}
+	if tables == 0 || !listener {
+		t.Errorf("%d table walks recorded; the target's listener %v in them: %v", tables, listen, listener)
+	}
+}
