@@ -16,8 +16,10 @@ type ResetClose struct {
 	State  tcp.State    `json:"state"` // when the RST went out or came in
 	// Sent is true when this end sent the RST, false when the peer did;
 	// Reason is the kernel's reason for sending it.
-	Sent   bool      `json:"sent"`
-	Reason string    `json:"reason,omitempty"`
+	Sent   bool   `json:"sent"`
+	Reason string `json:"reason,omitempty"`
+	// Orphan: no file referred to the socket any more when the RST went.
+	Orphan bool      `json:"orphan"`
 	Owner  tcp.Owner `json:"owner"`
 }
 
@@ -27,7 +29,7 @@ func buildResets(events []tcp.Event) []ResetClose {
 		ev := &events[i]
 		r := ResetClose{
 			Time: ev.Time, Conn: ev.Cookie, Local: tcp.Endpoint{AddrPort: ev.Local}, Remote: tcp.Endpoint{AddrPort: ev.Remote},
-			State: ev.Old, Sent: ev.ResetSent, Reason: ev.ResetReason, Owner: ev.Owner,
+			State: ev.Old, Sent: ev.ResetSent, Reason: ev.ResetReason, Orphan: ev.Flags&tcp.FlagOrphan != 0, Owner: ev.Owner,
 		}
 		out = append(out, r)
 	}

@@ -129,6 +129,9 @@ static __always_inline int on_reset(const struct sock *sk, bool sent, __u32 reas
 	e->reason = reason;
 	e->sk_err = BPF_CORE_READ(sk, sk_err);
 	e->flags = sent ? FLAG_RESET_SENT : 0;
+	/* One reason (TCP_STATE) covers an abort by close() and an orphan's timeout. */
+	if (BPF_CORE_READ(sk, __sk_common.skc_flags) & (1UL << SOCK_DEAD))
+		e->flags |= FLAG_ORPHAN;
 	submit(e);
 	return 0;
 }

@@ -39,12 +39,11 @@ func Advice(p *analysis.ProcessLeak) string {
 // resetWhy explains a reset reason in words, for the reasons programs cause.
 var resetWhy = map[string]string{
 	"TCP_ABORT_ON_CLOSE":          "closed with data still unread",
-	"TCP_ABORT_ON_LINGER":         "closed with SO_LINGER set to zero",
+	"TCP_ABORT_ON_LINGER":         "closed in FIN_WAIT2 with TCP_LINGER2 negative",
 	"TCP_DISCONNECT_WITH_DATA":    "closed with SO_LINGER set to zero, or disconnected, with data pending",
 	"TCP_ABORT_ON_DATA":           "data arrived after this end closed",
 	"TCP_ABORT_ON_MEMORY":         "the kernel ran short of memory for orphaned sockets",
 	"TCP_ABORT_ON_TIMEOUT":        "the connection timed out",
-	"TCP_STATE":                   "an orphan in FIN_WAIT2 timed out",
 	"TCP_INVALID_ACK_SEQUENCE":    "an invalid ACK arrived",
 	"TCP_OLD_ACK":                 "an old ACK arrived",
 	"TCP_INVALID_SYN":             "an unexpected SYN arrived",
@@ -62,6 +61,11 @@ func ResetWhy(r *analysis.ResetClose) string {
 	switch {
 	case !r.Sent:
 		return fmt.Sprintf("reset by the peer %s", r.Remote)
+	case r.Reason == "TCP_STATE" && r.Orphan:
+		// The kernel gives one reason for two causes; the socket tells them apart.
+		return "this end sent a RST: an orphan in " + r.State.String() + " timed out (net.ipv4.tcp_fin_timeout, TCP_LINGER2)"
+	case r.Reason == "TCP_STATE":
+		return "this end sent a RST: the application aborted it (close() with SO_LINGER {1, 0}, or connect() to AF_UNSPEC)"
 	case resetWhy[r.Reason] != "":
 		return "this end sent a RST: " + resetWhy[r.Reason]
 	default:

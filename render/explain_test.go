@@ -101,3 +101,24 @@ func TestTextLine(t *testing.T) {
 		t.Errorf("text in a container:\n%q", got)
 	}
 }
+
+// TestResetWhy: the kernel's reason TCP_STATE covers an application's abort
+// (SO_LINGER {1, 0}) and an orphan's FIN_WAIT2 timeout; the orphan flag of
+// the RST tells them apart.
+func TestResetWhy(t *testing.T) {
+	for _, tc := range []struct {
+		r    analysis.ResetClose
+		want string
+	}{
+		{analysis.ResetClose{Sent: true, Reason: "TCP_STATE", State: tcp.StateEstablished}, "the application aborted it (close() with SO_LINGER {1, 0}"},
+		{analysis.ResetClose{Sent: true, Reason: "TCP_STATE", State: tcp.StateFinWait2}, "the application aborted it"},
+		{analysis.ResetClose{Sent: true, Reason: "TCP_STATE", State: tcp.StateFinWait2, Orphan: true}, "an orphan in FIN_WAIT2 timed out"},
+		{analysis.ResetClose{Sent: true, Reason: "TCP_ABORT_ON_LINGER", State: tcp.StateFinWait2, Orphan: true}, "TCP_LINGER2 negative"},
+		{analysis.ResetClose{Sent: true, Reason: "TCP_ABORT_ON_CLOSE"}, "closed with data still unread"},
+		{analysis.ResetClose{Remote: tcp.Endpoint{AddrPort: netip.MustParseAddrPort("10.0.0.9:80")}}, "reset by the peer 10.0.0.9:80"},
+	} {
+		if got := ResetWhy(&tc.r); !strings.Contains(got, tc.want) {
+			t.Errorf("%+v: %q, want %q in it", tc.r, got, tc.want)
+		}
+	}
+}
