@@ -202,9 +202,9 @@ func leakFDs(t *testing.T, out string, pid int) string {
 func TestBPFRecordReport(t *testing.T) {
 	testenv.RequireBPF(t)
 	trace := filepath.Join(t.TempDir(), "leak.trace")
-	rec, recErr := startRecord(t, "-o", trace, "--duration", "4s")
+	_, recErr, wait := startRecord(t, "-o", trace, "--duration", "4s")
 	server, _ := testenv.LeakyServer(t, 3)
-	if err := rec.Wait(); err != nil {
+	if err := wait(); err != nil {
 		t.Fatalf("record: %v: %s", err, recErr())
 	}
 	port := fmt.Sprint(netip.MustParseAddrPort(server.ListenAddr()).Port())
@@ -238,7 +238,7 @@ func TestBPFRecordReport(t *testing.T) {
 func TestBPFRecordKilled(t *testing.T) {
 	testenv.RequireBPF(t)
 	trace := filepath.Join(t.TempDir(), "killed.trace")
-	rec, _ := startRecord(t, "-o", trace)
+	rec, _, _ := startRecord(t, "-o", trace)
 	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
 	client := testenv.StartPeer(t, "client", server.ListenAddr())
 	cli := client.Conn("connected")
@@ -280,8 +280,9 @@ func TestBPFRecordKilled(t *testing.T) {
 }
 
 // startRecord starts tcptrace record with args and returns once it says it
-// is recording, with its standard error so far and to come.
-func startRecord(t *testing.T, args ...string) (*exec.Cmd, func() string) {
+// is recording, with its standard error so far and to come, and a wait for
+// its end after which that standard error is whole.
+func startRecord(t *testing.T, args ...string) (*exec.Cmd, func() string, func() error) {
 	t.Helper()
 	rec := exec.Command(tcptraceBinary, append([]string{"record"}, args...)...)
 	pipe, err := rec.StderrPipe()
@@ -319,7 +320,12 @@ func startRecord(t *testing.T, args ...string) (*exec.Cmd, func() string) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("record did not start in 60s: %s", text())
 	}
-	return rec, text
+	// Wait closes the pipe: only once all of it was read.
+	wait := func() error {
+		<-ended
+		return rec.Wait()
+	}
+	return rec, text, wait
 }
 
 // TestBPFRecordPidFilter: a recording filtered by --pid keeps, of the
@@ -363,4 +369,60 @@ func TestBPFRecordPidFilter(t *testing.T) {
 	if tables == 0 || !listener {
 		t.Errorf("%d table walks recorded; the target's listener %v in them: %v", tables, listen, listener)
 	}
+}
+
+// TestBPFRecordDiskFull: a recording that fills its file system ends with
+// one line saying so and exit status 1; its summary counts the bytes that
+// reached the file, and the trace reads back up to where the disk filled.
+func TestBPFRecordDiskFull(t *testing.T) {
+	testenv.RequireBPF(t)
+	dir := smallFS(t, "size=128k")
+	trace := filepath.Join(dir, "full.trace")
+	rec, stderr, wait := startRecord(t, "-o", trace)
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	// Enough connections to fill 128 KiB with events, the walks aside.
+	testenv.StartPeer(t, "client", server.ListenAddr(), "3000")
+	done := make(chan error, 1)
+	go func() { done <- wait() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the recorder still runs 30s after the disk filled:\n%s", stderr())
+	}
+	out := stderr()
+	if rec.ProcessState.ExitCode() != 1 || !strings.Contains(out, "no space left on device") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 and the full disk named", rec.ProcessState.ExitCode(), out)
+	}
+	st, err := os.Stat(trace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("(%d bytes)", st.Size()); !strings.Contains(out, want) {
+		t.Errorf("the summary does not count the %d bytes on disk:\n%s", st.Size(), out)
+	}
+	if _, stderr, code := runOffline(t, "report", trace); code != 0 {
+		t.Errorf("report of the full trace: exit %d, %s", code, stderr)
+	}
+}
+
+// TestBPFRecordReadOnly: a trace that cannot be created is one line and
+// exit status 1, before anything is loaded.
+func TestBPFRecordReadOnly(t *testing.T) {
+	testenv.RequireBPF(t)
+	dir := smallFS(t, "ro")
+	_, stderr, code := runTcptrace(t, nil, "record", "-o", filepath.Join(dir, "x.trace"), "--duration", "1s")
+	if code != 1 || strings.Count(stderr, "\n") != 1 || !strings.Contains(stderr, "read-only file system") {
+		t.Errorf("exit %d, stderr %q; want exit 1 and one line naming the read-only file system", code, stderr)
+	}
+}
+
+// smallFS mounts a tmpfs with these options for the test.
+func smallFS(t *testing.T, options string) string {
+	t.Helper()
+	dir := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", options, "tcptrace-test", dir).CombinedOutput(); err != nil {
+		t.Fatalf("mount tmpfs: %v: %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", dir).Run() })
+	return dir
 }
