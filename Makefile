@@ -4,7 +4,7 @@
 GO ?= go
 BIN := bin/tcptrace
 
-.PHONY: all build generate vmlinux test check-generated lint clean deps bench vmtest
+.PHONY: all build generate vmlinux test check-generated lint clean deps bench vmtest soak fuzz
 
 all: build
 
@@ -47,6 +47,19 @@ lint:
 test:
 	TCPTRACE_REQUIRE_BPF=1 $(GO) test -count=1 -parallel 4 -timeout 10m ./...
 	cd deploy && $(GO) test -count=1 ./...
+
+# The soak: serve, leaks and record side by side under connection churn for
+# SOAK, their memory sampled every second (CI runs the short one).
+SOAK ?= 75s
+soak:
+	TCPTRACE_SOAK=$(SOAK) TCPTRACE_REQUIRE_BPF=1 $(GO) test -count=1 -timeout 0 -run '^TestBPFSoak$$' -v ./cmd/tcptrace
+
+# The fuzz targets, FUZZTIME each: the trace reader (with its memory bound)
+# and the JSON encoder.
+FUZZTIME ?= 1m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) ./tracefile
+	$(GO) test -run '^$$' -fuzz '^FuzzJSONLine$$' -fuzztime $(FUZZTIME) ./render
 
 # The kernel matrix: boots Debian's kernels under QEMU and runs the BPF tests and
 # the CLI inside (vmtest/run.sh). KERNEL=5.10, 6.1, 6.12 or backports picks one.

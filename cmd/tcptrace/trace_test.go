@@ -426,3 +426,56 @@ func smallFS(t *testing.T, options string) string {
 	t.Cleanup(func() { exec.Command("umount", dir).Run() })
 	return dir
 }
+
+// TestBPFRecordStopWhileRotating: a stop request while a recording rotates
+// its files under load ends it within the second, and every file reads.
+func TestBPFRecordStopWhileRotating(t *testing.T) {
+	testenv.RequireBPF(t)
+	trace := filepath.Join(t.TempDir(), "rot.trace")
+	rec, stderr, wait := startRecord(t, "-o", trace, "--max-size", "1M", "--max-files", "3")
+	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
+	testenv.StartPeer(t, "client", server.ListenAddr(), "20000")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := os.Stat(trace + ".1"); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no rotation in 30s:\n%s", stderr())
+		}
+	}
+	rec.Process.Signal(syscall.SIGINT)
+	sent := time.Now()
+	if err := wait(); err != nil {
+		t.Fatalf("record: %v:\n%s", err, stderr())
+	}
+	if took := time.Since(sent); took > 1500*time.Millisecond {
+		t.Errorf("ended %v after SIGINT", took.Round(time.Millisecond))
+	}
+	for _, p := range []string{trace, trace + ".1"} {
+		if _, errs, code := runOffline(t, "report", p); code != 0 || errs != "" {
+			t.Errorf("report %s: exit %d, %s", filepath.Base(p), code, errs)
+		}
+	}
+}
+
+// TestBPFRecordKilledStarting: a recorder killed while it starts leaves a
+// trace that reads, or none; never an empty file.
+func TestBPFRecordKilledStarting(t *testing.T) {
+	testenv.RequireBPF(t)
+	for _, delay := range []time.Duration{20 * time.Millisecond, 200 * time.Millisecond, 700 * time.Millisecond, 1500 * time.Millisecond} {
+		trace := filepath.Join(t.TempDir(), "killed.trace")
+		rec := exec.Command(tcptraceBinary, "record", "-o", trace)
+		if err := rec.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(delay)
+		rec.Process.Kill()
+		rec.Wait()
+		if _, err := os.Stat(trace); err != nil {
+			continue // none
+		}
+		if _, errs, code := runOffline(t, "report", trace); code != 0 {
+			t.Errorf("killed after %v: report exit %d, %s", delay, code, errs)
+		}
+	}
+}
