@@ -137,7 +137,7 @@ func (w *Writer) open(keep bool) error {
 // start writes a file's start, its magic number and header, to f, which
 // becomes the writer's file.
 func (w *Writer) start(f *os.File) error {
-	w.f, w.out, w.failed = f, &countingWriter{w: f}, false
+	w.f, w.out, w.failed = f, &countingWriter{w: f, path: w.path}, false
 	w.bw, w.size = bufio.NewWriterSize(w.out, 256<<10), 0
 	w.enc = encoder{}
 	w.origins, w.processes = map[originKey]bool{}, map[uint32]bool{}
@@ -159,16 +159,27 @@ func (w *Writer) start(f *os.File) error {
 }
 
 // countingWriter counts the bytes the file took, which a full disk makes
-// fewer than those given to the buffer.
+// fewer than those given to the buffer, and names the trace in errors (the
+// file may still have its temporary name).
 type countingWriter struct {
-	w io.Writer
-	n int64
+	w    io.Writer
+	n    int64
+	path string
 }
 
 func (c *countingWriter) Write(p []byte) (int, error) {
 	n, err := c.w.Write(p)
 	c.n += int64(n)
-	return n, err
+	return n, namedAs(err, c.path)
+}
+
+// namedAs gives a file error the trace's path, not the temporary name the
+// file may still have.
+func namedAs(err error, path string) error {
+	if pe, ok := err.(*fs.PathError); ok {
+		return &fs.PathError{Op: pe.Op, Path: path, Err: pe.Err}
+	}
+	return err
 }
 
 // write frames the encoder's payload as a record: type, length, payload, CRC-32C.
@@ -278,7 +289,7 @@ func (w *Writer) describe(ev *tcp.Event) error {
 func (w *Writer) Flush() error {
 	err := w.bw.Flush()
 	if err == nil {
-		err = w.f.Sync()
+		err = namedAs(w.f.Sync(), w.path)
 	}
 	w.failed = w.failed || err != nil
 	return err

@@ -61,9 +61,14 @@ func runDoctor(ctx context.Context, args []string) error {
 	}
 	// Its checks take a second or two and have nothing to sum up: a stop
 	// request ends it at once.
+	finished := make(chan struct{})
+	defer close(finished)
 	go func() {
-		<-ctx.Done()
-		os.Exit(130)
+		select {
+		case <-ctx.Done():
+			os.Exit(130)
+		case <-finished:
+		}
 	}()
 	d := doctor.Diagnose()
 	if f.json {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"net/netip"
@@ -376,22 +377,36 @@ func TestBPFRecordPidFilter(t *testing.T) {
 // reached the file, and the trace reads back up to where the disk filled.
 func TestBPFRecordDiskFull(t *testing.T) {
 	testenv.RequireBPF(t)
-	dir := smallFS(t, "size=128k")
+	dir := smallFS(t, "size=1m")
 	trace := filepath.Join(dir, "full.trace")
-	rec, stderr, wait := startRecord(t, "-o", trace)
-	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-	// Enough connections to fill 128 KiB with events, the walks aside.
-	testenv.StartPeer(t, "client", server.ListenAddr(), "3000")
+	churn, err := testenv.Build(t.TempDir(), "bench/churn")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Connections churn until the disk is full, in the first walk (on a
+	// host with many sockets) or in the events after.
+	load := exec.Command(churn, "-n", "1000000", "-workers", "2", "-timeout", "60s")
+	if err := load.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { load.Process.Kill(); load.Wait() })
+	rec := exec.Command(tcptraceBinary, "record", "-o", trace)
+	var stderr bytes.Buffer
+	rec.Stderr = &stderr
+	if err := rec.Start(); err != nil {
+		t.Fatal(err)
+	}
 	done := make(chan error, 1)
-	go func() { done <- wait() }()
+	go func() { done <- rec.Wait() }()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
-		t.Fatalf("the recorder still runs 30s after the disk filled:\n%s", stderr())
+	case <-time.After(40 * time.Second):
+		rec.Process.Kill()
+		t.Fatalf("the recorder still runs after 40s of churn onto 1 MiB:\n%s", stderr.String())
 	}
-	out := stderr()
-	if rec.ProcessState.ExitCode() != 1 || !strings.Contains(out, "no space left on device") {
-		t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 and the full disk named", rec.ProcessState.ExitCode(), out)
+	out := stderr.String()
+	if rec.ProcessState.ExitCode() != 1 || !strings.Contains(out, "full.trace: no space left on device") {
+		t.Fatalf("exit %d, stderr:\n%s\nwant exit 1 and the full disk named with the trace", rec.ProcessState.ExitCode(), out)
 	}
 	st, err := os.Stat(trace)
 	if err != nil {
@@ -432,9 +447,16 @@ func smallFS(t *testing.T, options string) string {
 func TestBPFRecordStopWhileRotating(t *testing.T) {
 	testenv.RequireBPF(t)
 	trace := filepath.Join(t.TempDir(), "rot.trace")
+	churn, err := testenv.Build(t.TempDir(), "bench/churn")
+	if err != nil {
+		t.Fatal(err)
+	}
 	rec, stderr, wait := startRecord(t, "-o", trace, "--max-size", "1M", "--max-files", "3")
-	server := testenv.StartPeer(t, "server", "127.0.0.1:0")
-	testenv.StartPeer(t, "client", server.ListenAddr(), "20000")
+	load := exec.Command(churn, "-n", "1000000", "-workers", "2", "-timeout", "40s")
+	if err := load.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { load.Process.Kill(); load.Wait() })
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if _, err := os.Stat(trace + ".1"); err == nil {
 			break
