@@ -104,6 +104,22 @@ struct origin {
 	__u64 leaf; /* 0 when not found */
 };
 
+/*
+ * A connection's totals, read from its tcp_sock at its CLOSE transition, as
+ * tcp_get_info() (and so ss -i) reports them. Every field is in Linux 4.19
+ * and later.
+ */
+struct life {
+	__u64 bytes_acked;    /* sequence space acked: data, our FIN, a client's SYN */
+	__u64 bytes_received; /* sequence space received: data, and the peer's FIN */
+	__u32 segs_out;
+	__u32 segs_in;
+	__u32 total_retrans; /* segments retransmitted */
+	__u32 srtt_us;	     /* smoothed RTT */
+	__u32 rttvar_us;
+	__u32 min_rtt_us;
+};
+
 struct event {
 	__u64 ts_ns; /* CLOCK_BOOTTIME */
 	__u64 cookie;
@@ -131,6 +147,7 @@ struct event {
 	struct owner owner;
 	struct origin origin; /* for accept and CLOSE -> SYN_SENT */
 	__u64 since_ns;	      /* EVENT_SYNACK_TIMER: CLOCK_BOOTTIME of the first SYN-ACK */
+	struct life life;     /* EVENT_STATE to CLOSE */
 };
 
 /* A socket found by the iter/tcp programs. */

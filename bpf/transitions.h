@@ -5,6 +5,22 @@
 #ifndef TCPTRACE_TRANSITIONS_H
 #define TCPTRACE_TRANSITIONS_H
 
+/* The totals of a connection that closes (struct life). */
+static __always_inline void read_life(const struct sock *sk, struct life *l)
+{
+	const struct tcp_sock *tp = (const struct tcp_sock *)sk;
+
+	l->bytes_acked = BPF_CORE_READ(tp, bytes_acked);
+	l->bytes_received = BPF_CORE_READ(tp, bytes_received);
+	l->segs_out = BPF_CORE_READ(tp, segs_out);
+	l->segs_in = BPF_CORE_READ(tp, segs_in);
+	l->total_retrans = BPF_CORE_READ(tp, total_retrans);
+	/* Kept scaled, as tcp_get_info() unscales them. */
+	l->srtt_us = BPF_CORE_READ(tp, srtt_us) >> 3;
+	l->rttvar_us = BPF_CORE_READ(tp, mdev_us) >> 2;
+	l->min_rtt_us = BPF_CORE_READ(tp, rtt_min.s[0].v);
+}
+
 /* Sends the record of one transition of sk, at ts_ns (0: now). */
 static __always_inline void report_transition(const struct sock *sk, __u64 cookie,
 					      const struct owner *owner,
@@ -22,6 +38,8 @@ static __always_inline void report_transition(const struct sock *sk, __u64 cooki
 	e->newstate = newstate;
 	e->origin = *origin;
 	e->sk_err = SK_READ(btf, sk, sk_err);
+	if (newstate == TCP_CLOSE)
+		read_life(sk, &e->life);
 
 	__u8 flags = owner->flags;
 	if (e->sk_err)

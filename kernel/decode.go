@@ -123,6 +123,13 @@ func (d *Decoder) Decode(raw []byte, ev *tcp.Event) bool {
 		Origin:  tcp.Origin{StackID: r.Origin.StackId, Leaf: r.Origin.Leaf, PID: r.Pid},
 		Owner:   tcp.Owner{FD: -1},
 	}
+	if ev.Kind == tcp.KindTransition && ev.New == tcp.StateClose {
+		l := &r.Life
+		ev.Totals = tcp.Totals{Read: true, BytesAcked: l.BytesAcked, BytesReceived: l.BytesReceived,
+			SegsOut: l.SegsOut, SegsIn: l.SegsIn, Retransmits: l.TotalRetrans,
+			SRTT: time.Duration(l.SrttUs) * time.Microsecond, RTTVar: time.Duration(l.RttvarUs) * time.Microsecond,
+			MinRTT: time.Duration(l.MinRttUs) * time.Microsecond}
+	}
 	if ev.Kind == KindTimeWaitExpired {
 		ev.New = tcp.State(r.TwSubstate) // TIME_WAIT, or an orphan's FIN_WAIT2
 		ev.TimeWaitLeft = time.Duration(int64(int32(r.TwLeft)) * d.nsPerJiffy)

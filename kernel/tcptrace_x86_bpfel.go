@@ -55,6 +55,17 @@ type tcptraceEvent struct {
 		Leaf    uint64
 	}
 	SinceNs uint64
+	Life    struct {
+		_             structs.HostLayout
+		BytesAcked    uint64
+		BytesReceived uint64
+		SegsOut       uint32
+		SegsIn        uint32
+		TotalRetrans  uint32
+		SrttUs        uint32
+		RttvarUs      uint32
+		MinRttUs      uint32
+	}
 }
 
 type tcptraceEventFlag uint32

@@ -295,6 +295,22 @@ type Event struct {
 	// first sent at FirstSynAck.
 	SynAcks     uint8
 	FirstSynAck time.Time
+	// Totals is read from the socket at its CLOSE transition (carried on to
+	// its move into TIME_WAIT): on no other line.
+	Totals Totals
+}
+
+// Totals are a connection's counters when it closed, as tcp_get_info()
+// (and ss -i) reports them.
+type Totals struct {
+	Read bool // the kernel read them: false on every other line
+	// BytesAcked counts the sequence space the peer acknowledged: data,
+	// this end's FIN, and a client's SYN; BytesReceived the sequence space
+	// received: data, and the peer's FIN.
+	BytesAcked, BytesReceived uint64
+	SegsOut, SegsIn           uint32
+	Retransmits               uint32 // segments retransmitted
+	SRTT, RTTVar, MinRTT      time.Duration
 }
 
 // Family is 4 or 6.

@@ -72,6 +72,10 @@ type Timeline struct {
 	// at every connection.
 	held   map[uint64]*tcp.Event
 	checks checkQueue
+	// orphanTotals keeps the totals of an orphan handed to a timewait
+	// socket in FIN_WAIT2, whose CLOSE shows no line: its next line (into
+	// TIME_WAIT, or its end) carries them.
+	orphanTotals map[uint64]tcp.Totals
 	// tuples finds the connection whose timewait socket, or half-open
 	// request, holds a four-tuple (by tupleKey's hash): a new socket that
 	// takes the tuple over ends it, which no tracepoint reports.
@@ -132,6 +136,7 @@ func (t *Timeline) forget(cookie uint64) {
 		return
 	}
 	delete(t.conns, cookie)
+	delete(t.orphanTotals, cookie)
 	t.unhold(c)
 	if k := listenerOf(c.NetNS, c.Local); t.listeners[k] == cookie {
 		delete(t.listeners, k)
@@ -167,7 +172,7 @@ func keep(list []tcp.Event, ev *tcp.Event, max int) []tcp.Event {
 
 // New starts a timeline at the time tracing started.
 func New(started time.Time) *Timeline {
-	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*tcp.Event),
+	return &Timeline{conns: make(map[uint64]*Conn), recent: make(map[uint64]*Conn), held: make(map[uint64]*tcp.Event), orphanTotals: make(map[uint64]tcp.Totals),
 		tuples: make(map[uint64]uint64), tupleSeed: maphash.MakeSeed(), sharers: make(map[uint64][]tcp.Owner),
 		owned: make(map[uint32]map[uint64]struct{}), listeners: make(map[listenerKey]uint64), started: started}
 }
@@ -461,6 +466,10 @@ func (t *Timeline) ApplyTimeWait(s TimeWaitSighting, emit func(*tcp.Event)) {
 	ev := &t.scratch
 	*ev = tcp.Event{Kind: tcp.KindTransition, Cookie: c.Cookie, NetNS: c.NetNS, Old: c.State, Source: tcp.SourceTimeWait, FD: -1}
 	t.fill(c, ev)
+	if totals, ok := t.orphanTotals[c.Cookie]; ok && (!s.Seen || s.Substate == tcp.StateTimeWait && c.State != tcp.StateTimeWait) {
+		ev.Totals = totals
+		delete(t.orphanTotals, c.Cookie)
+	}
 	switch {
 	case !s.Seen:
 		ev.New = tcp.StateClose
@@ -499,6 +508,9 @@ func (t *Timeline) heldSighting(c *Conn, h *tcp.Event, s TimeWaitSighting, emit 
 	if s.Substate != tcp.StateTimeWait {
 		// An orphan handed to a timewait socket still waits in FIN_WAIT2.
 		c.lastUpdate = h.Time.UnixNano()
+		if h.Totals.Read {
+			t.orphanTotals[c.Cookie] = h.Totals
+		}
 		return
 	}
 	h.New = tcp.StateTimeWait

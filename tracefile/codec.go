@@ -180,6 +180,20 @@ func (e *encoder) event(ev *tcp.Event) {
 	}
 	e.byte1(ev.SynAcks)
 	e.time(ev.FirstSynAck)
+	// Added at the end: older readers skip it.
+	if t := &ev.Totals; t.Read {
+		e.bool(true)
+		e.uvarint(t.BytesAcked)
+		e.uvarint(t.BytesReceived)
+		e.uvarint(uint64(t.SegsOut))
+		e.uvarint(uint64(t.SegsIn))
+		e.uvarint(uint64(t.Retransmits))
+		e.varint(int64(t.SRTT))
+		e.varint(int64(t.RTTVar))
+		e.varint(int64(t.MinRTT))
+	} else {
+		e.bool(false)
+	}
 }
 
 func (e *encoder) frames(frames []tcp.Frame) {
@@ -492,13 +506,20 @@ func (d *decoder) event(ev *tcp.Event) {
 			d.socket(&ev.PortHolders[j])
 		}
 	}
-	ev.Sharers, ev.SynAcks, ev.FirstSynAck = nil, 0, time.Time{}
+	ev.Sharers, ev.SynAcks, ev.FirstSynAck, ev.Totals = nil, 0, time.Time{}, tcp.Totals{}
 	if len(d.b) > 0 { // absent from traces of older tcptraces
 		for n := d.count(minOwnerBytes); n > 0 && d.err == nil; n-- {
 			ev.Sharers = append(ev.Sharers, d.owner())
 		}
 		ev.SynAcks = d.byte1()
 		ev.FirstSynAck = d.time()
+	}
+	if len(d.b) > 0 && d.bool() { // the same
+		t := &ev.Totals
+		t.Read = true
+		t.BytesAcked, t.BytesReceived = d.uvarint(), d.uvarint()
+		t.SegsOut, t.SegsIn, t.Retransmits = uint32(d.uvarint()), uint32(d.uvarint()), uint32(d.uvarint())
+		t.SRTT, t.RTTVar, t.MinRTT = time.Duration(d.varint()), time.Duration(d.varint()), time.Duration(d.varint())
 	}
 }
 

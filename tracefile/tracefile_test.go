@@ -36,6 +36,8 @@ func sampleInputs() []timeline.Input {
 			Flags: tcp.FlagOrphan, Errno: 104, FD: -1, TimeWaitLeft: 59 * time.Second,
 			Origin: tcp.Origin{StackID: 3, Leaf: 0x401000, PID: 42}, ResetReason: "TCP_ABORT_ON_CLOSE", ResetSent: true, ReuseAddr: true,
 			PortHolders: []tcp.Socket{tw}, Sharers: []tcp.Owner{{PID: 43, Comm: "child", FD: 7, Via: tcp.OwnerFork}},
+			Totals: tcp.Totals{Read: true, BytesAcked: 1 << 40, BytesReceived: 12345, SegsOut: 9, SegsIn: 8, Retransmits: 2,
+				SRTT: 150 * time.Microsecond, RTTVar: 40 * time.Microsecond, MinRTT: 20 * time.Microsecond},
 		}},
 		{Kind: timeline.InputEvent, Event: tcp.Event{Kind: tcp.KindBindFail, Time: t0.Add(2 * time.Second), Local: local,
 			Owner: tcp.Owner{PID: 50, Comm: "restart", FD: 3}, FD: 3, PortHolders: []tcp.Socket{}}},

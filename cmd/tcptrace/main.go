@@ -55,6 +55,8 @@ func run(ctx context.Context, args []string) error {
 			return runStream(ctx, args[1:])
 		case "leaks":
 			return runLeaks(ctx, args[1:])
+		case "lives":
+			return runLives(ctx, args[1:])
 		case "record":
 			return runRecord(ctx, args[1:])
 		case "serve":

@@ -19,7 +19,8 @@ import (
 const reportHelp = `tcptrace report: what a recorded trace says, as 'tcptrace leaks' would have
 said it live: CLOSE_WAIT owners and fds, stuck closes, TIME_WAIT pressure, RST
 closes, failed binds. As of the end of the trace, or of --at. With --conn or
---timelines, the history of each connection instead. Needs no root.
+--timelines, the history of each connection instead; with --lives, each
+connection's life as 'tcptrace lives' shows it. Needs no root.
 
 Usage:
   tcptrace report FILE [flags]
@@ -29,6 +30,7 @@ Examples:
   tcptrace report web1.trace --at 03:12:00 --json
   tcptrace report web1.trace --timelines --rport 5432
   tcptrace report web1.trace --conn 864562
+  tcptrace report web1.trace --lives --min-duration 1s --sort sent
 
 --at takes a time (RFC 3339, or 15:04:05 on the day the trace began) or an
 offset from the start of the trace (+90s, +1h).
@@ -41,6 +43,9 @@ type reportFlags struct {
 	at        string
 	conns     []string
 	timelines bool
+	lives     bool
+	minLife   time.Duration
+	sortBy    string
 	threshold time.Duration
 	json      bool
 	color     string
@@ -51,6 +56,9 @@ func (f *reportFlags) register(fs *pflag.FlagSet) {
 	fs.StringVar(&f.at, "at", "", "report as of this time instead of the end of the trace")
 	fs.StringSliceVar(&f.conns, "conn", nil, "show the timeline of this connection (its conn id; repeatable)")
 	fs.BoolVar(&f.timelines, "timelines", false, "show the timeline of every connection the filters select")
+	fs.BoolVar(&f.lives, "lives", false, "show the life of every connection that closed, as 'tcptrace lives' does")
+	fs.DurationVar(&f.minLife, "min-duration", 0, "with --lives: only connections that lived at least this long")
+	fs.StringVar(&f.sortBy, "sort", "closed", "with --lives: order by closed, duration, sent, received or retransmits (the largest first)")
 	fs.DurationVar(&f.threshold, "threshold", analysis.DefaultLeakThreshold, "how long in CLOSE_WAIT counts as a leak")
 	fs.BoolVar(&f.json, "json", false, "print JSON")
 	fs.StringVar(&f.color, "color", "auto", "color: auto, always or never (NO_COLOR is respected)")
@@ -106,6 +114,12 @@ func runReport(ctx context.Context, args []string) error {
 		if f.threshold < 0 {
 			return usagef("invalid --threshold %v: want a positive duration", f.threshold)
 		}
+		if lifeOrder[f.sortBy] == nil {
+			return usagef("invalid --sort %q: want closed, duration, sent, received or retransmits", f.sortBy)
+		}
+		if f.minLife < 0 {
+			return usagef("invalid --min-duration %v: want a positive duration", f.minLife)
+		}
 		return nil
 	})
 	if err != nil {
@@ -121,6 +135,9 @@ func runReport(ctx context.Context, args []string) error {
 		stop = func(in *timeline.Input) bool { return inputTime(in).After(at) }
 	}
 
+	if f.lives {
+		return reportLives(tr, stop, &f)
+	}
 	histories := map[uint64][]tcp.Event{}
 	var order []uint64
 	timelines := f.timelines || len(conns) > 0

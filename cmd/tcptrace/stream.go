@@ -22,6 +22,7 @@ that owns the socket (not the task that happened to be on the CPU).
 Usage:
   sudo tcptrace [flags]           the live stream (this page)
   sudo tcptrace leaks [flags]     who holds sockets in CLOSE_WAIT, stuck closes, TIME_WAIT
+  sudo tcptrace lives [flags]     one line per connection as it closes: its life, bytes, end
   sudo tcptrace record -o FILE    keep a trace for postmortems
   sudo tcptrace serve             only serve Prometheus metrics (127.0.0.1:9669)
   tcptrace report FILE            the leaks analyses of a trace, or connection timelines

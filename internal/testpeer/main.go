@@ -25,7 +25,8 @@
 // with SO_LINGER {on, 0}, which sends RST; "shutdown" shuts down
 // the sending side of each (FIN without close); "share" starts a child
 // process that holds a duplicate of every connection (as fork and fd passing
-// do) and prints "shared PID"; "seqs" prints "seq FD RCVNXT" for each
+// do) and prints "shared PID"; "send N" writes N bytes on each connection
+// and prints "sent N"; "seqs" prints "seq FD RCVNXT" for each
 // connection, the next sequence number it expects from its peer (read in
 // TCP_REPAIR mode, which needs CAP_NET_ADMIN); "exit" exits.
 package main
@@ -180,6 +181,7 @@ func (p *peer) dial(addr string) error {
 	}
 	fd := p.add(c)
 	p.say("connected %d %s %s", fd, c.LocalAddr(), c.RemoteAddr())
+	go func() { _, _ = io.Copy(io.Discard, c) }()
 	return nil
 }
 
@@ -295,7 +297,8 @@ func (p *peer) share() (int, error) {
 func (p *peer) commands() {
 	sc := bufio.NewScanner(os.Stdin)
 	for sc.Scan() {
-		switch sc.Text() {
+		cmd, arg, _ := strings.Cut(sc.Text(), " ")
+		switch cmd {
 		case "close":
 			p.mu.Lock()
 			for _, c := range p.conns {
@@ -320,6 +323,21 @@ func (p *peer) commands() {
 			}
 			p.mu.Unlock()
 			p.say("shut")
+		case "send":
+			n, err := strconv.Atoi(arg)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "testpeer: send:", err)
+				os.Exit(1)
+			}
+			p.mu.Lock()
+			for _, c := range p.conns {
+				if _, err := c.Write(make([]byte, n)); err != nil {
+					fmt.Fprintln(os.Stderr, "testpeer: send:", err)
+					os.Exit(1)
+				}
+			}
+			p.mu.Unlock()
+			p.say("sent %d", n)
 		case "seqs":
 			p.mu.Lock()
 			for _, c := range p.conns {
