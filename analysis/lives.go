@@ -1,6 +1,8 @@
 package analysis
 
 import (
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -287,4 +289,59 @@ func (s *lifeSoFar) end() (string, string) {
 		return EndAborted, "" // closed before the handshake completed
 	}
 	return EndFIN, ""
+}
+
+// Failed is a count of connections that failed the same way, from one
+// process to one destination.
+type Failed struct {
+	Remote tcp.Endpoint `json:"remote"`
+	PID    uint32       `json:"pid"`
+	Comm   string       `json:"comm"`
+	End    string       `json:"end"`
+	Count  int          `json:"count"`
+}
+
+// Failures counts failed connections by destination, process and how they
+// failed: handshakes that never completed, and connections reset before
+// they were established.
+type Failures struct {
+	counts map[failureKey]int
+}
+
+type failureKey struct {
+	remote tcp.Endpoint
+	pid    uint32
+	comm   string
+	end    string
+}
+
+// Add counts a life if its connection failed.
+func (f *Failures) Add(lf *Life) {
+	if _, established := lf.InState["ESTABLISHED"]; established || lf.AtLeast {
+		return
+	}
+	switch lf.End {
+	case EndRefused, EndTimedOut, EndUnreachable, EndResetReceived, EndResetSent:
+	default:
+		return
+	}
+	if f.counts == nil {
+		f.counts = map[failureKey]int{}
+	}
+	f.counts[failureKey{lf.Remote, lf.Owner.PID, lf.Owner.Comm, lf.End}]++
+}
+
+// List gives the counts, the largest first.
+func (f *Failures) List() []Failed {
+	out := make([]Failed, 0, len(f.counts))
+	for k, n := range f.counts {
+		out = append(out, Failed{Remote: k.remote, PID: k.pid, Comm: k.comm, End: k.end, Count: n})
+	}
+	slices.SortFunc(out, func(a, b Failed) int {
+		if a.Count != b.Count {
+			return b.Count - a.Count
+		}
+		return strings.Compare(a.Remote.String()+a.End, b.Remote.String()+b.End)
+	})
+	return out
 }

@@ -97,3 +97,18 @@ func Bytes(n uint64) string {
 	}
 	return strconv.FormatFloat(float64(n)/(1<<30), 'f', 1, 64) + " GiB"
 }
+
+// Failures writes the failed connections by destination and process.
+func Failures(w io.Writer, list []analysis.Failed) {
+	if len(list) == 0 {
+		return
+	}
+	fmt.Fprintln(w, "failed connections:")
+	for _, f := range list {
+		end := map[string]string{
+			analysis.EndRefused: "refused", analysis.EndTimedOut: "timed out", analysis.EndUnreachable: "unreachable",
+			analysis.EndResetReceived: "reset by the peer before established", analysis.EndResetSent: "reset by this end before established",
+		}[f.End]
+		fmt.Fprintf(w, "  %6d  %-40s %s, pid %d (%s)\n", f.Count, end, f.Remote, f.PID, f.Comm)
+	}
+}

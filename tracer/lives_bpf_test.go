@@ -138,3 +138,48 @@ func TestBPFLives(t *testing.T) {
 		}
 	}
 }
+
+// TestBPFFailedConnects: in a namespace of the test's own, a connect() to a
+// port nothing listens on is refused, and one whose SYNs an nftables rule
+// drops times out (one SYN retry allowed): each is counted as failed, with
+// its process and destination.
+func TestBPFFailedConnects(t *testing.T) {
+	r := startTracer(t, Config{})
+	ns := fmt.Sprintf("tcptrace-failed-%d", time.Now().UnixNano()%100000)
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_syn_retries=1")
+	run(t, "ip", "netns", "exec", ns, "nft",
+		"add table inet failed; add chain inet failed out { type filter hook output priority 0; }; add rule inet failed out tcp dport 9 drop")
+	refused, dropped := netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:9")
+	pids := map[netip.AddrPort]int{}
+	for _, to := range []netip.AddrPort{refused, dropped} {
+		c := exec.Command("ip", "netns", "exec", ns, testenv.PeerBinary, "client", to.String())
+		if err := c.Start(); err != nil {
+			t.Fatal(err)
+		}
+		pids[to] = c.Process.Pid // ip netns exec execs the peer: same pid
+		if err := c.Wait(); err == nil {
+			t.Fatalf("connect to %v succeeded", to)
+		}
+	}
+	r.waitFor("the dropped connect's end", 10*time.Second, func(ev *tcp.Event) bool {
+		return ev.Kind == tcp.KindTransition && ev.Remote == dropped && ev.New == tcp.StateClose
+	})
+	lives := analysis.NewLives()
+	var failures analysis.Failures
+	for _, ev := range r.snapshot() {
+		lives.Feed(&ev, failures.Add)
+	}
+	lives.Finish(failures.Add)
+	got := map[netip.AddrPort]analysis.Failed{}
+	for _, f := range failures.List() {
+		got[f.Remote.AddrPort] = f
+	}
+	for to, end := range map[netip.AddrPort]string{refused: analysis.EndRefused, dropped: analysis.EndTimedOut} {
+		if f := got[to]; f.End != end || f.Count != 1 || int(f.PID) != pids[to] || f.Comm != "testpeer" {
+			t.Errorf("failures to %v: %+v; want one %s by pid %d (testpeer)", to, f, end, pids[to])
+		}
+	}
+}

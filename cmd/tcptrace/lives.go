@@ -90,6 +90,7 @@ func runLives(ctx context.Context, args []string) error {
 			out.lives.Finish(out.print)
 			out.w.Flush()
 			fmt.Fprintf(os.Stderr, "%d connections closed and shown; %d still open\n", out.shown, out.lives.Open())
+			render.Failures(os.Stderr, out.failures.List())
 			render.Lost(os.Stderr, tr.Stats())
 			return err
 		},
@@ -98,14 +99,16 @@ func runLives(ctx context.Context, args []string) error {
 
 // livesOutput prints lives, live or from a trace.
 type livesOutput struct {
-	w     *bufio.Writer
-	lives *analysis.Lives
-	json  bool
-	min   time.Duration
-	shown int
+	w        *bufio.Writer
+	lives    *analysis.Lives
+	json     bool
+	min      time.Duration
+	shown    int
+	failures analysis.Failures
 }
 
 func (o *livesOutput) print(lf *analysis.Life) {
+	o.failures.Add(lf)
 	if lf.Duration < o.min {
 		return
 	}
@@ -162,6 +165,9 @@ func reportLives(tr *offlineTrace, stop func(*timeline.Input) bool, f *reportFla
 	}
 	for i := range all {
 		out.print(&all[i])
+	}
+	if !f.json {
+		render.Failures(out.w, out.failures.List())
 	}
 	out.w.Flush()
 	return tr.finish(readErr)
