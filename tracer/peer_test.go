@@ -106,6 +106,22 @@ func startTracer(t *testing.T, cfg Config) *recorder {
 	return r
 }
 
+// clientHoldsTimeWait makes a connection whose client shuts down its side
+// first and keeps its fd, and whose server then closes: the client's end
+// waits in TIME_WAIT. It returns once the tracer shows that, with the
+// peers, the client's end and the line of its TIME_WAIT.
+func clientHoldsTimeWait(t *testing.T, r *recorder) (server, client *testenv.Peer, cli testenv.Conn, entered tcp.Event) {
+	t.Helper()
+	server, client, _, cli = testenv.Pair(t, "127.0.0.1:0")
+	client.Send("shutdown")
+	client.Expect("shut")
+	server.Expect("eof")
+	server.Send("close")
+	server.Expect("closed")
+	entered = r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait2, tcp.StateTimeWait))
+	return server, client, cli, entered
+}
+
 // waitFor waits until an event matches and returns it.
 func (r *recorder) waitFor(what string, timeout time.Duration, match func(*tcp.Event) bool) tcp.Event {
 	r.t.Helper()

@@ -184,17 +184,9 @@ func TestBPFTimeWaitKilled(t *testing.T) {
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()
 			r := startTracer(t, Config{})
-			server, client, _, cli := testenv.Pair(t, "127.0.0.1:0")
-			// The client closes first and keeps its fd: its socket waits in
-			// TIME_WAIT, and still knows the sequence number that expects.
-			client.Send("shutdown")
-			client.Expect("shut")
-			server.Expect("eof")
-			server.Send("close")
-			server.Expect("closed")
-			entered := r.waitFor("the client's TIME_WAIT", 5*time.Second, func(ev *tcp.Event) bool {
-				return ev.Kind == tcp.KindTransition && ev.New == tcp.StateTimeWait && ev.Local == cli.Local
-			})
+			// The client's socket, still knowing the sequence number its
+			// timewait socket expects.
+			_, client, cli, entered := clientHoldsTimeWait(t, r)
 			ended := func() *tcp.Event {
 				for _, ev := range r.snapshot() {
 					if ev.Cookie == entered.Cookie && ev.Kind == tcp.KindTransition && ev.New == tcp.StateClose {

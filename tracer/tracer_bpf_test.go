@@ -511,12 +511,7 @@ func tracingGetsCookies(t *testing.T) bool {
 func TestBPFCloseLineOwner(t *testing.T) {
 	t.Parallel() // it waits out a TIME_WAIT
 	r := startTracer(t, Config{})
-	server, client, _, cli := testenv.Pair(t, "127.0.0.1:0")
-	client.Send("shutdown")
-	client.Expect("shut")
-	server.Expect("eof")
-	server.Send("close")
-	r.waitFor("client FIN_WAIT2->TIME_WAIT", 5*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateFinWait2, tcp.StateTimeWait))
+	_, client, cli, _ := clientHoldsTimeWait(t, r)
 	// Once TIME_WAIT ended, tcptrace knows the connection no more.
 	r.waitFor("client TIME_WAIT->CLOSE", 75*time.Second, on(cli.Local, cli.Remote, tcp.KindTransition, tcp.StateTimeWait, tcp.StateClose))
 	client.Send("close")
