@@ -168,7 +168,13 @@ func StartProcess(t *testing.T, path string, args ...string) *Peer {
 // Expect waits for the next line starting with word and returns its fields.
 func (p *Peer) Expect(word string) []string {
 	p.t.Helper()
-	timeout := time.After(10 * time.Second)
+	return p.ExpectWithin(word, 10*time.Second)
+}
+
+// ExpectWithin is Expect for a line that takes longer than most to come.
+func (p *Peer) ExpectWithin(word string, wait time.Duration) []string {
+	p.t.Helper()
+	timeout := time.After(wait)
 	for {
 		select {
 		case line, ok := <-p.lines:
@@ -179,7 +185,7 @@ func (p *Peer) Expect(word string) []string {
 				return f[1:]
 			}
 		case <-timeout:
-			p.t.Fatalf("testpeer %d: no %q line in 10s", p.PID, word)
+			p.t.Fatalf("testpeer %d: no %q line in %v", p.PID, word, wait)
 		}
 	}
 }
