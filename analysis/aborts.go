@@ -1,10 +1,13 @@
 package analysis
 
 import (
+	"cmp"
 	"net/netip"
+	"slices"
 	"time"
 
 	"github.com/tcptrace/tcptrace/tcp"
+	"github.com/tcptrace/tcptrace/timeline"
 )
 
 // ResetClose is a connection ended by a RST.
@@ -100,6 +103,19 @@ func PortHolders(table []tcp.Socket, netns uint32, addr netip.AddrPort) []tcp.So
 	return out
 }
 
+// DestinationHolders are the sockets of a network namespace connected to
+// dest: each holds one of the local ports a connect() to dest can use.
+func DestinationHolders(table []tcp.Socket, netns uint32, dest netip.AddrPort) []tcp.Socket {
+	out := []tcp.Socket{} // not nil: the ports were looked at
+	want := netip.AddrPortFrom(dest.Addr().Unmap(), dest.Port())
+	for _, s := range table {
+		if s.NetNS == netns && netip.AddrPortFrom(s.Remote.Addr().Unmap(), s.Remote.Port()) == want {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 func buildBindFailures(events []tcp.Event) []BindFailure {
 	out := make([]BindFailure, 0, len(events))
 	for i := len(events) - 1; i >= 0; i-- {
@@ -133,6 +149,75 @@ func buildBindFailures(events []tcp.Event) []BindFailure {
 			f.Cause, f.Culprit, f.Culprits = BindNoReuse, withoutReuse[0], len(withoutReuse)
 		}
 		out = append(out, f)
+	}
+	return out
+}
+
+// PortExhaustion is a connect() that found no local port free for its
+// destination (EADDRNOTAVAIL), with what held the ports to it.
+type PortExhaustion struct {
+	Time      time.Time    `json:"time"`
+	PID       uint32       `json:"pid"`
+	Comm      string       `json:"comm"`
+	FD        int32        `json:"fd"`
+	Remote    tcp.Endpoint `json:"remote"`
+	PortRange [2]int       `json:"port_range"`
+	TwReuse   int          `json:"tcp_tw_reuse"`
+	// Examined is false when the ports were not looked at (at most one
+	// failure a second is); Uses then is empty.
+	Examined bool `json:"examined"`
+	// Uses are the sockets to the destination by state and process: for
+	// TIME_WAIT, the process that held the connection (it closed first).
+	Uses []PortUse `json:"uses"`
+}
+
+// PortUse counts the sockets to a destination in one state, of one process.
+type PortUse struct {
+	State tcp.State `json:"state"`
+	PID   uint32    `json:"pid"` // 0: no process known
+	Comm  string    `json:"comm"`
+	Count int       `json:"count"`
+}
+
+// Taken is how many ports to the destination were in use.
+func (p *PortExhaustion) Taken() int {
+	n := 0
+	for _, u := range p.Uses {
+		n += u.Count
+	}
+	return n
+}
+
+func buildPortExhaustions(events []tcp.Event, tl *timeline.Timeline, host tcp.HostTCP) []PortExhaustion {
+	out := make([]PortExhaustion, 0, len(events))
+	for i := len(events) - 1; i >= 0; i-- {
+		ev := &events[i]
+		p := PortExhaustion{Time: ev.Time, PID: ev.Owner.PID, Comm: ev.Owner.Comm, FD: ev.Owner.FD,
+			Remote: tcp.Endpoint{AddrPort: ev.Remote}, PortRange: host.PortRange, TwReuse: host.TwReuse, Examined: ev.PortHolders != nil}
+		if ev.PortRange[1] != 0 { // the failing namespace's own
+			p.PortRange = [2]int{int(ev.PortRange[0]), int(ev.PortRange[1])}
+		}
+		counts := map[PortUse]int{}
+		for _, s := range ev.PortHolders {
+			u := PortUse{State: s.State}
+			switch {
+			case len(s.Holders) > 0:
+				u.PID, u.Comm = s.Holders[0].PID, s.Holders[0].Comm
+			case s.State == tcp.StateTimeWait:
+				if c := tl.Conn(s.Cookie); c != nil && c.Owner.Known() {
+					u.PID, u.Comm = c.Owner.PID, c.Owner.Comm
+				}
+			}
+			counts[u]++
+		}
+		for u, n := range counts {
+			u.Count = n
+			p.Uses = append(p.Uses, u)
+		}
+		slices.SortFunc(p.Uses, func(a, b PortUse) int {
+			return cmp.Or(b.Count-a.Count, cmp.Compare(a.State, b.State), cmp.Compare(a.PID, b.PID))
+		})
+		out = append(out, p)
 	}
 	return out
 }

@@ -40,6 +40,9 @@ type LeakReport struct {
 	Resets []ResetClose `json:"resets"`
 	// BindFailures are the latest bind() calls that failed with EADDRINUSE.
 	BindFailures []BindFailure `json:"bind_failures"`
+	// PortExhaustions are the latest connect() calls that found no local
+	// port (EADDRNOTAVAIL), newest first.
+	PortExhaustions []PortExhaustion `json:"port_exhaustions"`
 	// OriginsSkipped counts connections made since tracing started whose
 	// origin was not recorded: their process was past its stack budget.
 	OriginsSkipped uint64 `json:"origins_skipped,omitempty"`
@@ -138,6 +141,7 @@ func BuildLeakReport(table []tcp.Socket, tl *timeline.Timeline, host tcp.HostTCP
 	rep.TimeWait = buildTimeWait(table, tl, host, now)
 	rep.Resets = buildResets(tl.Resets)
 	rep.BindFailures = buildBindFailures(tl.BindFailures)
+	rep.PortExhaustions = buildPortExhaustions(tl.ConnectFailures, tl, host)
 	byPID := map[uint32]*ProcessLeak{}
 	for i := range table {
 		s := &table[i]

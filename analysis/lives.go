@@ -61,6 +61,7 @@ const (
 	EndRefused       = "refused"        // a RST answered the SYN
 	EndTimedOut      = "timed_out"      // retransmissions, keepalives or TCP_USER_TIMEOUT ran out
 	EndUnreachable   = "unreachable"    // ICMP said the host or network is unreachable
+	EndNoPort        = "no_local_port"  // connect() found no local port free (EADDRNOTAVAIL)
 	EndUnknown       = "unknown"        // its close was not seen (repaired after lost events)
 )
 
@@ -89,6 +90,7 @@ type lifeSoFar struct {
 	peerFIN     bool
 	finAcked    bool       // this end's FIN was acknowledged
 	reset       *tcp.Event // the last RST sent or received
+	noPort      bool       // its connect() found no local port
 	closing     tcp.Event  // the close, once seen
 }
 
@@ -104,10 +106,14 @@ func (l *Lives) Feed(ev *tcp.Event, out func(*Life)) {
 		delete(l.open, ev.Cookie) // a listener: no connection of its own
 		return
 	}
-	if ev.Kind == tcp.KindReset {
+	if ev.Kind == tcp.KindReset || ev.Kind == tcp.KindConnectFail {
 		for i, p := range l.pending {
 			if p.closing.Cookie == ev.Cookie {
-				p.noteReset(ev)
+				if ev.Kind == tcp.KindConnectFail {
+					p.noPort = true
+				} else {
+					p.noteReset(ev)
+				}
 				l.pending = append(l.pending[:i], l.pending[i+1:]...)
 				l.give(p, out)
 				return
@@ -255,6 +261,9 @@ func roleOf(o tcp.Owner) string {
 // transition and the RSTs seen.
 func (s *lifeSoFar) end() (string, string) {
 	ev := &s.closing
+	if s.noPort {
+		return EndNoPort, ""
+	}
 	switch syscall.Errno(ev.Errno) {
 	case syscall.ECONNREFUSED:
 		return EndRefused, ""
@@ -321,7 +330,7 @@ func (f *Failures) Add(lf *Life) {
 		return
 	}
 	switch lf.End {
-	case EndRefused, EndTimedOut, EndUnreachable, EndResetReceived, EndResetSent:
+	case EndRefused, EndTimedOut, EndUnreachable, EndResetReceived, EndResetSent, EndNoPort:
 	default:
 		return
 	}

@@ -1,11 +1,12 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Failed binds: bind() calls that end in EADDRINUSE, with what they asked for.
+ * Calls that found no port: bind() ending in EADDRINUSE, and connect() in
+ * EADDRNOTAVAIL, with the address each asked for.
  */
 #ifndef TCPTRACE_BINDS_H
 #define TCPTRACE_BINDS_H
 
-/* Thread id -> the bind() in progress on a TCP socket. */
+/* Thread id -> the bind() or connect() in progress on a TCP socket. */
 struct pending_bind {
 	__s32 fd;
 	__u16 family;
@@ -20,10 +21,11 @@ struct {
 	__type(value, struct pending_bind);
 } pending_binds SEC(".maps");
 
-#define EADDRINUSE 98
+#define EADDRINUSE    98
+#define EADDRNOTAVAIL 99
 
-/* Remembers a bind() in progress on a TCP socket, for its exit. */
-static __always_inline int on_bind_enter(struct trace_event_raw_sys_enter *ctx)
+/* Remembers the address a bind() or connect() on a TCP socket asks for, for its exit. */
+static __always_inline int remember_address(struct trace_event_raw_sys_enter *ctx)
 {
 	struct pending_bind b = {.fd = (int)ctx->args[0]};
 	const void *uaddr = (const void *)ctx->args[1];
@@ -47,8 +49,29 @@ static __always_inline int on_bind_enter(struct trace_event_raw_sys_enter *ctx)
 	return 0;
 }
 
-/* Reports a bind() that failed with EADDRINUSE, with what it asked for. */
-static __always_inline int on_bind_exit(struct trace_event_raw_sys_exit *ctx)
+/*
+ * The ephemeral port range of sk's network namespace, high << 16 | low.
+ * Linux 6.7 packed it into one u32 (commit d9f28735af89); before, two ints.
+ */
+static __always_inline __u32 port_range(const struct sock *sk)
+{
+	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
+	const void *range = __builtin_preserve_access_index(&net->ipv4.ip_local_ports.range);
+	__u32 r[2] = {};
+
+	if (bpf_core_field_size(net->ipv4.ip_local_ports.range) == 4) {
+		bpf_probe_read_kernel(r, 4, range);
+		return r[0];
+	}
+	bpf_probe_read_kernel(r, 8, range);
+	return r[1] << 16 | (r[0] & 0xffff);
+}
+
+/*
+ * Reports a bind() that failed with EADDRINUSE (the local address asked
+ * for), or a connect() that failed with EADDRNOTAVAIL (the destination).
+ */
+static __always_inline int on_address_exit(struct trace_event_raw_sys_exit *ctx, bool connect)
 {
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct pending_bind *b = bpf_map_lookup_elem(&pending_binds, &tid);
@@ -56,24 +79,37 @@ static __always_inline int on_bind_exit(struct trace_event_raw_sys_exit *ctx)
 
 	if (!b)
 		return 0;
-	struct pending_bind bind = *b;
+	struct pending_bind call = *b;
 	bpf_map_delete_elem(&pending_binds, &tid);
-	if (ctx->ret != -EADDRINUSE || !pid_wanted(bpf_get_current_pid_tgid() >> 32))
+	if (ctx->ret != (connect ? -EADDRNOTAVAIL : -EADDRINUSE) ||
+	    !pid_wanted(bpf_get_current_pid_tgid() >> 32))
 		return 0;
-	struct sock *sk = tcp_sock_of_fd(bind.fd, &protocol);
+	struct sock *sk = tcp_sock_of_fd(call.fd, &protocol);
 	if (!sk)
 		return 0;
 
-	struct owner owner = {.fd = bind.fd};
+	struct owner owner = {.fd = call.fd};
 	fill_current(&owner);
-	struct event *e = new_event(sk, EVENT_BIND_FAIL, 0, &owner, false);
+	/* A connect()'s socket went to SYN_SENT and back to CLOSE: its number
+	 * ties this to those lines. */
+	__u64 cookie = connect ? sock_key(sk, false) : 0;
+	struct event *e = new_event(sk, connect ? EVENT_CONNECT_FAIL : EVENT_BIND_FAIL, cookie,
+				    &owner, false);
 	if (!e)
 		return 0;
-	e->fd = bind.fd;
-	e->family = bind.family;
-	e->sport = bind.port;
-	__builtin_memcpy(e->saddr, bind.addr, sizeof(e->saddr));
-	e->flags = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse) ? FLAG_REUSEADDR : 0;
+	e->fd = call.fd;
+	e->family = call.family;
+	if (connect) {
+		e->dport = call.port;
+		__builtin_memcpy(e->daddr, call.addr, sizeof(e->daddr));
+		e->flags = 0;
+		e->reason = port_range(sk);
+	} else {
+		e->sport = call.port;
+		__builtin_memcpy(e->saddr, call.addr, sizeof(e->saddr));
+		e->flags = BPF_CORE_READ_BITFIELD_PROBED(sk, __sk_common.skc_reuse) ? FLAG_REUSEADDR
+										    : 0;
+	}
 	submit(e);
 	return 0;
 }

@@ -86,7 +86,14 @@ int BPF_PROG(handle_timer_cancel, struct timer_list *timer)
 SEC("tracepoint/syscalls/sys_enter_connect")
 int handle_connect(struct trace_event_raw_sys_enter *ctx)
 {
-	return remember_pending(ctx, (int)ctx->args[0], want_origins);
+	remember_pending(ctx, (int)ctx->args[0], want_origins);
+	return remember_address(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_connect")
+int handle_connect_exit(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_address_exit(ctx, true);
 }
 
 SEC("tracepoint/syscalls/sys_enter_listen")
@@ -212,13 +219,13 @@ int handle_receive_reset(struct trace_event_raw_tcp_event_sk *ctx)
 SEC("tracepoint/syscalls/sys_enter_bind")
 int handle_bind_enter(struct trace_event_raw_sys_enter *ctx)
 {
-	return on_bind_enter(ctx);
+	return remember_address(ctx);
 }
 
 SEC("tracepoint/syscalls/sys_exit_bind")
 int handle_bind_exit(struct trace_event_raw_sys_exit *ctx)
 {
-	return on_bind_exit(ctx);
+	return on_address_exit(ctx, false);
 }
 
 SEC("iter/tcp")

@@ -40,6 +40,9 @@ enum event_kind {
 	 * FLAG_REQUEST_DROPPED when the kernel now gives up on it. The cookie
 	 * is the request's id (requests.h). */
 	EVENT_SYNACK_TIMER = 11,
+	/* connect() of a TCP socket failed with EADDRNOTAVAIL: no local port
+	 * was free for its destination, daddr/dport as asked for. */
+	EVENT_CONNECT_FAIL = 12,
 };
 
 /* How the owner of a socket was learned. */
@@ -128,8 +131,10 @@ struct event {
 	__u32 pid; /* the task running when the program fired */
 	__u32 tid;
 	__s32 sk_err;
-	__s32 fd;     /* the fd of an accept, close or bind, else -1 */
-	__u32 reason; /* EVENT_RESET sent: the kernel's enum sk_rst_reason */
+	__s32 fd; /* the fd of an accept, close or bind, else -1 */
+	/* EVENT_RESET sent: the kernel's enum sk_rst_reason; EVENT_CONNECT_FAIL:
+	 * the namespace's ephemeral port range, high << 16 | low */
+	__u32 reason;
 	__u16 family;
 	__u16 sport;
 	__u16 dport;

@@ -440,7 +440,7 @@ var programRows = []programRowInfo{
 		"the fallback where tp_btf does not work",
 		"no fallback if tp_btf does not work"},
 	{rowSyscalls, "syscall and task tracepoints", NeedRequired,
-		"owners learned in connect(), listen() and accept(), followed through fork, exec, dup and fd passing; closes, by close() or by an owner's exit; failed binds (EADDRINUSE)",
+		"owners learned in connect(), listen() and accept(), followed through fork, exec, dup and fd passing; closes, by close() or by an owner's exit; failed binds (EADDRINUSE) and connects (EADDRNOTAVAIL)",
 		"tcptrace does not start without them (owners, closes and failed binds come from them)"},
 	{rowResets, "TCP reset tracepoints", NeedRequired,
 		"closes caused by a RST are labeled, with the kernel's reason for those sent",

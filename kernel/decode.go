@@ -89,6 +89,7 @@ var kindOf = [...]tcp.Kind{
 	tcptraceEventKindEVENT_EXEC:         tcp.KindExec,
 	tcptraceEventKindEVENT_NEW_FD:       tcp.KindNewFD,
 	tcptraceEventKindEVENT_SYNACK_TIMER: tcp.KindHalfOpen,
+	tcptraceEventKindEVENT_CONNECT_FAIL: tcp.KindConnectFail,
 }
 
 // KindTimeWaitExpired marks a decoded record about a timewait socket whose
@@ -156,7 +157,10 @@ func (d *Decoder) Decode(raw []byte, ev *tcp.Event) bool {
 		if r.SinceNs != 0 {
 			ev.FirstSynAck = d.wall(r.SinceNs)
 		}
-	case tcp.KindBindFail:
+	case tcp.KindBindFail, tcp.KindConnectFail:
+		if ev.Kind == tcp.KindConnectFail {
+			ev.PortRange = [2]uint16{uint16(r.Reason), uint16(r.Reason >> 16)}
+		}
 		ev.ReuseAddr = r.Flags&uint8(tcptraceEventFlagFLAG_REUSEADDR) != 0
 		ev.Owner = tcp.Owner{PID: r.Owner.Pid, Comm: d.comms.name(r.Owner.Comm), FD: r.Owner.Fd,
 			Cgroup: r.Owner.Cgroup, Container: d.containerOf(r.Owner.Cgroup, r.Owner.Pid)}

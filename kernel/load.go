@@ -268,6 +268,7 @@ func (k *Kernel) attach() error {
 		prog        *ebpf.Program
 	}{
 		{"syscalls", "sys_enter_connect", k.objs.HandleConnect},
+		{"syscalls", "sys_exit_connect", k.objs.HandleConnectExit},
 		{"syscalls", "sys_enter_listen", k.objs.HandleListen},
 		{"syscalls", "sys_exit_accept", k.objs.HandleAccept},
 		{"syscalls", "sys_exit_accept4", k.objs.HandleAccept4},

@@ -88,7 +88,7 @@ func (k *Kernel) ReadCounters() (Counters, error) {
 // otherPrograms are every program that runs on events but the state program.
 func (k *Kernel) otherPrograms() []*ebpf.Program {
 	o := &k.objs
-	return []*ebpf.Program{o.HandleConnect, o.HandleListen, o.HandleAccept, o.HandleAccept4, o.HandleClose,
+	return []*ebpf.Program{o.HandleConnect, o.HandleConnectExit, o.HandleListen, o.HandleAccept, o.HandleAccept4, o.HandleClose,
 		o.HandleBindEnter, o.HandleBindExit, o.HandleSendReset, o.HandleReceiveReset, o.HandleTimerExpire, o.HandleTimerCancel,
 		o.HandleExit, o.HandleNewTask, o.HandleExec, o.HandleDup, o.HandleDup2Enter, o.HandleDup2,
 		o.HandleDup3Enter, o.HandleDup3, o.HandleFcntlEnter, o.HandleFcntl, o.HandlePidfdGetfd,

@@ -95,6 +95,7 @@ const (
 	tcptraceEventKindEVENT_EXEC         tcptraceEventKind = 9
 	tcptraceEventKindEVENT_NEW_FD       tcptraceEventKind = 10
 	tcptraceEventKindEVENT_SYNACK_TIMER tcptraceEventKind = 11
+	tcptraceEventKindEVENT_CONNECT_FAIL tcptraceEventKind = 12
 )
 
 type tcptraceFileRecord struct {
@@ -238,6 +239,7 @@ const (
 	tcptraceProgHandleBindExit        = "handle_bind_exit"
 	tcptraceProgHandleClose           = "handle_close"
 	tcptraceProgHandleConnect         = "handle_connect"
+	tcptraceProgHandleConnectExit     = "handle_connect_exit"
 	tcptraceProgHandleDup             = "handle_dup"
 	tcptraceProgHandleDup2            = "handle_dup2"
 	tcptraceProgHandleDup2Enter       = "handle_dup2_enter"
@@ -327,6 +329,7 @@ type tcptraceProgramSpecs struct {
 	HandleBindExit        *ebpf.ProgramSpec `ebpf:"handle_bind_exit"`
 	HandleClose           *ebpf.ProgramSpec `ebpf:"handle_close"`
 	HandleConnect         *ebpf.ProgramSpec `ebpf:"handle_connect"`
+	HandleConnectExit     *ebpf.ProgramSpec `ebpf:"handle_connect_exit"`
 	HandleDup             *ebpf.ProgramSpec `ebpf:"handle_dup"`
 	HandleDup2            *ebpf.ProgramSpec `ebpf:"handle_dup2"`
 	HandleDup2Enter       *ebpf.ProgramSpec `ebpf:"handle_dup2_enter"`
@@ -487,6 +490,7 @@ type tcptracePrograms struct {
 	HandleBindExit        *ebpf.Program `ebpf:"handle_bind_exit"`
 	HandleClose           *ebpf.Program `ebpf:"handle_close"`
 	HandleConnect         *ebpf.Program `ebpf:"handle_connect"`
+	HandleConnectExit     *ebpf.Program `ebpf:"handle_connect_exit"`
 	HandleDup             *ebpf.Program `ebpf:"handle_dup"`
 	HandleDup2            *ebpf.Program `ebpf:"handle_dup2"`
 	HandleDup2Enter       *ebpf.Program `ebpf:"handle_dup2_enter"`
@@ -520,6 +524,7 @@ func (p *tcptracePrograms) Close() error {
 		p.HandleBindExit,
 		p.HandleClose,
 		p.HandleConnect,
+		p.HandleConnectExit,
 		p.HandleDup,
 		p.HandleDup2,
 		p.HandleDup2Enter,

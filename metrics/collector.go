@@ -40,6 +40,10 @@ var (
 		"bind() calls that failed with EADDRINUSE, by port and command. The first pairs seen keep their own series; "+
 			"later ones, past the bound, count under port and comm \"other\".",
 		[]string{"port", "comm"}, nil)
+	descNoPort = prometheus.NewDesc("tcptrace_connect_eaddrnotavail_total",
+		"connect() calls that found no local port free (EADDRNOTAVAIL), by command. The first commands seen keep "+
+			"their own series; later ones, past the bound, count under comm \"other\".",
+		[]string{"comm"}, nil)
 	descEvents = prometheus.NewDesc("tcptrace_events_total",
 		"Records tcptrace read from the kernel's ring buffer.", nil, nil)
 	descDrops = prometheus.NewDesc("tcptrace_ringbuf_drops_total",
@@ -165,6 +169,12 @@ func (c *Collector) readCounters(v *values) {
 	}
 	if c.binds.other > 0 {
 		v.counter(descBindFailures, c.binds.other, Other, Other)
+	}
+	for comm, n := range c.noPorts.counts {
+		v.counter(descNoPort, n, comm)
+	}
+	if c.noPorts.other > 0 {
+		v.counter(descNoPort, c.noPorts.other, Other)
 	}
 	s := c.stats
 	v.counter(descEvents, s.Events)

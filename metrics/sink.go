@@ -61,6 +61,7 @@ type Collector struct {
 	transitions [numStates][numStates]uint64
 	resets      firstN[resetKey]
 	binds       firstN[bindKey]
+	noPorts     firstN[string] // by comm
 	stats       timeline.Stats
 	// at is when the gauges were last brought up to date, zero before the
 	// first Update; tableTook, how long applying the last table walk took.
@@ -80,7 +81,7 @@ func NewCollector(filter *timeline.Filter, top int) *Collector {
 	}
 	top = max(top, 1)
 	return &Collector{top: top, filter: filter, now: time.Now, gauges: newGauges(),
-		resets: newFirstN[resetKey](maxResetKeys), binds: newFirstN[bindKey](top)}
+		resets: newFirstN[resetKey](maxResetKeys), binds: newFirstN[bindKey](top), noPorts: newFirstN[string](top)}
 }
 
 // Attach makes the gauges follow tl's connections, those of network
@@ -107,7 +108,7 @@ func (c *Collector) Observe(ev *tcp.Event) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	switch ev.Kind {
-	case tcp.KindTransition, tcp.KindReset, tcp.KindBindFail:
+	case tcp.KindTransition, tcp.KindReset, tcp.KindBindFail, tcp.KindConnectFail:
 		if c.filter.Match(ev) {
 			c.count(ev)
 		}
@@ -132,6 +133,8 @@ func (c *Collector) count(ev *tcp.Event) {
 		c.resets.add(resetKey{sent: ev.ResetSent, reason: ev.ResetReason})
 	case tcp.KindBindFail:
 		c.binds.add(bindKey{port: ev.Local.Port(), comm: labelValue(ev.Owner.Comm)})
+	case tcp.KindConnectFail:
+		c.noPorts.add(labelValue(ev.Owner.Comm))
 	}
 }
 

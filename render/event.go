@@ -242,6 +242,10 @@ func appendWhat(b []byte, ev *tcp.Event) []byte {
 		}
 		b = append(b, " in "...)
 		b = append(b, paintState(ev.New)...)
+	case tcp.KindConnectFail:
+		b = append(b, "connect() failed: EADDRNOTAVAIL, no local port free; "...)
+		b = strconv.AppendInt(b, int64(len(ev.PortHolders)), 10)
+		b = append(b, " sockets to the destination"...)
 	case tcp.KindBindFail:
 		b = append(b, "bind() failed: EADDRINUSE"...)
 		if ev.ReuseAddr {
@@ -439,6 +443,9 @@ func AppendJSON(b []byte, ev *tcp.Event) []byte {
 		} else {
 			b = append(b, `,"reset":"received"`...)
 		}
+	case tcp.KindConnectFail:
+		b = append(b, `,"port_holders":`...)
+		b = strconv.AppendInt(b, int64(len(ev.PortHolders)), 10)
 	case tcp.KindBindFail:
 		b = append(b, `,"reuseaddr":`...)
 		b = strconv.AppendBool(b, ev.ReuseAddr)

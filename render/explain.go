@@ -177,3 +177,38 @@ func TimeWaitAdvice(tw *analysis.TimeWaitReport) []string {
 	}
 	return advice
 }
+
+// PortExhaustionWhy says what held the local ports to a connect()'s
+// destination, and what frees them.
+func PortExhaustionWhy(p *analysis.PortExhaustion) string {
+	size := p.PortRange[1] - p.PortRange[0] + 1
+	if !p.Examined {
+		return fmt.Sprintf("the ports were not examined (another failure was, less than a second before); the ephemeral range is %d-%d (%d ports)",
+			p.PortRange[0], p.PortRange[1], size)
+	}
+	var parts []string
+	timeWait := 0
+	for _, u := range p.Uses {
+		who := "no process"
+		if u.PID != 0 {
+			who = fmt.Sprintf("pid %d (%s)", u.PID, u.Comm)
+		}
+		if u.State == tcp.StateTimeWait {
+			timeWait += u.Count
+			parts = append(parts, fmt.Sprintf("%d in TIME_WAIT closed first by %s", u.Count, who))
+		} else {
+			parts = append(parts, fmt.Sprintf("%d %s held by %s", u.Count, u.State, who))
+		}
+	}
+	why := fmt.Sprintf("%d sockets to %s hold local ports of the ephemeral range %d-%d (%d ports)", p.Taken(), p.Remote, p.PortRange[0], p.PortRange[1], size)
+	if len(parts) > 0 {
+		why += ": " + strings.Join(parts, ", ")
+	}
+	if timeWait*2 >= p.Taken() && timeWait > 0 {
+		return why + fmt.Sprintf("; TIME_WAIT lasts 60 s: reuse connections (keep-alive, pools) instead of one per request, "+
+			"set net.ipv4.tcp_tw_reuse=1 (now %d) so connect() may take TIME_WAIT ports back (needs TCP timestamps), "+
+			"or widen net.ipv4.ip_local_port_range", p.TwReuse)
+	}
+	return why + "; each open connection to one destination takes a port: pool and cap them, " +
+		"widen net.ipv4.ip_local_port_range, or spread over more destination addresses or ports"
+}

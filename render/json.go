@@ -21,6 +21,9 @@ func JSON(rep *analysis.LeakReport) []byte {
 		BindFailures: mapSlice(rep.BindFailures, func(f *analysis.BindFailure) bindFailureJSON {
 			return bindFailureJSON{f, BindWhy(f)}
 		}),
+		PortExhaustions: mapSlice(rep.PortExhaustions, func(p *analysis.PortExhaustion) portExhaustionJSON {
+			return portExhaustionJSON{p, PortExhaustionWhy(p)}
+		}),
 		OriginsSkipped: rep.OriginsSkipped, Limits: rep.Limits,
 	})
 	if err != nil {
@@ -32,16 +35,22 @@ func JSON(rep *analysis.LeakReport) []byte {
 // leakReportJSON names the report's fields; its parts embed the analysis's
 // types, whose tags name theirs, and add their texts after them.
 type leakReportJSON struct {
-	Time           time.Time         `json:"time"`
-	Threshold      time.Duration     `json:"threshold_ns"`
-	Processes      []processJSON     `json:"processes"`
-	Young          int               `json:"young_close_wait"`
-	Stuck          []stuckJSON       `json:"stuck"`
-	TimeWait       timeWaitJSON      `json:"time_wait"`
-	Resets         []resetJSON       `json:"resets"`
-	BindFailures   []bindFailureJSON `json:"bind_failures"`
-	OriginsSkipped uint64            `json:"origins_skipped,omitempty"`
-	Limits         []string          `json:"limits,omitempty"`
+	Time            time.Time            `json:"time"`
+	Threshold       time.Duration        `json:"threshold_ns"`
+	Processes       []processJSON        `json:"processes"`
+	Young           int                  `json:"young_close_wait"`
+	Stuck           []stuckJSON          `json:"stuck"`
+	TimeWait        timeWaitJSON         `json:"time_wait"`
+	Resets          []resetJSON          `json:"resets"`
+	BindFailures    []bindFailureJSON    `json:"bind_failures"`
+	PortExhaustions []portExhaustionJSON `json:"port_exhaustions"`
+	OriginsSkipped  uint64               `json:"origins_skipped,omitempty"`
+	Limits          []string             `json:"limits,omitempty"`
+}
+
+type portExhaustionJSON struct {
+	*analysis.PortExhaustion
+	Why string `json:"why"`
 }
 
 type processJSON struct {

@@ -60,6 +60,8 @@ func LifeEnd(lf *analysis.Life) string {
 		s = "timed out"
 	case analysis.EndUnreachable:
 		s = "unreachable"
+	case analysis.EndNoPort:
+		s = "no local port free (EADDRNOTAVAIL)"
 	default:
 		s = "close not seen (events lost)"
 	}
@@ -108,6 +110,7 @@ func Failures(w io.Writer, list []analysis.Failed) {
 		end := map[string]string{
 			analysis.EndRefused: "refused", analysis.EndTimedOut: "timed out", analysis.EndUnreachable: "unreachable",
 			analysis.EndResetReceived: "reset by the peer before established", analysis.EndResetSent: "reset by this end before established",
+			analysis.EndNoPort: "no local port free",
 		}[f.End]
 		fmt.Fprintf(w, "  %6d  %-40s %s, pid %d (%s)\n", f.Count, end, f.Remote, f.PID, f.Comm)
 	}

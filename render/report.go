@@ -69,6 +69,12 @@ func aborts(w io.Writer, rep *analysis.LeakReport) {
 		}
 		fmt.Fprintf(w, "  %s\n", BindWhy(f))
 	}
+	for i := range rep.PortExhaustions {
+		p := &rep.PortExhaustions[i]
+		fmt.Fprintf(w, "\n%s\n", bold.Sprintf("%s  connect() to %s by pid %d (%s) fd %d failed: EADDRNOTAVAIL, no local port free",
+			p.Time.Format("15:04:05"), p.Remote, p.PID, p.Comm, p.FD))
+		fmt.Fprintf(w, "  %s\n", PortExhaustionWhy(p))
+	}
 }
 
 // holders writes the processes holding a socket as pid/comm fd N, ...

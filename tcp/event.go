@@ -112,10 +112,15 @@ const (
 	// FirstSynAck; FlagDropped when the kernel gives up on it). The
 	// timeline shows it as LISTEN -> SYN_RECV, and its end.
 	KindHalfOpen
+	// KindConnectFail is connect() failing with EADDRNOTAVAIL: no local
+	// port was free for its destination (Remote). Owner is the process and
+	// fd, PortHolders the sockets to that destination.
+	KindConnectFail
 )
 
 var kindNames = [...]string{KindTransition: "transition", KindAccept: "accept", KindCloseFD: "close", KindExisting: "existing",
-	KindReset: "reset", KindBindFail: "bind_fail", KindExit: "exit", KindFork: "fork", KindExec: "exec", KindNewFD: "new_fd", KindHalfOpen: "half_open"}
+	KindReset: "reset", KindBindFail: "bind_fail", KindExit: "exit", KindFork: "fork", KindExec: "exec", KindNewFD: "new_fd", KindHalfOpen: "half_open",
+	KindConnectFail: "connect_fail"}
 
 func (k Kind) String() string {
 	if int(k) < len(kindNames) && kindNames[k] != "" {
@@ -281,8 +286,12 @@ type Event struct {
 	ResetSent bool
 	// ReuseAddr: the socket of a failed bind() had SO_REUSEADDR.
 	ReuseAddr bool
-	// PortHolders are the sockets on the port when a bind() failed; nil when
-	// the port was not examined (at most one failed bind a second is).
+	// PortRange is the ephemeral port range of the namespace of a connect()
+	// that found no local port.
+	PortRange [2]uint16
+	// PortHolders are the sockets on the port when a bind() failed, or those
+	// to the destination when a connect() found no local port; nil when
+	// they were not examined (at most one failure a second is).
 	PortHolders []Socket
 	// Origin is set on accept events and on the CLOSE -> SYN_SENT of connect().
 	Origin Origin

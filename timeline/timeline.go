@@ -102,9 +102,11 @@ type Timeline struct {
 	// recentOrder is a ring of recent's cookies, oldest at recentHead.
 	recentOrder []uint64
 	recentHead  int
-	// Resets and BindFailures are the latest of each, oldest first.
-	Resets       []tcp.Event
-	BindFailures []tcp.Event
+	// Resets, BindFailures and ConnectFailures are the latest of each,
+	// oldest first.
+	Resets          []tcp.Event
+	BindFailures    []tcp.Event
+	ConnectFailures []tcp.Event
 	// LastTable is the latest walk of the socket table; Stats the latest counts.
 	LastTable Table
 	Stats     StatsAt
@@ -305,6 +307,10 @@ func (t *Timeline) Apply(ev *tcp.Event, emit func(*tcp.Event)) {
 	case tcp.KindBindFail:
 		ev.InOld = -1
 		t.BindFailures = keep(t.BindFailures, ev, bindFailureMax)
+		emit(ev)
+	case tcp.KindConnectFail:
+		ev.InOld = -1
+		t.ConnectFailures = keep(t.ConnectFailures, ev, bindFailureMax)
 		emit(ev)
 	case tcp.KindExit:
 		t.closedByExit(ev, emit)

@@ -194,6 +194,10 @@ func (e *encoder) event(ev *tcp.Event) {
 	} else {
 		e.bool(false)
 	}
+	if ev.Kind == tcp.KindConnectFail {
+		e.uvarint(uint64(ev.PortRange[0]))
+		e.uvarint(uint64(ev.PortRange[1]))
+	}
 }
 
 func (e *encoder) frames(frames []tcp.Frame) {
@@ -520,6 +524,10 @@ func (d *decoder) event(ev *tcp.Event) {
 		t.BytesAcked, t.BytesReceived = d.uvarint(), d.uvarint()
 		t.SegsOut, t.SegsIn, t.Retransmits = uint32(d.uvarint()), uint32(d.uvarint()), uint32(d.uvarint())
 		t.SRTT, t.RTTVar, t.MinRTT = time.Duration(d.varint()), time.Duration(d.varint()), time.Duration(d.varint())
+	}
+	ev.PortRange = [2]uint16{}
+	if ev.Kind == tcp.KindConnectFail && len(d.b) > 0 {
+		ev.PortRange = [2]uint16{uint16(d.uvarint()), uint16(d.uvarint())}
 	}
 }
 

@@ -7,12 +7,15 @@ import (
 	"net/netip"
 	"os/exec"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tcptrace/tcptrace/analysis"
 	"github.com/tcptrace/tcptrace/internal/testenv"
+	"github.com/tcptrace/tcptrace/render"
 	"github.com/tcptrace/tcptrace/tcp"
 )
 
@@ -181,5 +184,64 @@ func TestBPFFailedConnects(t *testing.T) {
 		if f := got[to]; f.End != end || f.Count != 1 || int(f.PID) != pids[to] || f.Comm != "testpeer" {
 			t.Errorf("failures to %v: %+v; want one %s by pid %d (testpeer)", to, f, end, pids[to])
 		}
+	}
+}
+
+// TestBPFPortExhaustion: in a namespace of the test's own, with ten
+// ephemeral ports, a client holds ten connections to a server; another's
+// connect() to it finds no port (EADDRNOTAVAIL). tcptrace reports it with
+// the failing process, the destination, the namespace's port range, and
+// the ten connections that hold the ports, by their process.
+func TestBPFPortExhaustion(t *testing.T) {
+	r := startTracer(t, Config{})
+	ns := fmt.Sprintf("tcptrace-ports-%d", time.Now().UnixNano()%100000)
+	run(t, "ip", "netns", "add", ns)
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
+	run(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40009")
+	// A port of its own, outside the range: a listener bound to port 0
+	// would take one of the ten.
+	server := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "server", "127.0.0.1:5000")
+	dest := netip.MustParseAddrPort(server.ListenAddr())
+	holder := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "client", dest.String(), "10")
+	for range 10 {
+		holder.Expect("connected")
+	}
+	failing := exec.Command("ip", "netns", "exec", ns, testenv.PeerBinary, "client", dest.String())
+	if out, err := failing.CombinedOutput(); err == nil || !strings.Contains(string(out), "cannot assign requested address") {
+		t.Fatalf("an eleventh connect: %v: %s", err, out)
+	}
+	ev := r.waitFor("the failed connect", 5*time.Second, func(ev *tcp.Event) bool { return ev.Kind == tcp.KindConnectFail && ev.Remote == dest })
+	if int(ev.Owner.PID) != failing.Process.Pid || ev.PortRange != [2]uint16{40000, 40009} || len(ev.PortHolders) != 10 {
+		t.Errorf("failed connect %+v: want pid %d, ports 40000-40009, 10 holders", ev, failing.Process.Pid)
+	}
+	// Go's dialer tries connect() again on EADDRNOTAVAIL: each try is one;
+	// the ports were examined for the first.
+	rep := r.report(time.Hour)
+	var p analysis.PortExhaustion
+	for _, e := range rep.PortExhaustions {
+		if int(e.PID) != failing.Process.Pid {
+			t.Errorf("port exhaustion of pid %d, want only %d's", e.PID, failing.Process.Pid)
+		}
+		if e.Examined {
+			p = e
+		}
+	}
+	want := []analysis.PortUse{{State: tcp.StateEstablished, PID: uint32(holder.PID), Comm: "testpeer", Count: 10}}
+	if p.PortRange != [2]int{40000, 40009} || !slices.Equal(p.Uses, want) || p.Remote.AddrPort != dest {
+		t.Errorf("port exhaustion %+v: want ports 40000-40009 to %v, uses %+v", p, dest, want)
+	}
+	if why := render.PortExhaustionWhy(&p); !strings.Contains(why, fmt.Sprintf("10 ESTABLISHED held by pid %d (testpeer)", holder.PID)) {
+		t.Errorf("explained as %q", why)
+	}
+	// Each try's socket went SYN_SENT and back: its life says why.
+	lives := analysis.NewLives()
+	var failures analysis.Failures
+	for _, ev := range r.snapshot() {
+		lives.Feed(&ev, failures.Add)
+	}
+	lives.Finish(failures.Add)
+	if f := failures.List(); len(f) != 1 || f[0].End != analysis.EndNoPort || int(f[0].PID) != failing.Process.Pid || f[0].Remote.AddrPort != dest {
+		t.Errorf("failures %+v: want connects of pid %d to %v without a port", f, failing.Process.Pid, dest)
 	}
 }
