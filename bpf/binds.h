@@ -49,22 +49,31 @@ static __always_inline int remember_address(struct trace_event_raw_sys_enter *ct
 	return 0;
 }
 
-/*
- * The ephemeral port range of sk's network namespace, high << 16 | low.
- * Linux 6.7 packed it into one u32 (commit d9f28735af89); before, two ints.
- */
+/* Before Linux 6.7 (commit d9f28735af89) the port range was two ints. */
+struct local_ports___two_ints {
+	int range[2];
+} __attribute__((preserve_access_index));
+
+struct netns_ipv4___two_ints {
+	struct local_ports___two_ints ip_local_ports;
+} __attribute__((preserve_access_index));
+
+struct net___two_ints {
+	struct netns_ipv4___two_ints ipv4;
+} __attribute__((preserve_access_index));
+
+/* The ephemeral port range of sk's network namespace, high << 16 | low. */
 static __always_inline __u32 port_range(const struct sock *sk)
 {
 	struct net *net = BPF_CORE_READ(sk, __sk_common.skc_net.net);
-	const void *range = __builtin_preserve_access_index(&net->ipv4.ip_local_ports.range);
-	__u32 r[2] = {};
+	struct net___two_ints *old = (struct net___two_ints *)net;
 
-	if (bpf_core_field_size(net->ipv4.ip_local_ports.range) == 4) {
-		bpf_probe_read_kernel(r, 4, range);
-		return r[0];
+	if (bpf_core_field_exists(old->ipv4.ip_local_ports.range)) {
+		int r[2] = {};
+		BPF_CORE_READ_INTO(&r, old, ipv4.ip_local_ports.range);
+		return (__u32)r[1] << 16 | (r[0] & 0xffff);
 	}
-	bpf_probe_read_kernel(r, 8, range);
-	return r[1] << 16 | (r[0] & 0xffff);
+	return BPF_CORE_READ(net, ipv4.ip_local_ports.range);
 }
 
 /*

@@ -139,10 +139,30 @@ func checkTimeWaitsMatchSS(t *testing.T, r *recorder, mine func(local, remote ne
 			break
 		}
 	}
-	if len(listed) != want || fmt.Sprint(traced) != fmt.Sprint(listed) {
-		t.Errorf("in TIME_WAIT: tcptrace shows %d, ss lists %d (want %d)\ntcptrace: %v\nss: %v\ntcptrace's other states: %v",
-			total(traced), len(listed), want, traced, listed, others)
+	if len(listed) == want && fmt.Sprint(traced) == fmt.Sprint(listed) {
+		return
 	}
+	// A loaded guest may skip a run of the state program (counted, and
+	// repaired from the socket table, which has no TIME_WAIT to give back):
+	// a connection short by as many as were counted missed is that.
+	var missed uint64
+	r.inRun(func() {
+		if r.tr.readCounters() == nil {
+			missed = r.tr.stats.Missed()
+		}
+	})
+	short := 0
+	for tuple := range listed {
+		if traced[tuple] == 0 {
+			short++
+		}
+	}
+	if len(listed) == want && total(traced) == want-short && uint64(short) <= missed {
+		t.Logf("in TIME_WAIT: tcptrace shows %d of %d; %d program runs missed and counted", total(traced), want, missed)
+		return
+	}
+	t.Errorf("in TIME_WAIT: tcptrace shows %d, ss lists %d (want %d; %d program runs missed)\ntcptrace: %v\nss: %v\ntcptrace's other states: %v",
+		total(traced), len(listed), want, missed, traced, listed, others)
 }
 
 func total(m map[string]int) int {
