@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -16,12 +17,12 @@ import (
 	"github.com/tcptrace/tcptrace/timeline"
 )
 
-// halfOpenNetNS makes a network namespace for the test, with loopback up,
-// the SYN-ACK retries given, and a server listening in it; it returns the
-// namespace's name and inode and the server.
-func halfOpenNetNS(t *testing.T, synAckRetries int) (string, uint32, *testenv.Peer) {
+// testNetNS makes a network namespace for the test, deleted after it, with
+// loopback up and the sysctls given (name=value) set; it returns the
+// namespace's name and inode.
+func testNetNS(t *testing.T, sysctls ...string) (string, uint32) {
 	t.Helper()
-	ns := fmt.Sprintf("tcptrace-%s-%d", t.Name(), os.Getpid())
+	ns := fmt.Sprintf("tcptrace-%s-%d", strings.ReplaceAll(t.Name(), "/", "-"), os.Getpid())
 	run(t, "ip", "netns", "add", ns)
 	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
 	var st syscall.Stat_t
@@ -29,9 +30,20 @@ func halfOpenNetNS(t *testing.T, synAckRetries int) (string, uint32, *testenv.Pe
 		t.Fatal(err)
 	}
 	run(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-	run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", fmt.Sprintf("net.ipv4.tcp_synack_retries=%d", synAckRetries))
+	for _, s := range sysctls {
+		run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", s)
+	}
+	return ns, uint32(st.Ino)
+}
+
+// halfOpenNetNS makes a namespace for the test with the SYN-ACK retries
+// given, and a server listening in it; it returns the namespace's name and
+// inode and the server.
+func halfOpenNetNS(t *testing.T, synAckRetries int) (string, uint32, *testenv.Peer) {
+	t.Helper()
+	ns, ino := testNetNS(t, fmt.Sprintf("net.ipv4.tcp_synack_retries=%d", synAckRetries))
 	server := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "server", "127.0.0.1:0")
-	return ns, uint32(st.Ino), server
+	return ns, ino, server
 }
 
 // TestBPFHalfOpen: in a network namespace of the test's own, a SYN comes

@@ -63,10 +63,7 @@ func ssInfoOf(t *testing.T, ns string, local, remote netip.AddrPort) ssInfo {
 func TestBPFLives(t *testing.T) {
 	const toServer, toClient = 100000, 30000
 	r := startTracer(t, Config{})
-	ns := fmt.Sprintf("tcptrace-lives-%d", time.Now().UnixNano()%100000)
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	run(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
+	ns, _ := testNetNS(t)
 	server := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "server", "127.0.0.1:0")
 	client := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "client", server.ListenAddr())
 	cli := client.Conn("connected")
@@ -148,11 +145,7 @@ func TestBPFLives(t *testing.T) {
 // its process and destination.
 func TestBPFFailedConnects(t *testing.T) {
 	r := startTracer(t, Config{})
-	ns := fmt.Sprintf("tcptrace-failed-%d", time.Now().UnixNano()%100000)
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	run(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-	run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_syn_retries=1")
+	ns, _ := testNetNS(t, "net.ipv4.tcp_syn_retries=1")
 	run(t, "ip", "netns", "exec", ns, "nft",
 		"add table inet failed; add chain inet failed out { type filter hook output priority 0; }; add rule inet failed out tcp dport 9 drop")
 	refused, dropped := netip.MustParseAddrPort("127.0.0.1:1"), netip.MustParseAddrPort("127.0.0.1:9")
@@ -194,11 +187,7 @@ func TestBPFFailedConnects(t *testing.T) {
 // the ten connections that hold the ports, by their process.
 func TestBPFPortExhaustion(t *testing.T) {
 	r := startTracer(t, Config{})
-	ns := fmt.Sprintf("tcptrace-ports-%d", time.Now().UnixNano()%100000)
-	run(t, "ip", "netns", "add", ns)
-	t.Cleanup(func() { exec.Command("ip", "netns", "del", ns).Run() })
-	run(t, "ip", "netns", "exec", ns, "ip", "link", "set", "lo", "up")
-	run(t, "ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=40000 40009")
+	ns, _ := testNetNS(t, "net.ipv4.ip_local_port_range=40000 40009")
 	// A port of its own, outside the range: a listener bound to port 0
 	// would take one of the ten.
 	server := testenv.StartProcess(t, "ip", "netns", "exec", ns, testenv.PeerBinary, "server", "127.0.0.1:5000")
