@@ -50,7 +50,7 @@ test:
 
 # The soak: serve, leaks and record side by side under connection churn for
 # SOAK, their memory sampled every second (CI runs the short one).
-SOAK ?= 75s
+SOAK ?= 2m
 soak:
 	TCPTRACE_SOAK=$(SOAK) TCPTRACE_REQUIRE_BPF=1 $(GO) test -count=1 -timeout 0 -run '^TestBPFSoak$$' -v ./cmd/tcptrace
 
