@@ -94,6 +94,7 @@ type lifeSoFar struct {
 	closing     tcp.Event  // the close, once seen
 }
 
+// NewLives starts following connections, none yet.
 func NewLives() *Lives { return &Lives{open: map[uint64]*lifeSoFar{}} }
 
 // Open is the number of connections followed that have not closed.
