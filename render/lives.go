@@ -107,11 +107,13 @@ func Failures(w io.Writer, list []analysis.Failed) {
 	}
 	fmt.Fprintln(w, "failed connections:")
 	for _, f := range list {
-		end := map[string]string{
-			analysis.EndRefused: "refused", analysis.EndTimedOut: "timed out", analysis.EndUnreachable: "unreachable",
-			analysis.EndResetReceived: "reset by the peer before established", analysis.EndResetSent: "reset by this end before established",
-			analysis.EndNoPort: "no local port free",
-		}[f.End]
-		fmt.Fprintf(w, "  %6d  %-40s %s, pid %d (%s)\n", f.Count, end, f.Remote, f.PID, f.Comm)
+		fmt.Fprintf(w, "  %6d  %-40s %s, pid %d (%s)\n", f.Count, failedHow[f.End], f.Remote, f.PID, f.Comm)
 	}
+}
+
+// failedHow names the ways a connection fails before it is established.
+var failedHow = map[string]string{
+	analysis.EndRefused: "refused", analysis.EndTimedOut: "timed out", analysis.EndUnreachable: "unreachable",
+	analysis.EndResetReceived: "reset by the peer before established", analysis.EndResetSent: "reset by this end before established",
+	analysis.EndNoPort: "no local port free",
 }

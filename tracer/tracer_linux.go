@@ -290,10 +290,12 @@ func (t *Tracer) apply(raw []byte, emit func(*tcp.Event)) error {
 	t.k.NoteNetNS(ev.NetNS, pid, ev.Time)
 	if (ev.Kind == tcp.KindBindFail || ev.Kind == tcp.KindConnectFail) && time.Since(t.lastPortWalk) >= time.Second {
 		t.lastPortWalk = time.Now()
-		if table, _, err := t.k.WalkTable(); err == nil && ev.Kind == tcp.KindBindFail {
-			ev.PortHolders = analysis.PortHolders(table, ev.NetNS, ev.Local)
-		} else if err == nil {
-			ev.PortHolders = analysis.DestinationHolders(table, ev.NetNS, ev.Remote)
+		if table, _, err := t.k.WalkTable(); err == nil {
+			if ev.Kind == tcp.KindBindFail {
+				ev.PortHolders = analysis.PortHolders(table, ev.NetNS, ev.Local)
+			} else {
+				ev.PortHolders = analysis.DestinationHolders(table, ev.NetNS, ev.Remote)
+			}
 		}
 	}
 	if err := t.feed(&t.in, emit); err != nil {
